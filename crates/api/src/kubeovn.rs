@@ -1,0 +1,193 @@
+//! The parts of Kube-OVN's own resources that veg reads: `Vpc`, `Subnet` and `IPPool`
+//! (`pkg/apis/kubeovn/v1/{vpc,subnet,ippool}.go` in kubeovn/kube-ovn).
+//!
+//! These are partial views for reading. Unknown fields are ignored, so never write one of these
+//! objects back whole: that would drop what Kube-OVN put there. No CRD is generated for them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+// ===== Vpc =====
+
+/// A Kube-OVN VPC (cluster-scoped): a logical router and its switches.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "kubeovn.io",
+    version = "v1",
+    kind = "Vpc",
+    plural = "vpcs",
+    status = "VpcStatus",
+    schema = "disabled",
+    derive = "PartialEq",
+    derive = "Default"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcSpec {
+    /// The dedicated BFD port of the VPC's router, used by egress gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_port: Option<BfdPort>,
+}
+
+/// `Vpc.spec.bfdPort`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BfdPort {
+    /// Create the port `bfd@<vpc>`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Its address: one IP, or `v4,v6`, without a prefix length.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
+    /// Nodes that may host the port; absent means up to three nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+}
+
+/// `Vpc.status`, the fields veg reads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VpcStatus {
+    /// The BFD port as created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_port: Option<BfdPortStatus>,
+    /// Name of the OVN logical router.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub router: String,
+    /// The VPC's default subnet.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub default_logical_switch: String,
+}
+
+/// `Vpc.status.bfdPort`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BfdPortStatus {
+    /// `bfd@<vpc>`, empty while the port is off.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// The port's address(es), `v4`, `v6` or `v4,v6`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip: String,
+    /// Nodes of the port's HA chassis group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+}
+
+// ===== Subnet =====
+
+/// A Kube-OVN subnet (cluster-scoped).
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "kubeovn.io",
+    version = "v1",
+    kind = "Subnet",
+    plural = "subnets",
+    schema = "disabled",
+    derive = "PartialEq",
+    derive = "Default"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SubnetSpec {
+    /// CIDR(s), `v4`, `v6` or `v4,v6`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cidr_block: String,
+    /// Gateway address(es), in the same order as `cidrBlock`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
+    /// `ovn` for Kube-OVN's own network, `<nad>.<namespace>` (or `…​.ovn`) for an attachment.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
+    /// `IPv4`, `IPv6` or `Dual`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub protocol: String,
+    /// Addresses IPAM never hands out: IPs or `a..b` ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_ips: Vec<String>,
+    /// The VPC the subnet belongs to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vpc: String,
+}
+
+// ===== IPPool =====
+
+/// A Kube-OVN IP pool (cluster-scoped): named addresses of one subnet.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "kubeovn.io",
+    version = "v1",
+    kind = "IPPool",
+    plural = "ippools",
+    schema = "disabled",
+    derive = "PartialEq",
+    derive = "Default"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IPPoolSpec {
+    /// The subnet the pool draws from.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subnet: String,
+    /// Addresses, CIDRs or `a..b` ranges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+}
+
+// ===== impls =====
+
+impl Subnet {
+    /// The attachment network (`<namespace>/<nad>`) named by this subnet's provider
+    /// `<nad>.<namespace>[.ovn]`, or `None` for Kube-OVN's own network or a malformed provider.
+    pub fn attachment_network(&self) -> Option<(String, String)> {
+        let mut parts = self.spec.provider.split('.');
+        let nad = parts.next().filter(|part| !part.is_empty())?;
+        let namespace = parts.next().filter(|part| !part.is_empty())?;
+        Some((namespace.to_owned(), nad.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_kube_ovn_objects_and_ignores_the_rest() -> anyhow::Result<()> {
+        let vpc: Vpc = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubeovn.io/v1", "kind": "Vpc",
+            "metadata": {"name": "ovn-cluster"},
+            "spec": {"bfdPort": {"enabled": true, "ip": "203.0.113.254",
+                                 "nodeSelector": {"matchLabels": {"kubernetes.io/os": "linux"}}},
+                     "staticRoutes": [{"cidr": "0.0.0.0/0", "nextHopIP": "198.51.100.1"}]},
+            "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default",
+                       "bfdPort": {"name": "bfd@ovn-cluster", "ip": "203.0.113.254", "nodes": ["node1"]},
+                       "standby": true}
+        }))?;
+        let bfd_port = vpc.spec.bfd_port.as_ref().map(|port| port.ip.as_str());
+        assert_eq!(bfd_port, Some("203.0.113.254"));
+        let status = vpc.status.unwrap_or_default();
+        assert_eq!(status.router, "ovn-cluster");
+        assert_eq!(status.default_logical_switch, "ovn-default");
+        assert_eq!(
+            status.bfd_port.map(|port| port.nodes),
+            Some(vec!["node1".to_owned()])
+        );
+
+        let subnet: Subnet = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "macvlan1"},
+            "spec": {"protocol": "IPv4", "provider": "eth1.default", "cidrBlock": "198.51.100.0/24",
+                     "gateway": "198.51.100.1", "excludeIps": ["198.51.100.2..198.51.100.10"]}
+        }))?;
+        assert_eq!(
+            subnet.attachment_network(),
+            Some(("default".to_owned(), "eth1".to_owned()))
+        );
+        let mut ovn = subnet.clone();
+        ovn.spec.provider = "ovn".to_owned();
+        assert_eq!(ovn.attachment_network(), None);
+
+        let pool: IPPool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kubeovn.io/v1", "kind": "IPPool", "metadata": {"name": "pool1"},
+            "spec": {"subnet": "macvlan1", "ips": ["198.51.100.20", "198.51.100.21"]}
+        }))?;
+        assert_eq!(pool.spec.ips.len(), 2);
+        Ok(())
+    }
+}

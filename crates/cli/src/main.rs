@@ -1,0 +1,46 @@
+//! `veg`: the one binary of the veg VPC egress gateway.
+//!
+//! Each subcommand lives in its own module; `main` only parses the command line and maps the
+//! outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod validate;
+
+/// veg — a VPC egress gateway for Kube-OVN clusters.
+#[derive(Debug, Parser)]
+#[command(name = "veg", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the VpcEgressGateway CustomResourceDefinition as YAML.
+    Crd,
+    /// Check VpcEgressGateway manifests without a cluster; exit 1 when any is invalid.
+    Validate(validate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Crd => print_crd(),
+        Command::Validate(args) => validate::run(&args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("veg: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn print_crd() -> anyhow::Result<ExitCode> {
+    print!("{}", veg_api::crd_yaml()?);
+    Ok(ExitCode::SUCCESS)
+}
