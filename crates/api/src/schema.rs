@@ -146,10 +146,12 @@ pub(crate) fn subnet_name_list(_: &mut SchemaGenerator) -> Schema {
 /// Largest integer bandwidth Kube-OVN accepts, in Mbps (`MaxInt64 / 1e6`).
 pub const MAX_BANDWIDTH_MBPS: i64 = 9_223_372_036_854;
 
-/// `bandwidth.ingress` / `egress`: an integer in Mbps or a quantity string in bit/s.
+/// `bandwidth.ingress` / `egress`: an integer in Mbps or a quantity string in bit/s. A
+/// digit-only string is Mbps too (Kube-OVN reads it so), and gets the same bound. Written
+/// without `type()` so that portable CEL evaluators check it as the apiserver does.
 pub(crate) fn bandwidth_rate(_: &mut SchemaGenerator) -> Schema {
     let rate_rules = rules(&[Rule {
-        rule: "type(self) == int ? (self >= 0 && self <= 9223372036854) : self.matches('^([0-9]+|([0-9]+([.][0-9]+)?|[.][0-9]+)(M|Mi|G|Gi))$')",
+        rule: "string(self).matches('^([0-9]+|([0-9]+([.][0-9]+)?|[.][0-9]+)(M|Mi|G|Gi))$') && (!string(self).matches('^[0-9]+$') || (size(string(self)) <= 13 && int(string(self)) <= 9223372036854))",
         message: "must be a whole number of Mbps between 0 and 9223372036854, or a quantity such as 100M, 1.5G or 1Gi",
         field_path: None,
     }]);

@@ -500,18 +500,32 @@ fn validate_toleration(field: &str, toleration: &Toleration, errors: &mut Errors
 }
 
 fn validate_bandwidth(field: &str, rate: &BandwidthRate, errors: &mut Errors) {
-    match rate {
-        BandwidthRate::Mbps(mbps) if !(0..=MAX_BANDWIDTH_MBPS).contains(mbps) => errors.push(
+    let mbps = match rate {
+        BandwidthRate::Mbps(mbps) => Some(*mbps),
+        BandwidthRate::Quantity(quantity) if !is_bandwidth_quantity(quantity) => {
+            errors.push(
+                field,
+                Rule::Format,
+                format!(
+                    "{quantity:?} must be a whole number of Mbps or a quantity such as 100M, 1.5G or 1Gi"
+                ),
+            );
+            return;
+        }
+        // A digit-only string is Mbps; past i64 it is out of range as well.
+        BandwidthRate::Quantity(quantity) if quantity.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(quantity.parse::<i64>().unwrap_or(i64::MAX))
+        }
+        BandwidthRate::Quantity(_) => None,
+    };
+    if let Some(mbps) = mbps
+        && !(0..=MAX_BANDWIDTH_MBPS).contains(&mbps)
+    {
+        errors.push(
             field,
             Rule::Range,
             format!("must be between 0 and {MAX_BANDWIDTH_MBPS} Mbps, got {mbps}"),
-        ),
-        BandwidthRate::Quantity(quantity) if !is_bandwidth_quantity(quantity) => errors.push(
-            field,
-            Rule::Format,
-            format!("{quantity:?} must be a whole number of Mbps or a quantity such as 100M, 1.5G or 1Gi"),
-        ),
-        _ => {}
+        );
     }
 }
 
