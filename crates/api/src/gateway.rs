@@ -18,6 +18,9 @@ use crate::schema;
 
 /// Desired state of a VPC egress gateway: which Pods of a VPC leave through it, how many
 /// instances carry the traffic, where they run and how failures are detected.
+// clippy reads the repeated `type_`/`priority` keys of the `printcolumn(...)` entries below as
+// duplicated attributes; they belong to different columns.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "kubeovn.io",

@@ -1,0 +1,147 @@
+//! The `veg` binary as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{Result, ensure};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn veg(args: &[&str]) -> Result<Output> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_veg"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()?)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn validate_accepts_the_examples() -> Result<()> {
+    let mut args = vec!["validate"];
+    let examples = [
+        "examples/nad.yaml",
+        "examples/subnets.yaml",
+        "examples/gateway.yaml",
+        "examples/vpc-bfd-port.yaml",
+        "examples/gateway-bfd.yaml",
+    ];
+    args.extend(examples);
+    let output = veg(&args)?;
+    ensure!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status,
+        stdout(&output)
+    );
+    ensure!(
+        stdout(&output).is_empty(),
+        "unexpected output: {}",
+        stdout(&output)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains("3 object(s) checked, 0 invalid"),
+        "summary: {stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn validate_names_every_error_and_exits_1() -> Result<()> {
+    let file = "crates/cli/tests/data/invalid.yaml";
+    let output = veg(&["validate", file])?;
+    ensure!(output.status.code() == Some(1), "exit {:?}", output.status);
+    let lines: Vec<String> = stdout(&output).lines().map(str::to_owned).collect();
+    let expected = [
+        "VpcEgressGateway/broken: spec.externalSubent: unknown field",
+        "VpcEgressGateway/broken: spec.externalSubnet: the subnet of the external leg is required",
+        "VpcEgressGateway/broken: spec.internalIPs[0]: ",
+        "VpcEgressGateway/broken: spec.internalIPs[1]: ",
+        "VpcEgressGateway/broken: spec.internalIPs: Size of Internal IPs MUST be equal to or greater than Replicas (2 < 3)",
+        "VpcEgressGateway/broken: spec.internalIPPool: internalIPs and internalIPPool are mutually exclusive",
+        "VpcEgressGateway/broken: spec.policies[0]: Each policy MUST have at least one ipBlocks or subnets",
+        "VpcEgressGateway/broken: spec.policies[1].ipBlocks[0]: ",
+        "VpcEgressGateway/broken: spec.bfd.minRX: must be between 1 and 3600000 ms, got 0",
+        "VpcEgressGateway/broken: spec.bfd.multiplier: ",
+        "VpcEgressGateway/wrong-type: spec.trafficPolicy: unknown variant `Nearest`",
+        "Vpc/vpc1: spec.bfdPort.ip: ",
+    ];
+    ensure!(
+        lines.len() == expected.len(),
+        "expected {} lines, got:\n{}",
+        expected.len(),
+        lines.join("\n")
+    );
+    for (line, want) in lines.iter().zip(expected) {
+        let want = format!("{file}: {want}");
+        ensure!(
+            line.starts_with(&want),
+            "line {line:?} should start with {want:?}"
+        );
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains("3 object(s) checked, 3 invalid"),
+        "summary: {stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn validate_reports_yaml_errors_and_missing_files() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("veg-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let broken = dir.join("broken.yaml");
+    std::fs::write(&broken, "apiVersion: [unclosed\n")?;
+    let broken = broken.to_string_lossy().into_owned();
+    let output = veg(&["validate", &broken]);
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = output?;
+    ensure!(output.status.code() == Some(1), "exit {:?}", output.status);
+    ensure!(
+        stdout(&output).starts_with(&format!("{broken}: not valid YAML")),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = veg(&["validate", "no/such/file.yaml"])?;
+    ensure!(output.status.code() == Some(2), "exit {:?}", output.status);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(stderr.contains("cannot read no/such/file.yaml"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn crd_prints_the_committed_crd() -> Result<()> {
+    let output = veg(&["crd"])?;
+    ensure!(output.status.success());
+    let committed =
+        std::fs::read_to_string(repo_root().join("deploy/crds/vpc-egress-gateways.yaml"))?;
+    ensure!(
+        stdout(&output) == committed,
+        "veg crd differs from deploy/crds; run scripts/gen-crd.sh"
+    );
+    Ok(())
+}
+
+/// Only commands that work are offered.
+#[test]
+fn help_lists_the_working_commands() -> Result<()> {
+    let output = veg(&["--help"])?;
+    ensure!(output.status.success());
+    let help = stdout(&output);
+    let commands: Vec<&str> = help
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    ensure!(commands == ["crd", "validate", "help"], "{commands:?}");
+    Ok(())
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what building and testing veg needs on Debian 12, and nothing when it is all there
+# (safe to run again). Needs root, or sudo.
+#   - Debian packages: the list below (later issues add OVS/OVN/FRR/nftables as tests need them);
+#   - a stable Rust toolchain with rustfmt and clippy, through rustup when cargo is missing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential   # cc/ld for crates with build scripts
+  pkg-config
+  ca-certificates
+  curl
+  git
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "==> installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "==> Debian packages: all present"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "==> installing the stable Rust toolchain with rustup"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain stable
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if command -v rustup >/dev/null 2>&1; then
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
+  done
+fi
+echo "==> $(cargo --version)"
