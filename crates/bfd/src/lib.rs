@@ -6,6 +6,9 @@
 //! - `session` — one session as a sans-I/O object: packets in, packets and deadlines out.
 #![warn(missing_docs)]
 
+pub mod fsm;
 pub mod packet;
+pub mod session;
 
 pub use packet::{Auth, ControlPacket, DecodeError, Diag, State};
+pub use session::{AuthKey, Reject, Role, Session, SessionConfig, SessionStatus, Transition};
