@@ -9,6 +9,8 @@
 pub mod fsm;
 pub mod packet;
 pub mod session;
+pub mod sessions;
 
 pub use packet::{Auth, ControlPacket, DecodeError, Diag, State};
 pub use session::{AuthKey, Reject, Role, Session, SessionConfig, SessionStatus, Transition};
+pub use sessions::{CommandError, DropReason, Event, Outgoing, Sessions};
