@@ -1,16 +1,31 @@
-//! BFD (RFC 5880, single hop RFC 5881) for veg.
+//! BFD (RFC 5880, single hop RFC 5881) for veg: the passive side in every gateway Pod
+//! (`veg bfdd`) and the active side of `veg monitor`.
 //!
 //! # Layout
 //! - `packet` — the Control packet codec and its reception checks (pure).
 //! - `fsm` — the state machine of RFC 5880 §6.8.6, interval math and jitter (pure).
 //! - `session` — one session as a sans-I/O object: packets in, packets and deadlines out.
+//! - `sessions` — all sessions: demultiplexing, GTSM, allowed peers, one timer heap (pure).
+//! - `network` — the UDP sockets (the only file with socket calls).
+//! - `control` — the JSON-lines control socket protocol, server and client.
+//! - `metrics`, `http` — Prometheus metrics, `/metrics` `/livez` `/readyz`.
+//! - `daemon` — the event loop that owns the sessions.
+//! - `error` — [`Error`].
 #![warn(missing_docs)]
 
+pub mod control;
+pub mod daemon;
+mod error;
 pub mod fsm;
+pub mod http;
+pub mod metrics;
+pub mod network;
 pub mod packet;
 pub mod session;
 pub mod sessions;
 
+pub use daemon::{DaemonConfig, run};
+pub use error::Error;
 pub use packet::{Auth, ControlPacket, DecodeError, Diag, State};
 pub use session::{AuthKey, Reject, Role, Session, SessionConfig, SessionStatus, Transition};
 pub use sessions::{CommandError, DropReason, Event, Outgoing, Sessions};

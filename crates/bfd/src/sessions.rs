@@ -7,7 +7,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::packet::{ControlPacket, DecodeError};
+use crate::packet::{ControlPacket, DecodeError, Diag, State};
 use crate::session::{Reject, Role, Session, SessionConfig, SessionStatus, Transition};
 
 /// Why a received packet was dropped before or by its session.
@@ -105,6 +105,9 @@ pub struct Sessions {
     scheduled: HashMap<u32, Instant>,
     /// Sessions with a packet to send at once.
     urgent: Vec<u32>,
+    /// AdminDown for every session, including those opened later (uplink fate sharing must
+    /// also cover a passive session that appears while the uplink is down).
+    admin_down_all: Option<Diag>,
     /// Source of discriminators and authentication sequence seeds.
     next_random: Box<dyn FnMut() -> u32 + Send>,
 }
@@ -132,6 +135,7 @@ impl Sessions {
             timers: BinaryHeap::new(),
             scheduled: HashMap::new(),
             urgent: Vec::new(),
+            admin_down_all: None,
             next_random: Box::new(random),
         }
     }
@@ -145,7 +149,10 @@ impl Sessions {
         let local_discr = self.fresh_discr();
         let seed = (self.next_random)();
         let peer = config.peer;
-        let session = Session::new(config, local_discr, seed, now);
+        let mut session = Session::new(config, local_discr, seed, now);
+        if let Some(diag) = self.admin_down_all {
+            let _ = session.set_admin_down(diag, now);
+        }
         self.sessions.insert(local_discr, session);
         self.by_peer.insert(peer, local_discr);
         self.touch(local_discr);
@@ -207,6 +214,35 @@ impl Sessions {
             }
         }
         Ok(events)
+    }
+
+    /// Puts every session, present and future, AdminDown with `diag`; `None` lifts it.
+    pub fn set_admin_down_all(&mut self, diag: Option<Diag>, now: Instant) -> Vec<Event> {
+        self.admin_down_all = diag;
+        let result = match diag {
+            Some(diag) => self.update(None, |session| session.set_admin_down(diag, now)),
+            None => self.update(None, |session| session.set_admin_up(now)),
+        };
+        result.unwrap_or_default()
+    }
+
+    /// Sessions per state, for the gauge.
+    pub fn state_counts(&self) -> [(State, i64); 4] {
+        let mut counts = [
+            (State::AdminDown, 0),
+            (State::Down, 0),
+            (State::Init, 0),
+            (State::Up, 0),
+        ];
+        for session in self.sessions.values() {
+            if let Some(entry) = counts
+                .iter_mut()
+                .find(|(state, _)| *state == session.state())
+            {
+                entry.1 += 1;
+            }
+        }
+        counts
     }
 
     /// Changes the template of an allowed peer too, so a later session gets the same timers.

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bfd;
+mod logging;
 mod validate;
 
 /// veg — a VPC egress gateway for Kube-OVN clusters.
@@ -23,6 +25,10 @@ enum Command {
     Crd,
     /// Check VpcEgressGateway manifests without a cluster; exit 1 when any is invalid.
     Validate(validate::Args),
+    /// Run the BFD daemon (RFC 5880/5881) of a gateway instance or monitor.
+    Bfdd(bfd::DaemonArgs),
+    /// Query and steer a running `veg bfdd` through its control socket.
+    Bfdctl(bfd::ControlArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +36,8 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Crd => print_crd(),
         Command::Validate(args) => validate::run(&args),
+        Command::Bfdd(args) => bfd::run_daemon(args),
+        Command::Bfdctl(args) => bfd::run_control(args),
     };
     match outcome {
         Ok(code) => code,

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::packet::{Diag, State};
+
 use crate::session::{Role, SessionConfig};
 
 const MS: Duration = Duration::from_millis(1);

@@ -1,0 +1,73 @@
+//! Errors of the BFD daemon (I/O and configuration). Malformed packets are not errors but
+//! [`DropReason`](crate::DropReason)s: bad input is data.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// A daemon operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A socket could not be opened or bound.
+    #[error("cannot bind a BFD socket to {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A packet could not be sent.
+    #[error("cannot send a BFD packet to {peer}: {source}")]
+    Send {
+        /// The peer.
+        peer: IpAddr,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Receiving failed (not a bad packet: the socket itself).
+    #[error("cannot receive BFD packets: {source}")]
+    Receive {
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The control socket could not be opened.
+    #[error("cannot open the control socket {path}: {source}")]
+    ControlSocket {
+        /// Its path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP listener could not be opened.
+    #[error("cannot listen for HTTP on {address}: {source}")]
+    Http {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration is inconsistent.
+    #[error("invalid BFD configuration: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Bind { .. } => "bind",
+            Error::Send { .. } => "send",
+            Error::Receive { .. } => "receive",
+            Error::ControlSocket { .. } => "control_socket",
+            Error::Http { .. } => "http",
+            Error::Config { .. } => "config",
+        }
+    }
+}
