@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing veg needs on Debian 12, and nothing when it is all there
 # (safe to run again). Needs root, or sudo.
-#   - Debian packages: the list below (later issues add OVS/OVN/FRR/nftables as tests need them);
+#   - Debian packages: the list below;
 #   - a stable Rust toolchain with rustfmt and clippy, through rustup when cargo is missing.
 set -euo pipefail
 
@@ -9,8 +9,12 @@ PACKAGES=(
   build-essential   # cc/ld for crates with build scripts
   pkg-config
   ca-certificates
-  curl
+  curl              # also the HTTP client of the BFD interop tests
   git
+  iproute2          # network namespaces and veth for netns tests
+  nftables          # cutting links and rewriting TTL in BFD interop tests
+  frr               # FRR bfdd, the reference BFD peer
+  python3           # crafts a stranger's packet in the BFD interop tests
 )
 
 as_root() {

@@ -134,6 +134,9 @@ pub enum Response {
         sessions: Vec<SessionStatus>,
         /// Peers allowed to open passive sessions.
         allowed: Vec<IpAddr>,
+        /// Packets dropped since start, by reason.
+        #[serde(default)]
+        dropped: std::collections::BTreeMap<String, u64>,
     },
     /// A change was applied.
     Done {

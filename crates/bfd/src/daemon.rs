@@ -120,6 +120,7 @@ pub async fn run(
         metrics,
         defaults: config.default_timers,
         last_send_warning: None,
+        dropped: std::collections::BTreeMap::new(),
     };
     state.refresh_gauges();
     health.ready.store(true, Ordering::Relaxed);
@@ -179,6 +180,8 @@ struct Loop {
     metrics: Arc<Metrics>,
     defaults: Timers,
     last_send_warning: Option<Instant>,
+    /// Drops by reason, for the status response (the metrics keep the same counts).
+    dropped: std::collections::BTreeMap<String, u64>,
 }
 
 impl Loop {
@@ -237,6 +240,10 @@ impl Loop {
             }
             Err(reason) => {
                 tracing::trace!(peer = %source, ttl, reason = %reason, "bfd packet dropped");
+                *self
+                    .dropped
+                    .entry(reason.metric_label().to_owned())
+                    .or_default() += 1;
                 self.metrics
                     .packets_dropped
                     .get_or_create(&ReasonLabels {
@@ -294,6 +301,7 @@ impl Loop {
                     ok: true,
                     sessions: self.sessions.status(now),
                     allowed: self.sessions.allowed_peers(),
+                    dropped: self.dropped.clone(),
                 };
             }
             Request::Add {
