@@ -24,7 +24,7 @@ use crate::control::{self, AdminDiag, Command, Request, Response, Timers};
 use crate::error::Error;
 use crate::http::{self, Health};
 use crate::metrics::{Metrics, PeerLabels, ReasonLabels, TransitionLabels};
-use crate::network::Network;
+use crate::network::{Datagram, Network};
 use crate::packet::Diag;
 use crate::session::{Role, SessionConfig};
 use crate::sessions::{Event, Outgoing, Sessions};
@@ -148,7 +148,7 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             datagram = state.network.recv(&mut buffer) => match datagram {
-                Ok(datagram) => state.on_datagram(&buffer[..datagram.len], datagram.source, datagram.ttl),
+                Ok(datagram) => state.on_datagram(&buffer[..datagram.len], &datagram),
                 Err(source) => return Err(Error::Receive { source }),
             },
             Some((request, respond)) = command_rx.recv() => {
@@ -224,9 +224,13 @@ impl Loop {
         }
     }
 
-    fn on_datagram(&mut self, bytes: &[u8], source: IpAddr, ttl: u8) {
+    fn on_datagram(&mut self, bytes: &[u8], datagram: &Datagram) {
+        let (source, ttl) = (datagram.source, datagram.ttl);
         self.metrics.packets_received.inc();
-        match self.sessions.receive(bytes, source, ttl, Instant::now()) {
+        match self
+            .sessions
+            .receive(bytes, source, datagram.destination, ttl, Instant::now())
+        {
             Ok(event) => {
                 self.metrics
                     .peer_packets_received

@@ -39,6 +39,9 @@ pub struct Datagram {
     pub len: usize,
     /// Source address.
     pub source: IpAddr,
+    /// The local address it was sent to, when the kernel said; a passive session answers
+    /// from it.
+    pub destination: Option<IpAddr>,
     /// TTL or hop limit it arrived with (0 when the kernel did not say).
     pub ttl: u8,
 }
@@ -147,7 +150,7 @@ impl Network {
 
 fn recv_with_ttl(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut control = nix::cmsg_space!(libc_int);
+    let mut control = nix::cmsg_space!(i32, nix::libc::in6_pktinfo);
     let message = recvmsg::<SockaddrStorage>(
         socket.as_raw_fd(),
         &mut iov,
@@ -156,10 +159,19 @@ fn recv_with_ttl(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
     )
     .map_err(io::Error::from)?;
     let mut ttl = 0u8;
+    let mut destination = None;
     for cmsg in message.cmsgs().map_err(io::Error::from)? {
         match cmsg {
             ControlMessageOwned::Ipv4Ttl(value) | ControlMessageOwned::Ipv6HopLimit(value) => {
                 ttl = u8::try_from(value).unwrap_or(0);
+            }
+            ControlMessageOwned::Ipv4PacketInfo(info) => {
+                destination = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_addr.s_addr,
+                ))));
+            }
+            ControlMessageOwned::Ipv6PacketInfo(info) => {
+                destination = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
             }
             _ => {}
         }
@@ -177,13 +189,10 @@ fn recv_with_ttl(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
     Ok(Datagram {
         len: message.bytes,
         source,
+        destination,
         ttl,
     })
 }
-
-/// `c_int`, the size of the TTL control message.
-#[allow(non_camel_case_types)]
-type libc_int = i32;
 
 fn rx_socket(any: IpAddr) -> Result<UdpSocket, Error> {
     let address = SocketAddr::new(any, CONTROL_PORT);
@@ -198,8 +207,12 @@ fn rx_socket(any: IpAddr) -> Result<UdpSocket, Error> {
         socket.set_only_v6(true).map_err(bind_error)?;
         setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true)
             .map_err(|errno| bind_error(io::Error::from(errno)))?;
+        setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true)
+            .map_err(|errno| bind_error(io::Error::from(errno)))?;
     } else {
         setsockopt(&socket, sockopt::Ipv4RecvTtl, &true)
+            .map_err(|errno| bind_error(io::Error::from(errno)))?;
+        setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)
             .map_err(|errno| bind_error(io::Error::from(errno)))?;
     }
     socket.set_nonblocking(true).map_err(bind_error)?;

@@ -258,11 +258,13 @@ impl Sessions {
         }
     }
 
-    /// Handles a received datagram from `source` with TTL/hop limit `ttl`.
+    /// Handles a received datagram from `source` to `destination` (when known) with
+    /// TTL/hop limit `ttl`.
     pub fn receive(
         &mut self,
         bytes: &[u8],
         source: IpAddr,
+        destination: Option<IpAddr>,
         ttl: u8,
         now: Instant,
     ) -> Result<Option<Event>, DropReason> {
@@ -282,7 +284,7 @@ impl Sessions {
             return Err(DropReason::Ttl { ttl, min_ttl });
         }
         let packet = ControlPacket::decode(bytes).map_err(DropReason::Decode)?;
-        let local_discr = self.demultiplex(&packet, source, now)?;
+        let local_discr = self.demultiplex(&packet, source, destination, now)?;
         let Some(session) = self.sessions.get_mut(&local_discr) else {
             return Err(DropReason::UnknownPeer { peer: source });
         };
@@ -304,6 +306,7 @@ impl Sessions {
         &mut self,
         packet: &ControlPacket,
         source: IpAddr,
+        destination: Option<IpAddr>,
         now: Instant,
     ) -> Result<u32, DropReason> {
         if packet.your_discr != 0 {
@@ -318,7 +321,7 @@ impl Sessions {
             }
             let local_discr = match self.by_peer.get(&source) {
                 Some(local_discr) => *local_discr,
-                None => self.open_allowed(source, now)?,
+                None => self.open_allowed(source, destination, now)?,
             };
             if let Some(session) = self.sessions.get_mut(&local_discr) {
                 session.learn_stale_peer(packet, now);
@@ -330,16 +333,24 @@ impl Sessions {
         }
         match self.by_peer.get(&source) {
             Some(local_discr) => Ok(*local_discr),
-            None => self.open_allowed(source, now),
+            None => self.open_allowed(source, destination, now),
         }
     }
 
-    fn open_allowed(&mut self, source: IpAddr, now: Instant) -> Result<u32, DropReason> {
-        let template = self
+    /// Opens the passive session of an allowed peer; it answers from the address the peer
+    /// sent to, which is the one the peer expects (FRR matches on it).
+    fn open_allowed(
+        &mut self,
+        source: IpAddr,
+        destination: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<u32, DropReason> {
+        let mut template = self
             .allowed
             .get(&source)
             .cloned()
             .ok_or(DropReason::UnknownPeer { peer: source })?;
+        template.local = template.local.or(destination);
         self.add(template, now)
             .map_err(|_| DropReason::UnknownPeer { peer: source })
     }

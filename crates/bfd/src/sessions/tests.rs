@@ -94,10 +94,10 @@ impl Net {
                 continue;
             }
             for packet in from_a {
-                let _ = self.b.receive(&packet.bytes, A, self.a_ttl, self.now);
+                let _ = self.b.receive(&packet.bytes, A, None, self.a_ttl, self.now);
             }
             for packet in from_b {
-                let _ = self.a.receive(&packet.bytes, B, 255, self.now);
+                let _ = self.a.receive(&packet.bytes, B, None, 255, self.now);
             }
         }
     }
@@ -141,12 +141,12 @@ fn strangers_and_blocked_peers_are_dropped() {
     let mut sessions = Sessions::new(counter(1));
     sessions.allow(config(A, Role::Passive));
     assert_eq!(
-        sessions.receive(&down_packet(5, 0), STRANGER, 255, now),
+        sessions.receive(&down_packet(5, 0), STRANGER, None, 255, now),
         Err(DropReason::UnknownPeer { peer: STRANGER })
     );
     sessions.block(A);
     assert_eq!(
-        sessions.receive(&down_packet(5, 0), A, 255, now),
+        sessions.receive(&down_packet(5, 0), A, None, 255, now),
         Err(DropReason::Blocked { peer: A })
     );
     assert!(sessions.is_empty());
@@ -162,7 +162,7 @@ fn gtsm_drops_ttl_254_unless_the_peer_allows_it() {
     let mut sessions = Sessions::new(counter(1));
     sessions.allow(config(A, Role::Passive));
     assert_eq!(
-        sessions.receive(&down_packet(5, 0), A, 254, now),
+        sessions.receive(&down_packet(5, 0), A, None, 254, now),
         Err(DropReason::Ttl {
             ttl: 254,
             min_ttl: 255
@@ -176,12 +176,12 @@ fn gtsm_drops_ttl_254_unless_the_peer_allows_it() {
     routed.min_ttl = 254;
     sessions.allow(routed);
     assert!(matches!(
-        sessions.receive(&down_packet(5, 0), A, 254, now),
+        sessions.receive(&down_packet(5, 0), A, None, 254, now),
         Ok(Some(_))
     ));
     assert_eq!(
         sessions
-            .receive(&down_packet(5, 0), A, 253, now)
+            .receive(&down_packet(5, 0), A, None, 253, now)
             .map(|_| ()),
         Err(DropReason::Ttl {
             ttl: 253,
@@ -206,7 +206,7 @@ fn malformed_packets_are_dropped_with_their_reason() {
     let mut bytes = down_packet(5, 0);
     bytes[2] = 0;
     assert_eq!(
-        sessions.receive(&bytes, A, 255, now),
+        sessions.receive(&bytes, A, None, 255, now),
         Err(DropReason::Decode(DecodeError::ZeroDetectMult))
     );
     assert_eq!(
@@ -223,10 +223,14 @@ fn your_discriminator_selects_the_session_and_must_match_the_peer() {
     let _to_b = sessions.add(config(B, Role::Passive), now).expect("added");
     // B sending with A's session discriminator.
     assert_eq!(
-        sessions.receive(&down_packet(7, to_a), B, 255, now),
+        sessions.receive(&down_packet(7, to_a), B, None, 255, now),
         Err(DropReason::PeerMismatch { your_discr: to_a })
     );
-    assert!(sessions.receive(&down_packet(7, to_a), A, 255, now).is_ok());
+    assert!(
+        sessions
+            .receive(&down_packet(7, to_a), A, None, 255, now)
+            .is_ok()
+    );
     assert_eq!(
         sessions.add(config(A, Role::Active), now),
         Err(CommandError::Exists { peer: A })
@@ -251,7 +255,7 @@ fn recovers_when_the_peer_keeps_a_stale_discriminator() {
         net.now += MS;
         net.a.poll(net.now, &mut jitter, &mut out);
         if let Some(packet) = out.pop() {
-            let result = net.b.receive(&packet.bytes, A, 255, net.now);
+            let result = net.b.receive(&packet.bytes, A, None, 255, net.now);
             stale_seen = result
                 == Err(DropReason::StaleDiscr {
                     your_discr: old_b_discr,
@@ -334,11 +338,11 @@ fn a_thousand_sessions_keep_their_rhythm() {
             }
             for packet in &from_a {
                 sent.entry(packet.peer).or_default().push(clock);
-                let _ = b.receive(&packet.bytes, packet.peer, 255, clock);
+                let _ = b.receive(&packet.bytes, packet.peer, None, 255, clock);
             }
             // b's packets reach a as if from the address they were sent to.
             for packet in &from_b {
-                let _ = a.receive(&packet.bytes, packet.peer, 255, clock);
+                let _ = a.receive(&packet.bytes, packet.peer, None, 255, clock);
             }
         }
         clock += MS;
@@ -362,4 +366,22 @@ fn a_thousand_sessions_keep_their_rhythm() {
         }
     }
     assert!(gaps >= 1000 * 9, "only {gaps} gaps measured");
+}
+
+#[test]
+fn a_passive_session_answers_from_the_address_its_peer_sent_to() {
+    let now = Instant::now();
+    let mut sessions = Sessions::new(counter(1));
+    sessions.allow(config(A, Role::Passive));
+    let ours = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 77));
+    assert!(
+        sessions
+            .receive(&down_packet(5, 0), A, Some(ours), 255, now)
+            .is_ok()
+    );
+    let mut out = Vec::new();
+    let mut jitter = || 0.5;
+    sessions.poll(now, &mut jitter, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].peer, out[0].local), (A, Some(ours)));
 }
