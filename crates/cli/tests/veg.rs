@@ -142,6 +142,9 @@ fn help_lists_the_working_commands() -> Result<()> {
         .take_while(|line| !line.trim().is_empty())
         .filter_map(|line| line.split_whitespace().next())
         .collect();
-    ensure!(commands == ["crd", "validate", "bfdd", "bfdctl", "help"], "{commands:?}");
+    ensure!(
+        commands == ["crd", "validate", "bfdd", "bfdctl", "help"],
+        "{commands:?}"
+    );
     Ok(())
 }
