@@ -296,6 +296,35 @@ fn veg_active_interoperates_with_frr() -> Result<()> {
     let measured = cut_and_measure(&lab)?;
     eprintln!("cut: {measured:?}");
     wait_all_up(&lab, "recovery after a cut")?;
+
+    // AdminDown reaches a passive FRR at once as well.
+    let asked = unix_now();
+    lab.veg_request(r#"{"command":"admin-down"}"#)?;
+    ensure!(wait_until(Duration::from_millis(500), || FAMILIES
+        .iter()
+        .all(|(v, _)| frr_status(&lab, v) == "down")));
+    let slowest = lab
+        .frr_transitions()
+        .into_iter()
+        .filter(|(at, _, _, to, reason)| *at >= asked && to == "down" && reason == "neighbor-down")
+        .map(|(at, ..)| at - asked)
+        .fold(0.0_f64, f64::max);
+    ensure!(
+        slowest > 0.0 && slowest <= 0.100,
+        "FRR saw our AdminDown after {slowest:.3} s"
+    );
+    lab.veg_request(r#"{"command":"admin-up"}"#)?;
+    wait_all_up(&lab, "after admin-up")?;
+
+    // A passive FRR restarts: it must not accept our stale Your Discriminator, so we time out,
+    // fall back to Your Discriminator 0 and bring the session back without any command.
+    lab.stop_frr()?;
+    lab.start_frr()?;
+    let back = wait_all_up(&lab, "after FRR restarted")?;
+    eprintln!("FRR restart: Up again after {back:?}");
+    for (veg_address, frr_address) in FAMILIES {
+        ensure!(lab.veg_session(frr_address)?["remote_discr"] == lab.frr_peer(veg_address)?["id"]);
+    }
     Ok(())
 }
 
