@@ -194,17 +194,25 @@ fn recv_with_ttl(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
     })
 }
 
-fn rx_socket(any: IpAddr) -> Result<UdpSocket, Error> {
-    let address = SocketAddr::new(any, CONTROL_PORT);
-    let bind_error = |source| Error::Bind { address, source };
+/// A non-blocking UDP socket of `address`'s family (IPv6 only for IPv6), not yet bound.
+fn udp_socket(address: SocketAddr) -> io::Result<Socket> {
     let socket = Socket::new(
         Domain::for_address(address),
         Type::DGRAM,
         Some(Protocol::UDP),
-    )
-    .map_err(bind_error)?;
+    )?;
+    if address.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn rx_socket(any: IpAddr) -> Result<UdpSocket, Error> {
+    let address = SocketAddr::new(any, CONTROL_PORT);
+    let bind_error = |source| Error::Bind { address, source };
+    let socket = udp_socket(address).map_err(bind_error)?;
     if any.is_ipv6() {
-        socket.set_only_v6(true).map_err(bind_error)?;
         setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true)
             .map_err(|errno| bind_error(io::Error::from(errno)))?;
         setsockopt(&socket, sockopt::Ipv6RecvPacketInfo, &true)
@@ -215,7 +223,6 @@ fn rx_socket(any: IpAddr) -> Result<UdpSocket, Error> {
         setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)
             .map_err(|errno| bind_error(io::Error::from(errno)))?;
     }
-    socket.set_nonblocking(true).map_err(bind_error)?;
     socket.bind(&address.into()).map_err(bind_error)?;
     UdpSocket::from_std(std::net::UdpSocket::from(socket)).map_err(bind_error)
 }
@@ -228,21 +235,14 @@ fn tx_socket(key: TxKey) -> Result<Socket, Error> {
     };
     let address = SocketAddr::new(local, 0);
     let bind_error = |source| Error::Bind { address, source };
-    let socket = Socket::new(
-        Domain::for_address(address),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )
-    .map_err(bind_error)?;
+    let socket = udp_socket(address).map_err(bind_error)?;
     if local.is_ipv6() {
-        socket.set_only_v6(true).map_err(bind_error)?;
         socket.set_unicast_hops_v6(TTL).map_err(bind_error)?;
         socket.set_tclass_v6(CS6).map_err(bind_error)?;
     } else {
         socket.set_ttl_v4(TTL).map_err(bind_error)?;
         socket.set_tos_v4(CS6).map_err(bind_error)?;
     }
-    socket.set_nonblocking(true).map_err(bind_error)?;
     // A random start spreads daemons over the range; walk it until a port is free.
     let span = u32::from(SOURCE_PORTS.end() - SOURCE_PORTS.start()) + 1;
     let start = rand::random::<u32>() % span;

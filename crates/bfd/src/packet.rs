@@ -304,6 +304,27 @@ impl DecodeError {
 }
 
 impl ControlPacket {
+    /// A packet with the values of a session starting up (RFC 5880 §6.8.3): 1 s intervals,
+    /// multiplier 3, no diagnostic, no flags, no Echo, no authentication. Change fields with
+    /// struct update syntax.
+    pub fn new(state: State, my_discr: u32, your_discr: u32) -> ControlPacket {
+        ControlPacket {
+            diag: Diag::None,
+            state,
+            poll: false,
+            final_: false,
+            control_plane_independent: false,
+            demand: false,
+            detect_mult: 3,
+            my_discr,
+            your_discr,
+            desired_min_tx_us: 1_000_000,
+            required_min_rx_us: 1_000_000,
+            required_min_echo_rx_us: 0,
+            auth: None,
+        }
+    }
+
     /// Decodes and checks a packet; bytes past the Length field are ignored.
     pub fn decode(bytes: &[u8]) -> Result<ControlPacket, DecodeError> {
         if bytes.len() < MANDATORY_LEN {

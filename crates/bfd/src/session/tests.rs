@@ -379,21 +379,7 @@ fn up_receiving_down_goes_down_with_diag_3() {
 fn lower_remote_min_rx_pulls_the_next_transmission_forward() {
     let now = Instant::now();
     let mut session = Session::new(config(2, Role::Active), 7, 1, now);
-    let mut remote = ControlPacket {
-        diag: Diag::None,
-        state: State::Down,
-        poll: false,
-        final_: false,
-        control_plane_independent: false,
-        demand: false,
-        detect_mult: 3,
-        my_discr: 9,
-        your_discr: 0,
-        desired_min_tx_us: 1_000_000,
-        required_min_rx_us: 1_000_000,
-        required_min_echo_rx_us: 0,
-        auth: None,
-    };
+    let mut remote = ControlPacket::new(State::Down, 9, 0);
     let _ = session.poll_transmit(now, 1.0);
     // Up at the slow rate: the next slot is a second away.
     remote.state = State::Init;
@@ -463,19 +449,8 @@ fn demand_mode_is_rejected() {
     let now = Instant::now();
     let mut session = Session::new(config(2, Role::Passive), 7, 1, now);
     let packet = ControlPacket {
-        diag: Diag::None,
-        state: State::Down,
-        poll: false,
-        final_: false,
-        control_plane_independent: false,
         demand: true,
-        detect_mult: 3,
-        my_discr: 9,
-        your_discr: 0,
-        desired_min_tx_us: 1_000_000,
-        required_min_rx_us: 1_000_000,
-        required_min_echo_rx_us: 0,
-        auth: None,
+        ..ControlPacket::new(State::Down, 9, 0)
     };
     assert_eq!(
         session.receive(&packet, &packet.encode(), now),
@@ -589,19 +564,9 @@ fn a_stale_discriminator_teaches_the_peer_and_recovers() {
     let now = pair.now;
     pair.a = Session::new(config(2, Role::Passive), 0x0d0d_0d0d, 1, now);
     let stale = ControlPacket {
-        diag: Diag::None,
-        state: State::Up,
-        poll: false,
-        final_: false,
-        control_plane_independent: false,
-        demand: false,
-        detect_mult: 3,
-        my_discr: 0x0b0b_0b0b,
-        your_discr: 0x0a0a_0a0a,
         desired_min_tx_us: 100_000,
         required_min_rx_us: 100_000,
-        required_min_echo_rx_us: 0,
-        auth: None,
+        ..ControlPacket::new(State::Up, 0x0b0b_0b0b, 0x0a0a_0a0a)
     };
     pair.a.learn_stale_peer(&stale, now);
     assert!(

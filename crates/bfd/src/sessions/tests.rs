@@ -36,22 +36,7 @@ fn counter(start: u32) -> impl FnMut() -> u32 + Send {
 }
 
 fn down_packet(my_discr: u32, your_discr: u32) -> Vec<u8> {
-    ControlPacket {
-        diag: Diag::None,
-        state: State::Down,
-        poll: false,
-        final_: false,
-        control_plane_independent: false,
-        demand: false,
-        detect_mult: 3,
-        my_discr,
-        your_discr,
-        desired_min_tx_us: 1_000_000,
-        required_min_rx_us: 1_000_000,
-        required_min_echo_rx_us: 0,
-        auth: None,
-    }
-    .encode()
+    ControlPacket::new(State::Down, my_discr, your_discr).encode()
 }
 
 /// Two daemons' worth of sessions, `a` (active towards B) and `b` (passive, allowing A),

@@ -484,21 +484,7 @@ impl Lab {
     /// Sends a well-formed BFD Down packet to veg from an address of FRR's namespace that no
     /// session knows.
     pub fn send_from_stranger(&self) -> Result<()> {
-        let packet = veg_bfd::ControlPacket {
-            diag: veg_bfd::Diag::None,
-            state: veg_bfd::State::Down,
-            poll: false,
-            final_: false,
-            control_plane_independent: false,
-            demand: false,
-            detect_mult: 3,
-            my_discr: 4242,
-            your_discr: 0,
-            desired_min_tx_us: 1_000_000,
-            required_min_rx_us: 1_000_000,
-            required_min_echo_rx_us: 0,
-            auth: None,
-        };
+        let packet = veg_bfd::ControlPacket::new(veg_bfd::State::Down, 4242, 0);
         let hex: String = packet
             .encode()
             .iter()
