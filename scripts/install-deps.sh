@@ -15,6 +15,8 @@ PACKAGES=(
   nftables          # cutting links and rewriting TTL in BFD interop tests
   frr               # FRR bfdd, the reference BFD peer
   python3           # crafts a stranger's packet in the BFD interop tests
+  openvswitch-common  # ovsdb-server, ovsdb-tool, ovs-appctl for the OVSDB client tests
+  ovn-central       # the OVN Northbound schema
 )
 
 as_root() {

@@ -1,0 +1,23 @@
+//! veg's OVSDB client (RFC 7047) for the OVN Northbound database.
+//!
+//! # Layout
+//! - `jsonrpc` — JSON-RPC framing and messages (pure).
+//! - `protocol` — atoms, sets, maps, rows, conditions, mutations, operations (pure).
+//! - `replica` — the in-memory copy of monitored tables, fed by `update2`/`update3` (pure).
+//! - `diff` — desired rows of one owner vs the replica → the minimal operations (pure).
+//! - `client` — connections (unix, tcp), request matching, echo, reconnect, clustered leader.
+//! - `error` — [`Error`].
+#![warn(missing_docs)]
+
+pub mod client;
+mod error;
+pub mod jsonrpc;
+pub mod protocol;
+pub mod replica;
+pub mod schema;
+
+pub use client::{Client, ClientConfig, MonitorSpec, Remote};
+pub use error::Error;
+pub use protocol::{Atom, Condition, Mutation, Operation, OperationResult, Row, Value};
+pub use replica::Replica;
+pub use schema::{ColumnKind, Schema};

@@ -1,0 +1,428 @@
+//! veg-ovsdb against real `ovsdb-server` (Debian's openvswitch-common) with OVN's NB schema.
+
+mod server;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use server::{Servers, prerequisites};
+use veg_ovsdb::{
+    Atom, Client, ClientConfig, Condition, Error, Mutation, Operation, Remote, Row, Value,
+};
+
+fn config(remotes: &str, tables: &[&str], leader_only: bool) -> Result<ClientConfig> {
+    Ok(ClientConfig {
+        remotes: Remote::parse_list(remotes)?,
+        database: "OVN_Northbound".into(),
+        leader_only,
+        probe_interval: Duration::from_secs(5),
+        monitor: tables
+            .iter()
+            .map(|table| (table.to_string(), Vec::new()))
+            .collect(),
+    })
+}
+
+fn row(pairs: &[(&str, Value)]) -> Row {
+    pairs
+        .iter()
+        .map(|(column, value)| (column.to_string(), value.clone()))
+        .collect()
+}
+
+fn owner() -> Value {
+    Value::string_map([
+        ("vendor", "kube-ovn"),
+        ("vpc-egress-gateway", "default/gateway1"),
+        ("af", "4"),
+    ])
+}
+
+fn names(replica: &veg_ovsdb::Replica, table: &str) -> Vec<String> {
+    let mut names: Vec<String> = replica
+        .table(table)
+        .filter_map(|(_, row)| row.get("name")?.as_atom()?.as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Inserts on every table veg manages come back through a second client's monitor, with
+/// named-uuid references resolved, and mutations and deletions follow.
+#[tokio::test]
+async fn transact_and_monitor_round_trip_on_managed_tables() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let servers = Servers::standalone()?;
+    let remote = format!("unix:{}", servers.socket(0).display());
+    let tables = [
+        "Logical_Router",
+        "Logical_Router_Policy",
+        "Logical_Router_Port",
+        "Logical_Router_Static_Route",
+        "Logical_Switch",
+        "Logical_Switch_Port",
+        "Address_Set",
+        "Port_Group",
+        "BFD",
+        "HA_Chassis_Group",
+        "HA_Chassis",
+        "NB_Global",
+    ];
+    let writer = Client::connect(config(&remote, &tables, true)?, Duration::from_secs(5)).await?;
+    let reader = Client::connect(config(&remote, &tables, true)?, Duration::from_secs(5)).await?;
+    let schema = writer.schema();
+    ensure!(schema.version == "7.0.0", "schema {}", schema.version);
+    ensure!(
+        !schema.has_column("Logical_Router_Policy", "bfd_sessions"),
+        "Debian's NB 7.0.0 has no bfd_sessions"
+    );
+
+    let operations = vec![
+        Operation::Insert {
+            table: "NB_Global".into(),
+            row: Row::new(),
+            uuid_name: None,
+        },
+        Operation::Insert {
+            table: "Logical_Switch_Port".into(),
+            row: row(&[("name", Value::string("pod1.default"))]),
+            uuid_name: Some("lsp".into()),
+        },
+        Operation::Insert {
+            table: "Logical_Switch".into(),
+            row: row(&[
+                ("name", Value::string("ovn-default")),
+                ("ports", Value::Set([Atom::NamedUuid("lsp".into())].into())),
+            ]),
+            uuid_name: None,
+        },
+        Operation::Insert {
+            table: "Logical_Router_Policy".into(),
+            row: row(&[
+                ("priority", Value::integer(29100)),
+                ("match", Value::string("ip4.src == $VEG.8ca38ae7da18.ipv4")),
+                ("action", Value::string("reroute")),
+                (
+                    "nexthops",
+                    Value::string_set(["198.18.0.12", "198.18.0.13"]),
+                ),
+                ("external_ids", owner()),
+            ]),
+            uuid_name: Some("policy".into()),
+        },
+        Operation::Insert {
+            table: "Logical_Router_Static_Route".into(),
+            row: row(&[
+                ("ip_prefix", Value::string("0.0.0.0/0")),
+                ("nexthop", Value::string("198.51.100.1")),
+            ]),
+            uuid_name: Some("route".into()),
+        },
+        Operation::Insert {
+            table: "Logical_Router_Port".into(),
+            row: row(&[
+                ("name", Value::string("bfd@ovn-cluster")),
+                ("mac", Value::string("00:00:5e:00:53:01")),
+                ("networks", Value::string_set(["203.0.113.254"])),
+            ]),
+            uuid_name: Some("lrp".into()),
+        },
+        Operation::Insert {
+            table: "Logical_Router".into(),
+            row: row(&[
+                ("name", Value::string("ovn-cluster")),
+                (
+                    "policies",
+                    Value::Set([Atom::NamedUuid("policy".into())].into()),
+                ),
+                (
+                    "static_routes",
+                    Value::Set([Atom::NamedUuid("route".into())].into()),
+                ),
+                ("ports", Value::Set([Atom::NamedUuid("lrp".into())].into())),
+            ]),
+            uuid_name: None,
+        },
+        Operation::Insert {
+            table: "Address_Set".into(),
+            row: row(&[
+                ("name", Value::string("VEG.8ca38ae7da18.ipv4")),
+                ("addresses", Value::string_set(["198.18.16.0/20"])),
+                ("external_ids", owner()),
+            ]),
+            uuid_name: None,
+        },
+        Operation::Insert {
+            table: "Port_Group".into(),
+            row: row(&[
+                ("name", Value::string("VEG.8ca38ae7da18")),
+                ("external_ids", owner()),
+            ]),
+            uuid_name: None,
+        },
+        Operation::Insert {
+            table: "BFD".into(),
+            row: row(&[
+                ("logical_port", Value::string("bfd@ovn-cluster")),
+                ("dst_ip", Value::string("198.18.0.12")),
+                ("min_tx", Value::integer(100)),
+                ("external_ids", owner()),
+            ]),
+            uuid_name: None,
+        },
+        Operation::Insert {
+            table: "HA_Chassis".into(),
+            row: row(&[
+                ("chassis_name", Value::string("node1")),
+                ("priority", Value::integer(100)),
+            ]),
+            uuid_name: Some("hac".into()),
+        },
+        Operation::Insert {
+            table: "HA_Chassis_Group".into(),
+            row: row(&[
+                ("name", Value::string("bfd@ovn-cluster")),
+                (
+                    "ha_chassis",
+                    Value::Set([Atom::NamedUuid("hac".into())].into()),
+                ),
+            ]),
+            uuid_name: None,
+        },
+    ];
+    let results = writer.transact(&operations).await?;
+    ensure!(
+        results.len() == operations.len() && results.iter().all(|r| r.uuid.is_some()),
+        "{results:?}"
+    );
+
+    reader
+        .wait_for(Duration::from_secs(5), |replica| {
+            tables.iter().all(|table| replica.table(table).count() >= 1)
+        })
+        .await
+        .context("the reader's monitor did not see every table")?;
+    {
+        let replica = reader.replica();
+        let (_, router) = replica.table("Logical_Router").next().context("router")?;
+        let policy_uuid = router["policies"]
+            .as_atom()
+            .and_then(Atom::as_uuid)
+            .context("policy ref")?
+            .to_owned();
+        let policy = replica
+            .row("Logical_Router_Policy", &policy_uuid)
+            .context("policy row")?;
+        ensure!(policy["nexthops"] == Value::string_set(["198.18.0.12", "198.18.0.13"]));
+        ensure!(policy["priority"] == Value::integer(29100));
+        let owned: BTreeMap<String, String> = [(
+            "vpc-egress-gateway".to_owned(),
+            "default/gateway1".to_owned(),
+        )]
+        .into();
+        ensure!(replica.owned_by("Address_Set", &owned).count() == 1);
+    }
+
+    // A one-element mutation, and a deletion, reach the other replica.
+    let set = Condition::equals("name", Value::string("VEG.8ca38ae7da18.ipv4"));
+    writer
+        .transact(&[Operation::Mutate {
+            table: "Address_Set".into(),
+            conditions: vec![set.clone()],
+            mutations: vec![Mutation::insert(
+                "addresses",
+                Value::string_set(["198.19.0.0/16"]),
+            )],
+        }])
+        .await?;
+    reader
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica.table("Address_Set").any(|(_, r)| {
+                r["addresses"] == Value::string_set(["198.18.16.0/20", "198.19.0.0/16"])
+            })
+        })
+        .await?;
+    writer
+        .transact(&[Operation::Delete {
+            table: "Port_Group".into(),
+            conditions: vec![],
+        }])
+        .await?;
+    reader
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica.table("Port_Group").count() == 0
+        })
+        .await?;
+
+    // A failing operation names itself, its table and the server's error.
+    let error = writer
+        .transact(&[Operation::Insert {
+            table: "Address_Set".into(),
+            row: row(&[("name", Value::string("VEG.8ca38ae7da18.ipv4"))]),
+            uuid_name: None,
+        }])
+        .await
+        .err()
+        .context("a duplicate name must fail")?;
+    ensure!(matches!(error, Error::Transaction { .. }), "{error}");
+    ensure!(
+        error.to_string().contains("constraint violation"),
+        "{error}"
+    );
+    Ok(())
+}
+
+/// The server restarts in the middle of a monitor: the client reconnects by itself and its
+/// replica converges to what the server holds, including writes made while it was away.
+#[tokio::test]
+async fn a_server_restart_during_a_monitor_converges() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let servers = Servers::standalone()?;
+    let remote = format!("unix:{}", servers.socket(0).display());
+    let watcher = Client::connect(
+        config(&remote, &["Logical_Switch"], true)?,
+        Duration::from_secs(5),
+    )
+    .await?;
+    let insert = |name: &str| Operation::Insert {
+        table: "Logical_Switch".into(),
+        row: row(&[("name", Value::string(name))]),
+        uuid_name: None,
+    };
+    {
+        let writer = Client::connect(config(&remote, &[], true)?, Duration::from_secs(5)).await?;
+        writer
+            .transact(&[insert("before-1"), insert("before-2")])
+            .await?;
+    }
+    watcher
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica.table("Logical_Switch").count() == 2
+        })
+        .await?;
+
+    servers.stop(0, false)?;
+    servers.start(0)?;
+    let writer = Client::connect(config(&remote, &[], true)?, Duration::from_secs(5)).await?;
+    writer
+        .transact(&[
+            insert("after-1"),
+            Operation::Delete {
+                table: "Logical_Switch".into(),
+                conditions: vec![Condition::equals("name", Value::string("before-1"))],
+            },
+        ])
+        .await?;
+    let converged = watcher
+        .wait_for(Duration::from_secs(10), |replica| {
+            names(replica, "Logical_Switch") == ["after-1", "before-2"]
+        })
+        .await;
+    ensure!(
+        converged.is_ok(),
+        "the replica did not converge after the restart: {:?} (connected to {:?}, last txn {:?})",
+        names(&watcher.replica(), "Logical_Switch"),
+        watcher.current_remote(),
+        watcher.replica().last_txn_id
+    );
+    Ok(())
+}
+
+/// A writer commits 1000 numbered rows while the Raft leader is killed: every row exists
+/// exactly once afterwards, and writes resume within 2 s of the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_dies_during_1000_writes() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let servers = Servers::cluster()?;
+    let client = Client::connect(
+        config(&servers.remotes(), &[], true)?,
+        Duration::from_secs(10),
+    )
+    .await?;
+    let mut killed_at: Option<Instant> = None;
+    let mut resumed_after: Option<Duration> = None;
+    let mut retries = 0u32;
+    for number in 0..1000 {
+        if number == 300 {
+            let leader = servers.leader().context("no leader")?;
+            let leader_socket = format!("unix:{}", servers.socket(leader).display());
+            // The failover is only tested if the client writes to the member being killed.
+            ensure!(
+                server::wait_until(Duration::from_secs(5), || client
+                    .current_remote()
+                    .as_deref()
+                    == Some(leader_socket.as_str())),
+                "the client is on {:?}, not on the leader {leader_socket}",
+                client.current_remote()
+            );
+            servers.stop(leader, true)?;
+            killed_at = Some(Instant::now());
+        }
+        let name = format!("row-{number:04}");
+        // Idempotent: the insert happens only if no such row exists yet, so a retry after a
+        // lost reply cannot duplicate it.
+        let guarded = [
+            Operation::Wait {
+                table: "Logical_Switch".into(),
+                conditions: vec![Condition::equals("name", Value::string(name.as_str()))],
+                columns: vec!["name".into()],
+                until: "==",
+                rows: vec![],
+            },
+            Operation::Insert {
+                table: "Logical_Switch".into(),
+                row: row(&[("name", Value::string(name.as_str()))]),
+                uuid_name: None,
+            },
+        ];
+        loop {
+            match client.transact(&guarded).await {
+                Ok(_) => break,
+                Err(Error::Transaction { ref error, .. }) if error == "timed out" => break, // committed before
+                Err(error) if error.is_transient() => {
+                    retries += 1;
+                    ensure!(retries < 500, "too many retries: {error}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if let (Some(killed), None) = (killed_at, resumed_after) {
+            resumed_after = Some(killed.elapsed());
+        }
+    }
+    let resumed = resumed_after.context("writes never resumed")?;
+    eprintln!("writes resumed {resumed:?} after the leader was killed ({retries} retries)");
+    ensure!(
+        resumed < Duration::from_secs(2),
+        "writes resumed only after {resumed:?}"
+    );
+
+    let rows = client
+        .transact(&[Operation::Select {
+            table: "Logical_Switch".into(),
+            conditions: vec![],
+            columns: Some(vec!["name".into()]),
+        }])
+        .await?;
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for found in &rows[0].rows {
+        let name = found["name"]
+            .as_atom()
+            .and_then(Atom::as_str)
+            .unwrap_or("")
+            .to_owned();
+        *counts.entry(name).or_default() += 1;
+    }
+    ensure!(counts.len() == 1000, "{} distinct rows", counts.len());
+    let duplicated: Vec<_> = counts.iter().filter(|(_, count)| **count != 1).collect();
+    ensure!(duplicated.is_empty(), "duplicated rows: {duplicated:?}");
+    Ok(())
+}

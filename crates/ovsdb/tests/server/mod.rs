@@ -1,0 +1,251 @@
+//! Real `ovsdb-server`s for integration tests, with OVN's Northbound schema: standalone or a
+//! three-member Raft cluster on loopback TCP. Every file and socket is under a per-test temp
+//! dir; each server is stopped by its pid (checked against /proc cmdline) when the harness is
+//! dropped, also when a test fails.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+
+pub const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Whether ovsdb-server and the schema are here; under CI a missing one fails the test.
+pub fn prerequisites() -> bool {
+    let missing: Vec<&str> = [
+        "/usr/sbin/ovsdb-server",
+        "/usr/bin/ovsdb-tool",
+        "/usr/bin/ovs-appctl",
+        NB_SCHEMA,
+    ]
+    .into_iter()
+    .filter(|path| !Path::new(path).exists())
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "needs {} (scripts/install-deps.sh installs them)",
+        missing.join(", ")
+    );
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        panic!("{message}");
+    }
+    eprintln!("skipped: {message}");
+    false
+}
+
+/// One server of the harness.
+pub struct Member {
+    pub dir: PathBuf,
+    pub db: PathBuf,
+    pub raft_port: Option<u16>,
+}
+
+pub struct Servers {
+    pub root: PathBuf,
+    pub members: Vec<Member>,
+}
+
+impl Servers {
+    /// A standalone NB database.
+    pub fn standalone() -> Result<Servers> {
+        let root = new_root("standalone")?;
+        let member = Member {
+            dir: root.join("s0"),
+            db: root.join("s0/nb.db"),
+            raft_port: None,
+        };
+        std::fs::create_dir_all(&member.dir)?;
+        run(
+            "ovsdb-tool",
+            &["create", &member.db.to_string_lossy(), NB_SCHEMA],
+        )?;
+        let servers = Servers {
+            root,
+            members: vec![member],
+        };
+        servers.start(0)?;
+        Ok(servers)
+    }
+
+    /// A three-member clustered NB database on loopback ports.
+    pub fn cluster() -> Result<Servers> {
+        let root = new_root("cluster")?;
+        let base = 20_000
+            + (std::process::id() % 2000) as u16 * 10
+            + (NEXT.fetch_add(1, Ordering::Relaxed) % 10) as u16 * 3;
+        let members: Vec<Member> = (0..3)
+            .map(|index| Member {
+                dir: root.join(format!("s{index}")),
+                db: root.join(format!("s{index}/nb.db")),
+                raft_port: Some(base + index),
+            })
+            .collect();
+        for member in &members {
+            std::fs::create_dir_all(&member.dir)?;
+        }
+        let address = |member: &Member| format!("tcp:127.0.0.1:{}", member.raft_port.unwrap_or(0));
+        run(
+            "ovsdb-tool",
+            &[
+                "create-cluster",
+                &members[0].db.to_string_lossy(),
+                NB_SCHEMA,
+                &address(&members[0]),
+            ],
+        )?;
+        for member in &members[1..] {
+            run(
+                "ovsdb-tool",
+                &[
+                    "join-cluster",
+                    &member.db.to_string_lossy(),
+                    "OVN_Northbound",
+                    &address(member),
+                    &address(&members[0]),
+                ],
+            )?;
+        }
+        let servers = Servers { root, members };
+        for index in 0..3 {
+            servers.start(index)?;
+        }
+        ensure!(
+            wait_until(Duration::from_secs(10), || servers.leader().is_some()),
+            "the cluster elected no leader"
+        );
+        Ok(servers)
+    }
+
+    pub fn socket(&self, index: usize) -> PathBuf {
+        self.members[index].dir.join("nb.sock")
+    }
+
+    /// `unix:…,unix:…` for every member.
+    pub fn remotes(&self) -> String {
+        (0..self.members.len())
+            .map(|index| format!("unix:{}", self.socket(index).display()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn start(&self, index: usize) -> Result<()> {
+        let member = &self.members[index];
+        let dir = member.dir.to_string_lossy();
+        run(
+            "ovsdb-server",
+            &[
+                "--detach",
+                "--no-chdir",
+                &format!("--pidfile={dir}/pid"),
+                &format!("--log-file={dir}/log"),
+                &format!("--unixctl={dir}/ctl"),
+                &format!("--remote=punix:{dir}/nb.sock"),
+                &member.db.to_string_lossy(),
+            ],
+        )?;
+        ensure!(
+            wait_until(Duration::from_secs(5), || self.socket(index).exists()),
+            "ovsdb-server {index} did not open its socket"
+        );
+        Ok(())
+    }
+
+    fn pid(&self, index: usize) -> Option<u32> {
+        let dir = &self.members[index].dir;
+        let pid: u32 = std::fs::read_to_string(dir.join("pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        String::from_utf8_lossy(&cmdline)
+            .contains(&*dir.to_string_lossy())
+            .then_some(pid)
+    }
+
+    /// Stops member `index` (SIGKILL when `hard`), and waits until it is gone.
+    pub fn stop(&self, index: usize, hard: bool) -> Result<()> {
+        let Some(pid) = self.pid(index) else {
+            return Ok(());
+        };
+        run(
+            "kill",
+            &[if hard { "-KILL" } else { "-TERM" }, &pid.to_string()],
+        )?;
+        ensure!(
+            wait_until(Duration::from_secs(5), || !Path::new(&format!(
+                "/proc/{pid}"
+            ))
+            .exists()),
+            "ovsdb-server {pid} did not stop"
+        );
+        let _ = std::fs::remove_file(self.socket(index));
+        Ok(())
+    }
+
+    /// The index of the member that is the Raft leader now.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.members.len()).find(|index| {
+            let ctl = self.members[*index].dir.join("ctl");
+            Command::new("ovs-appctl")
+                .args([
+                    "-t",
+                    &ctl.to_string_lossy(),
+                    "cluster/status",
+                    "OVN_Northbound",
+                ])
+                .output()
+                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("Role: leader"))
+        })
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for index in 0..self.members.len() {
+            let _ = self.stop(index, true);
+        }
+        if std::env::var_os("VEG_KEEP_LAB").is_none() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+fn new_root(kind: &str) -> Result<PathBuf> {
+    let root = std::env::temp_dir().join(format!(
+        "vo{}{}-{kind}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&root).context("creating the test dir")?;
+    Ok(root)
+}
+
+pub fn run(program: &str, args: &[&str]) -> Result<()> {
+    let output = Command::new(program).args(args).output()?;
+    if !output.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
