@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod diff;
 mod error;
 pub mod jsonrpc;
 pub mod protocol;
@@ -17,6 +18,7 @@ pub mod replica;
 pub mod schema;
 
 pub use client::{Client, ClientConfig, MonitorSpec, Remote};
+pub use diff::{Desired, Parent, diff};
 pub use error::Error;
 pub use protocol::{Atom, Condition, Mutation, Operation, OperationResult, Row, Value};
 pub use replica::Replica;

@@ -30,7 +30,7 @@ pub enum Atom {
 }
 
 /// A column value: an atom, a set or a map.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Value {
     /// A single atom (also a set of one).
     Atom(Atom),

@@ -10,6 +10,7 @@ use server::{Servers, prerequisites};
 use veg_ovsdb::{
     Atom, Client, ClientConfig, Condition, Error, Mutation, Operation, Remote, Row, Value,
 };
+use veg_ovsdb::{Desired, diff};
 
 fn config(remotes: &str, tables: &[&str], leader_only: bool) -> Result<ClientConfig> {
     Ok(ClientConfig {
@@ -272,6 +273,105 @@ async fn transact_and_monitor_round_trip_on_managed_tables() -> Result<()> {
         error.to_string().contains("constraint violation"),
         "{error}"
     );
+    Ok(())
+}
+
+/// The diff engine against the real server: one owner's address sets converge in one
+/// transaction, other owners' rows are untouched, and a second diff is empty.
+#[tokio::test]
+async fn diffs_converge_on_the_server() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let servers = Servers::standalone()?;
+    let remote = format!("unix:{}", servers.socket(0).display());
+    let client = Client::connect(
+        config(&remote, &["Address_Set"], true)?,
+        Duration::from_secs(5),
+    )
+    .await?;
+    let set = |name: &str, owner: &str, addresses: &[&str]| -> Row {
+        row(&[
+            ("name", Value::string(name)),
+            ("addresses", Value::string_set(addresses.iter().copied())),
+            (
+                "external_ids",
+                Value::string_map([("vendor", "kube-ovn"), ("vpc-egress-gateway", owner)]),
+            ),
+        ])
+    };
+    let ours: BTreeMap<String, String> = [(
+        "vpc-egress-gateway".to_owned(),
+        "default/gateway1".to_owned(),
+    )]
+    .into();
+    let current = |client: &Client| -> BTreeMap<String, Row> {
+        client
+            .replica()
+            .owned_by("Address_Set", &ours)
+            .map(|(uuid, row)| (uuid.clone(), row.clone()))
+            .collect()
+    };
+    client
+        .transact(&[
+            Operation::Insert {
+                table: "Address_Set".into(),
+                row: set(
+                    "VEG.a.ipv4",
+                    "default/gateway1",
+                    &["198.18.0.1", "198.18.0.2"],
+                ),
+                uuid_name: None,
+            },
+            Operation::Insert {
+                table: "Address_Set".into(),
+                row: set("VEG.a.ipv6", "default/gateway1", &["2001:db8::1"]),
+                uuid_name: None,
+            },
+            Operation::Insert {
+                table: "Address_Set".into(),
+                row: set("VEG.z.ipv4", "default/other", &["198.18.9.9"]),
+                uuid_name: None,
+            },
+        ])
+        .await?;
+    client
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica.table("Address_Set").count() == 3
+        })
+        .await?;
+
+    let wanted = Desired {
+        table: "Address_Set",
+        key: &["name"],
+        rows: vec![
+            set(
+                "VEG.a.ipv4",
+                "default/gateway1",
+                &["198.18.0.2", "198.18.0.3"],
+            ),
+            set("VEG.a.pg", "default/gateway1", &[]),
+        ],
+        parent: None,
+    };
+    let operations = diff(&client.schema(), &wanted, &current(&client));
+    ensure!(
+        operations.len() == 3,
+        "mutate + insert + delete expected: {operations:?}"
+    );
+    client.transact(&operations).await?;
+    client
+        .wait_for(Duration::from_secs(5), |replica| {
+            let mut names: Vec<String> = replica
+                .table("Address_Set")
+                .filter_map(|(_, r)| r["name"].as_atom()?.as_str().map(str::to_owned))
+                .collect();
+            names.sort();
+            names == ["VEG.a.ipv4", "VEG.a.pg", "VEG.z.ipv4"]
+        })
+        .await?;
+    let again = diff(&client.schema(), &wanted, &current(&client));
+    ensure!(again.is_empty(), "a second diff should be empty: {again:?}");
     Ok(())
 }
 
