@@ -375,6 +375,88 @@ async fn diffs_converge_on_the_server() -> Result<()> {
     Ok(())
 }
 
+/// Debian's NB schema (7.0.0) plus `Logical_Router_Policy.bfd_sessions` as upstream OVN 24.03
+/// has it (NB 7.2.1): the client sees the column and can write policies that use it.
+#[tokio::test]
+async fn a_schema_with_bfd_sessions_is_detected_and_used() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let mut schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(server::NB_SCHEMA)?)?;
+    schema["version"] = serde_json::json!("7.2.1");
+    schema["tables"]["Logical_Router_Policy"]["columns"]["bfd_sessions"] = serde_json::json!({
+        "type": {"key": {"type": "uuid", "refTable": "BFD", "refType": "weak"}, "min": 0, "max": "unlimited"}});
+    let file = std::env::temp_dir().join(format!("vo{}-nb-7.2.1.ovsschema", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec(&schema)?)?;
+    let servers = Servers::standalone_with_schema(&file);
+    let _ = std::fs::remove_file(&file);
+    let servers = servers?;
+    let remote = format!("unix:{}", servers.socket(0).display());
+    let client = Client::connect(
+        config(&remote, &["Logical_Router_Policy", "BFD"], true)?,
+        Duration::from_secs(5),
+    )
+    .await?;
+    let detected = client.schema();
+    ensure!(detected.version == "7.2.1");
+    ensure!(
+        detected.column("Logical_Router_Policy", "bfd_sessions")
+            == Some(veg_ovsdb::ColumnKind::Set)
+    );
+    client
+        .transact(&[
+            Operation::Insert {
+                table: "BFD".into(),
+                row: row(&[
+                    ("logical_port", Value::string("bfd@ovn-cluster")),
+                    ("dst_ip", Value::string("198.18.0.12")),
+                ]),
+                uuid_name: Some("bfd".into()),
+            },
+            Operation::Insert {
+                table: "Logical_Router_Policy".into(),
+                row: row(&[
+                    ("priority", Value::integer(29100)),
+                    ("match", Value::string("ip4.src == $VEG.8ca38ae7da18.ipv4")),
+                    ("action", Value::string("reroute")),
+                    ("nexthops", Value::string_set(["198.18.0.12"])),
+                    (
+                        "bfd_sessions",
+                        Value::Set([Atom::NamedUuid("bfd".into())].into()),
+                    ),
+                ]),
+                uuid_name: Some("policy".into()),
+            },
+            Operation::Insert {
+                table: "Logical_Router".into(),
+                row: row(&[
+                    ("name", Value::string("ovn-cluster")),
+                    (
+                        "policies",
+                        Value::Set([Atom::NamedUuid("policy".into())].into()),
+                    ),
+                ]),
+                uuid_name: None,
+            },
+        ])
+        .await?;
+    client
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica.table("Logical_Router_Policy").any(|(_, policy)| {
+                let bfd = policy
+                    .get("bfd_sessions")
+                    .and_then(|v| v.as_atom())
+                    .and_then(Atom::as_uuid)
+                    .map(str::to_owned);
+                bfd.is_some_and(|uuid| replica.row("BFD", &uuid).is_some())
+            })
+        })
+        .await
+        .context("the policy's bfd_sessions did not reference the BFD row")?;
+    Ok(())
+}
+
 /// The server restarts in the middle of a monitor: the client reconnects by itself and its
 /// replica converges to what the server holds, including writes made while it was away.
 #[tokio::test]

@@ -54,6 +54,11 @@ pub struct Servers {
 impl Servers {
     /// A standalone NB database.
     pub fn standalone() -> Result<Servers> {
+        Servers::standalone_with_schema(Path::new(NB_SCHEMA))
+    }
+
+    /// A standalone database of the given schema file.
+    pub fn standalone_with_schema(schema: &Path) -> Result<Servers> {
         let root = new_root("standalone")?;
         let member = Member {
             dir: root.join("s0"),
@@ -63,7 +68,11 @@ impl Servers {
         std::fs::create_dir_all(&member.dir)?;
         run(
             "ovsdb-tool",
-            &["create", &member.db.to_string_lossy(), NB_SCHEMA],
+            &[
+                "create",
+                &member.db.to_string_lossy(),
+                &schema.to_string_lossy(),
+            ],
         )?;
         let servers = Servers {
             root,
