@@ -32,6 +32,8 @@ pub enum Remote {
     Unix(PathBuf),
     /// `tcp:HOST:PORT`.
     Tcp(String),
+    /// `ssl:HOST:PORT`, with the [`ClientConfig::tls`] files.
+    Ssl(String),
 }
 
 /// Tables and columns to monitor (an empty column list means all columns).
@@ -50,6 +52,8 @@ pub struct ClientConfig {
     pub probe_interval: Duration,
     /// What to keep in the replica.
     pub monitor: MonitorSpec,
+    /// Certificates for `ssl:` remotes.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -83,6 +87,8 @@ struct Shared {
     version_tx: watch::Sender<u64>,
     /// Whether a connection is up and its monitor synced.
     ready_tx: watch::Sender<bool>,
+    /// Why the last connection attempt failed, for error messages.
+    last_error: Mutex<Option<String>>,
 }
 
 /// A client that stays connected: it reconnects, finds the leader, and keeps a replica of the
@@ -121,6 +127,7 @@ impl Remote {
         match text.split_once(':') {
             Some(("unix", path)) if !path.is_empty() => Ok(Remote::Unix(PathBuf::from(path))),
             Some(("tcp", address)) if address.contains(':') => Ok(Remote::Tcp(address.to_owned())),
+            Some(("ssl", address)) if address.contains(':') => Ok(Remote::Ssl(address.to_owned())),
             _ => Err(bad()),
         }
     }
@@ -129,6 +136,7 @@ impl Remote {
         match self {
             Remote::Unix(path) => format!("unix:{}", path.display()),
             Remote::Tcp(address) => format!("tcp:{address}"),
+            Remote::Ssl(address) => format!("ssl:{address}"),
         }
     }
 }
@@ -138,6 +146,7 @@ impl Remote {
 impl Connection {
     async fn open(
         remote: &Remote,
+        tls: Option<&crate::tls::TlsFiles>,
         incoming: mpsc::UnboundedSender<Incoming>,
     ) -> Result<Arc<Connection>, Error> {
         let label = remote.label();
@@ -157,6 +166,35 @@ impl Connection {
                     .map_err(connect_error)?;
                 let _ = stream.set_nodelay(true);
                 Box::new(stream)
+            }
+            Remote::Ssl(address) => {
+                let files = tls.ok_or_else(|| Error::Tls {
+                    path: PathBuf::new(),
+                    reason: format!("{label} needs a CA certificate, a certificate and a key"),
+                })?;
+                let connector = files.connector()?;
+                let stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .map_err(connect_error)?;
+                let _ = stream.set_nodelay(true);
+                let host = address
+                    .rsplit_once(':')
+                    .map_or(address.as_str(), |(host, _)| host);
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let name =
+                    rustls_pki_types::ServerName::try_from(host).map_err(|error| Error::Tls {
+                        path: PathBuf::new(),
+                        reason: format!("{label}: {error}"),
+                    })?;
+                Box::new(
+                    connector
+                        .connect(name, stream)
+                        .await
+                        .map_err(connect_error)?,
+                )
             }
         };
         Ok(Connection::from_stream(stream, label, incoming))
@@ -332,6 +370,7 @@ impl Client {
             schema: RwLock::new(Schema::default()),
             version_tx,
             ready_tx,
+            last_error: Mutex::new(None),
         });
         let supervisor = tokio::spawn(supervise(shared.clone()));
         let client = Client {
@@ -341,10 +380,22 @@ impl Client {
         let ready = tokio::time::timeout(timeout, ready_rx.wait_for(|ready| *ready)).await;
         match ready {
             Ok(Ok(_)) => Ok(client),
-            _ => Err(Error::Timeout {
-                what: "connecting to the database".into(),
-                seconds: timeout.as_secs(),
-            }),
+            _ => {
+                let last = client
+                    .shared
+                    .last_error
+                    .lock()
+                    .ok()
+                    .and_then(|last| last.clone());
+                let what = match last {
+                    Some(error) => format!("connecting to the database (last error: {error})"),
+                    None => "connecting to the database".to_owned(),
+                };
+                Err(Error::Timeout {
+                    what,
+                    seconds: timeout.as_secs(),
+                })
+            }
         }
     }
 
@@ -502,6 +553,9 @@ async fn supervise(shared: Arc<Shared>) {
             }
             Err(error) => {
                 tracing::debug!(remote = %remote.label(), error = %error, "ovsdb remote not usable");
+                if let Ok(mut last) = shared.last_error.lock() {
+                    *last = Some(error.to_string());
+                }
                 if next.is_multiple_of(remotes.len()) {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -517,7 +571,7 @@ async fn establish(
     remote: &Remote,
     incoming: mpsc::UnboundedSender<Incoming>,
 ) -> Result<Arc<Connection>, Error> {
-    let connection = Connection::open(remote, incoming).await?;
+    let connection = Connection::open(remote, shared.config.tls.as_ref(), incoming).await?;
     let config = &shared.config;
     if config.leader_only {
         check_leader(&connection, &config.database).await?;
@@ -740,7 +794,11 @@ mod tests {
                 Remote::Tcp("198.51.100.1:6641".into())
             ])
         );
-        assert!(Remote::parse("ssl:198.51.100.1:6641").is_err());
+        assert_eq!(
+            Remote::parse("ssl:198.51.100.1:6641").ok(),
+            Some(Remote::Ssl("198.51.100.1:6641".into()))
+        );
+        assert!(Remote::parse("ftp:198.51.100.1:6641").is_err());
         assert!(Remote::parse("tcp:nohost").is_err());
     }
 

@@ -7,7 +7,7 @@ use crate::jsonrpc::FrameError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A remote string is not `unix:PATH` or `tcp:HOST:PORT`.
-    #[error("invalid remote {remote:?}: expected unix:PATH or tcp:HOST:PORT")]
+    #[error("invalid remote {remote:?}: expected unix:PATH, tcp:HOST:PORT or ssl:HOST:PORT")]
     BadRemote {
         /// The text.
         remote: String,
@@ -64,6 +64,14 @@ pub enum Error {
         /// The remotes tried.
         remotes: String,
     },
+    /// A TLS file could not be used.
+    #[error("TLS: {path}: {reason}")]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Nothing answered in time.
     #[error("{what} timed out after {seconds} s")]
     Timeout {
@@ -85,6 +93,7 @@ impl Error {
             Error::Rpc { .. } => "rpc",
             Error::Transaction { .. } => "transaction",
             Error::NoLeader { .. } => "no_leader",
+            Error::Tls { .. } => "tls",
             Error::Timeout { .. } => "timeout",
         }
     }

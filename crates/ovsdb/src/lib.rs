@@ -5,7 +5,8 @@
 //! - `protocol` — atoms, sets, maps, rows, conditions, mutations, operations (pure).
 //! - `replica` — the in-memory copy of monitored tables, fed by `update2`/`update3` (pure).
 //! - `diff` — desired rows of one owner vs the replica → the minimal operations (pure).
-//! - `client` — connections (unix, tcp), request matching, echo, reconnect, clustered leader.
+//! - `client` — connections (unix, tcp, ssl), request matching, echo, reconnect, clustered leader.
+//! - `tls` — `ssl:` remotes with CA, certificate and key files.
 //! - `error` — [`Error`].
 #![warn(missing_docs)]
 
@@ -16,6 +17,7 @@ pub mod jsonrpc;
 pub mod protocol;
 pub mod replica;
 pub mod schema;
+mod tls;
 
 pub use client::{Client, ClientConfig, MonitorSpec, Remote};
 pub use diff::{Desired, Parent, diff};
@@ -23,3 +25,4 @@ pub use error::Error;
 pub use protocol::{Atom, Condition, Mutation, Operation, OperationResult, Row, Value};
 pub use replica::Replica;
 pub use schema::{ColumnKind, Schema};
+pub use tls::TlsFiles;

@@ -22,6 +22,7 @@ fn config(remotes: &str, tables: &[&str], leader_only: bool) -> Result<ClientCon
             .iter()
             .map(|table| (table.to_string(), Vec::new()))
             .collect(),
+        tls: None,
     })
 }
 
@@ -454,6 +455,50 @@ async fn a_schema_with_bfd_sessions_is_detected_and_used() -> Result<()> {
         })
         .await
         .context("the policy's bfd_sessions did not reference the BFD row")?;
+    Ok(())
+}
+
+/// An `ssl:` remote with CA, certificate and key files, as ovn-nbctl uses them; a client
+/// whose certificate the server's CA did not sign is refused.
+#[tokio::test]
+async fn ssl_remotes_with_client_certificates() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let servers = Servers::standalone()?;
+    let pki = servers.root.join("pki");
+    server::make_pki(&pki)?;
+    let port = server::free_port()?;
+    servers.add_ssl_remote(0, &pki, port)?;
+    let tls = |client: &str| veg_ovsdb::TlsFiles {
+        ca_certificate: pki.join("ca.crt"),
+        certificate: pki.join(format!("{client}.crt")),
+        private_key: pki.join(format!("{client}.key")),
+    };
+    let mut good = config(&format!("ssl:127.0.0.1:{port}"), &["Logical_Switch"], true)?;
+    good.tls = Some(tls("client"));
+    let client = Client::connect(good.clone(), Duration::from_secs(10)).await?;
+    client
+        .transact(&[Operation::Insert {
+            table: "Logical_Switch".into(),
+            row: row(&[("name", Value::string("over-tls"))]),
+            uuid_name: None,
+        }])
+        .await?;
+    client
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica.table("Logical_Switch").count() == 1
+        })
+        .await?;
+
+    let mut stranger = good;
+    stranger.tls = Some(tls("stranger"));
+    ensure!(
+        Client::connect(stranger, Duration::from_secs(2))
+            .await
+            .is_err(),
+        "a certificate from another CA must be refused"
+    );
     Ok(())
 }
 

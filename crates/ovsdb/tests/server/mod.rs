@@ -215,6 +215,120 @@ impl Servers {
     }
 }
 
+impl Servers {
+    /// Restarts member `index` with an extra `pssl:PORT:127.0.0.1` remote using `pki`.
+    pub fn add_ssl_remote(&self, index: usize, pki: &Path, port: u16) -> Result<()> {
+        self.stop(index, false)?;
+        let member = &self.members[index];
+        let dir = member.dir.to_string_lossy();
+        let file = |name: &str| pki.join(name).to_string_lossy().into_owned();
+        run(
+            "ovsdb-server",
+            &[
+                "--detach",
+                "--no-chdir",
+                &format!("--pidfile={dir}/pid"),
+                &format!("--log-file={dir}/log"),
+                &format!("--unixctl={dir}/ctl"),
+                &format!("--remote=punix:{dir}/nb.sock"),
+                &format!("--remote=pssl:{port}:127.0.0.1"),
+                &format!("--private-key={}", file("server.key")),
+                &format!("--certificate={}", file("server.crt")),
+                &format!("--ca-cert={}", file("ca.crt")),
+                &member.db.to_string_lossy(),
+            ],
+        )?;
+        ensure!(
+            wait_until(Duration::from_secs(5), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "ovsdb-server did not listen on {port}"
+        );
+        Ok(())
+    }
+}
+
+/// A CA signing a server and a client certificate, and a stranger signed by another CA.
+pub fn make_pki(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    for ca in ["ca", "other-ca"] {
+        run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+                "-keyout",
+                &path(&format!("{ca}.key")),
+                "-out",
+                &path(&format!("{ca}.crt")),
+            ],
+        )?;
+    }
+    // X.509 v3 with the usual extensions: WebPKI refuses v1 certificates, which is what
+    // `openssl x509 -req` writes without them.
+    let extensions = dir.join("ext.cnf");
+    std::fs::write(
+        &extensions,
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1\n",
+    )?;
+    for (name, ca) in [("server", "ca"), ("client", "ca"), ("stranger", "other-ca")] {
+        run(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &path(&format!("{name}.key")),
+                "-out",
+                &path(&format!("{name}.csr")),
+            ],
+        )?;
+        run(
+            "openssl",
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &path(&format!("{name}.csr")),
+                "-CA",
+                &path(&format!("{ca}.crt")),
+                "-CAkey",
+                &path(&format!("{ca}.key")),
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &extensions.to_string_lossy(),
+                "-out",
+                &path(&format!("{name}.crt")),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// A loopback TCP port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
 impl Drop for Servers {
     fn drop(&mut self) {
         for index in 0..self.members.len() {
