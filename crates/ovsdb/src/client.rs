@@ -620,11 +620,29 @@ async fn establish(
                 tracing::debug!(remote = %connection.remote, resumed = found, "ovsdb monitor synced");
             }
             Err(Error::Rpc { .. }) => {
-                // An older server: a full dump every time.
-                let result = connection
+                // An older server: monitor_cond (update2), else RFC 7047 monitor (update); a
+                // full dump at every connection.
+                match connection
                     .call("monitor_cond", json!([config.database, "veg", requests]))
-                    .await?;
-                apply_to_replica(shared, &schema, &result, true, None);
+                    .await
+                {
+                    Ok(result) => apply_to_replica(shared, &schema, &result, true, None),
+                    Err(Error::Rpc { .. }) => {
+                        let plain: serde_json::Map<String, Json> = requests
+                            .iter()
+                            .map(|(table, request)| (table.clone(), request[0].clone()))
+                            .collect();
+                        let result = connection
+                            .call("monitor", json!([config.database, "veg", plain]))
+                            .await?;
+                        if let Ok(mut replica) = shared.replica.write() {
+                            replica.clear();
+                            replica.apply_rfc7047(&result);
+                        }
+                        shared.version_tx.send_modify(|version| *version += 1);
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             Err(error) => return Err(error),
         }
@@ -713,6 +731,12 @@ async fn watch_connection(
                     }
                     "update2" if params[0] == SERVER_MONITOR => {}
                     "update2" => apply_to_replica(shared, &schema, &params[1], false, None),
+                    "update" => {
+                        if let Ok(mut replica) = shared.replica.write() {
+                            replica.apply_rfc7047(&params[1]);
+                        }
+                        shared.version_tx.send_modify(|version| *version += 1);
+                    }
                     _ => {}
                 },
                 Some(Incoming::Closed) | None => return "closed by the server or the network",

@@ -4,6 +4,7 @@
 //! - `jsonrpc` — JSON-RPC framing and messages (pure).
 //! - `protocol` — atoms, sets, maps, rows, conditions, mutations, operations (pure).
 //! - `replica` — the in-memory copy of monitored tables, fed by `update2`/`update3` (pure).
+//! - `nb` — typed rows of the OVN Northbound tables veg manages.
 //! - `diff` — desired rows of one owner vs the replica → the minimal operations (pure).
 //! - `client` — connections (unix, tcp, ssl), request matching, echo, reconnect, clustered leader.
 //! - `tls` — `ssl:` remotes with CA, certificate and key files.
@@ -14,6 +15,7 @@ pub mod client;
 pub mod diff;
 mod error;
 pub mod jsonrpc;
+pub mod nb;
 pub mod protocol;
 pub mod replica;
 pub mod schema;
@@ -22,6 +24,7 @@ mod tls;
 pub use client::{Client, ClientConfig, MonitorSpec, Remote};
 pub use diff::{Desired, Parent, diff};
 pub use error::Error;
+pub use nb::NbRow;
 pub use protocol::{Atom, Condition, Mutation, Operation, OperationResult, Row, Value};
 pub use replica::Replica;
 pub use schema::{ColumnKind, Schema};

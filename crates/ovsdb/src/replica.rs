@@ -79,6 +79,33 @@ impl Replica {
     }
 }
 
+impl Replica {
+    /// Applies RFC 7047 `table-updates` (`update` notifications and the result of plain
+    /// `monitor`): `new` carries the row's monitored columns, only `old` means deleted.
+    pub fn apply_rfc7047(&mut self, updates: &Json) {
+        let Some(updates) = updates.as_object() else {
+            return;
+        };
+        for (table, rows) in updates {
+            let Some(rows) = rows.as_object() else {
+                continue;
+            };
+            let stored = self.tables.entry(table.clone()).or_default();
+            for (uuid, update) in rows {
+                match update.get("new") {
+                    Some(new) => stored
+                        .entry(uuid.clone())
+                        .or_default()
+                        .extend(row_from_json(new)),
+                    None => {
+                        stored.remove(uuid);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `modify` in `update2`: scalars are replaced; a set lists the elements to toggle; a map
 /// lists pairs that are removed when equal, replaced when the key exists, inserted otherwise.
 fn apply_diff(schema: &Schema, table: &str, row: &mut Row, diff: &Row) {
@@ -130,6 +157,26 @@ mod tests {
             "name": {"type": "string"},
             "addresses": {"type": {"key": "string", "min": 0, "max": "unlimited"}},
             "external_ids": {"type": {"key": "string", "value": "string", "min": 0, "max": "unlimited"}}}}}}))
+    }
+
+    #[test]
+    fn applies_rfc_7047_updates() {
+        let mut replica = Replica::default();
+        replica.apply_rfc7047(&json!({"Address_Set": {
+            "u1": {"new": {"name": "a", "addresses": ["set", ["198.18.0.1"]]}},
+            "u2": {"new": {"name": "b"}}}}));
+        replica.apply_rfc7047(&json!({"Address_Set": {
+            "u1": {"old": {"addresses": ["set", ["198.18.0.1"]]}, "new": {"name": "a", "addresses": "198.18.0.9"}},
+            "u2": {"old": {"name": "b"}}}}));
+        assert_eq!(replica.table("Address_Set").count(), 1);
+        let row = replica
+            .row("Address_Set", "u1")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(
+            row["addresses"].as_set(),
+            Value::string_set(["198.18.0.9"]).as_set()
+        );
     }
 
     #[test]
