@@ -539,12 +539,22 @@ async fn supervise(shared: Arc<Shared>) {
         let remote = remotes[next % remotes.len()].clone();
         next += 1;
         let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel();
-        match establish(&shared, &remote, incoming_tx).await {
+        // A member that accepts connections but never answers must not hold us: give up on
+        // it after a while and try the next.
+        let limit = (shared.config.probe_interval * 2).max(Duration::from_secs(10));
+        let attempt = tokio::time::timeout(limit, establish(&shared, &remote, incoming_tx)).await;
+        let attempt = attempt.unwrap_or_else(|_| {
+            Err(Error::Timeout {
+                what: format!("setting up {}", remote.label()),
+                seconds: limit.as_secs(),
+            })
+        });
+        match attempt {
             Ok(connection) => {
                 backoff = Duration::from_millis(50);
                 tracing::info!(remote = %connection.remote, database = %shared.config.database, "ovsdb connected");
                 let reason = watch_connection(&shared, &connection, &mut incoming_rx).await;
-                let _ = shared.ready_tx.send(false);
+                let _ = shared.ready_tx.send_replace(false);
                 if let Ok(mut current) = shared.connection.write() {
                     *current = None;
                 }
@@ -650,7 +660,7 @@ async fn establish(
     if let Ok(mut current) = shared.connection.write() {
         *current = Some(connection.clone());
     }
-    let _ = shared.ready_tx.send(true);
+    let _ = shared.ready_tx.send_replace(true);
     shared.version_tx.send_modify(|version| *version += 1);
     Ok(connection)
 }

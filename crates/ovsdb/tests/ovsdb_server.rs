@@ -889,3 +889,34 @@ async fn typed_rows_round_trip_on_the_server() -> Result<()> {
     );
     Ok(())
 }
+
+/// A server that stops answering (frozen, the socket still open) is given up after one
+/// unanswered echo probe; the client comes back by itself once the server answers again.
+/// (Multi-threaded: the blocking wait below must not starve the client's own task.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_echo_probe_drops_the_connection_and_it_comes_back() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let servers = Servers::standalone()?;
+    let remote = format!("unix:{}", servers.socket(0).display());
+    let mut probing = config(&remote, &["Logical_Switch"], true)?;
+    probing.probe_interval = Duration::from_millis(300);
+    let client = Client::connect(probing, Duration::from_secs(5)).await?;
+    servers.signal(0, "-STOP")?;
+    let gave_up = server::wait_until(Duration::from_secs(3), || client.current_remote().is_none());
+    servers.signal(0, "-CONT")?;
+    ensure!(gave_up, "the client kept a connection to a frozen server");
+    let insert = Operation::Insert {
+        table: "Logical_Switch".into(),
+        row: row(&[("name", Value::string("after-thaw"))]),
+        uuid_name: None,
+    };
+    client.transact(&[insert]).await?;
+    client
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica.table("Logical_Switch").count() == 1
+        })
+        .await?;
+    Ok(())
+}

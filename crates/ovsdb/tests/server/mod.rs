@@ -198,6 +198,12 @@ impl Servers {
         Ok(())
     }
 
+    /// Sends a signal (e.g. `-STOP`, `-CONT`) to member `index`.
+    pub fn signal(&self, index: usize, signal: &str) -> Result<()> {
+        let pid = self.pid(index).context("server not running")?;
+        run("kill", &[signal, &pid.to_string()])
+    }
+
     /// The index of the member that is the Raft leader now.
     pub fn leader(&self) -> Option<usize> {
         (0..self.members.len()).find(|index| {
