@@ -26,6 +26,16 @@ fn config(remotes: &str, tables: &[&str], leader_only: bool) -> Result<ClientCon
     })
 }
 
+/// `unix:<socket>` of the first member.
+fn unix_remote(servers: &Servers) -> String {
+    format!("unix:{}", servers.socket(0).display())
+}
+
+/// A leader-only client monitoring `tables`, connected within 5 s.
+async fn connect(remote: &str, tables: &[&str]) -> Result<Client> {
+    Ok(Client::connect(config(remote, tables, true)?, Duration::from_secs(5)).await?)
+}
+
 fn row(pairs: &[(&str, Value)]) -> Row {
     pairs
         .iter()
@@ -58,7 +68,7 @@ async fn transact_and_monitor_round_trip_on_managed_tables() -> Result<()> {
         return Ok(());
     }
     let servers = Servers::standalone()?;
-    let remote = format!("unix:{}", servers.socket(0).display());
+    let remote = unix_remote(&servers);
     let tables = [
         "Logical_Router",
         "Logical_Router_Policy",
@@ -73,8 +83,8 @@ async fn transact_and_monitor_round_trip_on_managed_tables() -> Result<()> {
         "HA_Chassis",
         "NB_Global",
     ];
-    let writer = Client::connect(config(&remote, &tables, true)?, Duration::from_secs(5)).await?;
-    let reader = Client::connect(config(&remote, &tables, true)?, Duration::from_secs(5)).await?;
+    let writer = connect(&remote, &tables).await?;
+    let reader = connect(&remote, &tables).await?;
     let schema = writer.schema();
     ensure!(schema.version == "7.0.0", "schema {}", schema.version);
     ensure!(
@@ -285,12 +295,8 @@ async fn diffs_converge_on_the_server() -> Result<()> {
         return Ok(());
     }
     let servers = Servers::standalone()?;
-    let remote = format!("unix:{}", servers.socket(0).display());
-    let client = Client::connect(
-        config(&remote, &["Address_Set"], true)?,
-        Duration::from_secs(5),
-    )
-    .await?;
+    let remote = unix_remote(&servers);
+    let client = connect(&remote, &["Address_Set"]).await?;
     let set = |name: &str, owner: &str, addresses: &[&str]| -> Row {
         row(&[
             ("name", Value::string(name)),
@@ -393,12 +399,8 @@ async fn a_schema_with_bfd_sessions_is_detected_and_used() -> Result<()> {
     let servers = Servers::standalone_with_schema(&file);
     let _ = std::fs::remove_file(&file);
     let servers = servers?;
-    let remote = format!("unix:{}", servers.socket(0).display());
-    let client = Client::connect(
-        config(&remote, &["Logical_Router_Policy", "BFD"], true)?,
-        Duration::from_secs(5),
-    )
-    .await?;
+    let remote = unix_remote(&servers);
+    let client = connect(&remote, &["Logical_Router_Policy", "BFD"]).await?;
     let detected = client.schema();
     ensure!(detected.version == "7.2.1");
     ensure!(
@@ -510,19 +512,15 @@ async fn a_server_restart_during_a_monitor_converges() -> Result<()> {
         return Ok(());
     }
     let servers = Servers::standalone()?;
-    let remote = format!("unix:{}", servers.socket(0).display());
-    let watcher = Client::connect(
-        config(&remote, &["Logical_Switch"], true)?,
-        Duration::from_secs(5),
-    )
-    .await?;
+    let remote = unix_remote(&servers);
+    let watcher = connect(&remote, &["Logical_Switch"]).await?;
     let insert = |name: &str| Operation::Insert {
         table: "Logical_Switch".into(),
         row: row(&[("name", Value::string(name))]),
         uuid_name: None,
     };
     {
-        let writer = Client::connect(config(&remote, &[], true)?, Duration::from_secs(5)).await?;
+        let writer = connect(&remote, &[]).await?;
         writer
             .transact(&[insert("before-1"), insert("before-2")])
             .await?;
@@ -535,7 +533,7 @@ async fn a_server_restart_during_a_monitor_converges() -> Result<()> {
 
     servers.stop(0, false)?;
     servers.start(0)?;
-    let writer = Client::connect(config(&remote, &[], true)?, Duration::from_secs(5)).await?;
+    let writer = connect(&remote, &[]).await?;
     writer
         .transact(&[
             insert("after-1"),
@@ -664,7 +662,7 @@ async fn typed_rows_round_trip_on_the_server() -> Result<()> {
         return Ok(());
     }
     let servers = Servers::standalone()?;
-    let remote = format!("unix:{}", servers.socket(0).display());
+    let remote = unix_remote(&servers);
     let tables = [
         NbGlobal::TABLE,
         LogicalRouter::TABLE,
@@ -679,8 +677,8 @@ async fn typed_rows_round_trip_on_the_server() -> Result<()> {
         HaChassisGroup::TABLE,
         HaChassis::TABLE,
     ];
-    let writer = Client::connect(config(&remote, &[], true)?, Duration::from_secs(5)).await?;
-    let reader = Client::connect(config(&remote, &tables, true)?, Duration::from_secs(5)).await?;
+    let writer = connect(&remote, &[]).await?;
+    let reader = connect(&remote, &tables).await?;
     let ids = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -899,7 +897,7 @@ async fn an_unanswered_echo_probe_drops_the_connection_and_it_comes_back() -> Re
         return Ok(());
     }
     let servers = Servers::standalone()?;
-    let remote = format!("unix:{}", servers.socket(0).display());
+    let remote = unix_remote(&servers);
     let mut probing = config(&remote, &["Logical_Switch"], true)?;
     probing.probe_interval = Duration::from_millis(300);
     let client = Client::connect(probing, Duration::from_secs(5)).await?;

@@ -144,20 +144,26 @@ impl Servers {
     }
 
     pub fn start(&self, index: usize) -> Result<()> {
+        self.launch(index, &[])
+    }
+
+    /// Starts member `index` with its private paths plus `extra` arguments, and waits for its
+    /// unix socket.
+    fn launch(&self, index: usize, extra: &[String]) -> Result<()> {
         let member = &self.members[index];
         let dir = member.dir.to_string_lossy();
-        run(
-            "ovsdb-server",
-            &[
-                "--detach",
-                "--no-chdir",
-                &format!("--pidfile={dir}/pid"),
-                &format!("--log-file={dir}/log"),
-                &format!("--unixctl={dir}/ctl"),
-                &format!("--remote=punix:{dir}/nb.sock"),
-                &member.db.to_string_lossy(),
-            ],
-        )?;
+        let mut args = vec![
+            "--detach".to_owned(),
+            "--no-chdir".to_owned(),
+            format!("--pidfile={dir}/pid"),
+            format!("--log-file={dir}/log"),
+            format!("--unixctl={dir}/ctl"),
+            format!("--remote=punix:{dir}/nb.sock"),
+        ];
+        args.extend_from_slice(extra);
+        args.push(member.db.to_string_lossy().into_owned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("ovsdb-server", &args)?;
         ensure!(
             wait_until(Duration::from_secs(5), || self.socket(index).exists()),
             "ovsdb-server {index} did not open its socket"
@@ -225,23 +231,14 @@ impl Servers {
     /// Restarts member `index` with an extra `pssl:PORT:127.0.0.1` remote using `pki`.
     pub fn add_ssl_remote(&self, index: usize, pki: &Path, port: u16) -> Result<()> {
         self.stop(index, false)?;
-        let member = &self.members[index];
-        let dir = member.dir.to_string_lossy();
         let file = |name: &str| pki.join(name).to_string_lossy().into_owned();
-        run(
-            "ovsdb-server",
+        self.launch(
+            index,
             &[
-                "--detach",
-                "--no-chdir",
-                &format!("--pidfile={dir}/pid"),
-                &format!("--log-file={dir}/log"),
-                &format!("--unixctl={dir}/ctl"),
-                &format!("--remote=punix:{dir}/nb.sock"),
-                &format!("--remote=pssl:{port}:127.0.0.1"),
-                &format!("--private-key={}", file("server.key")),
-                &format!("--certificate={}", file("server.crt")),
-                &format!("--ca-cert={}", file("ca.crt")),
-                &member.db.to_string_lossy(),
+                format!("--remote=pssl:{port}:127.0.0.1"),
+                format!("--private-key={}", file("server.key")),
+                format!("--certificate={}", file("server.crt")),
+                format!("--ca-cert={}", file("ca.crt")),
             ],
         )?;
         ensure!(
