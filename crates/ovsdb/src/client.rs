@@ -626,7 +626,14 @@ async fn establish(
         match connection.call("monitor_cond_since", params).await {
             Ok(result) => {
                 let found = result[0].as_bool().unwrap_or(false);
-                apply_to_replica(shared, &schema, &result[2], !found, result[1].as_str());
+                apply_to_replica(
+                    shared,
+                    &schema,
+                    Format::Update2,
+                    &result[2],
+                    !found,
+                    result[1].as_str(),
+                );
                 tracing::debug!(remote = %connection.remote, resumed = found, "ovsdb monitor synced");
             }
             Err(Error::Rpc { .. }) => {
@@ -636,7 +643,9 @@ async fn establish(
                     .call("monitor_cond", json!([config.database, "veg", requests]))
                     .await
                 {
-                    Ok(result) => apply_to_replica(shared, &schema, &result, true, None),
+                    Ok(result) => {
+                        apply_to_replica(shared, &schema, Format::Update2, &result, true, None)
+                    }
                     Err(Error::Rpc { .. }) => {
                         let plain: serde_json::Map<String, Json> = requests
                             .iter()
@@ -645,11 +654,7 @@ async fn establish(
                         let result = connection
                             .call("monitor", json!([config.database, "veg", plain]))
                             .await?;
-                        if let Ok(mut replica) = shared.replica.write() {
-                            replica.clear();
-                            replica.apply_rfc7047(&result);
-                        }
-                        shared.version_tx.send_modify(|version| *version += 1);
+                        apply_to_replica(shared, &schema, Format::Rfc7047, &result, true, None);
                     }
                     Err(error) => return Err(error),
                 }
@@ -682,9 +687,20 @@ async fn check_leader(connection: &Connection, database: &str) -> Result<(), Err
     Ok(())
 }
 
+/// How a monitor reports changes.
+#[derive(Clone, Copy)]
+enum Format {
+    /// `table-updates2` (monitor_cond, monitor_cond_since).
+    Update2,
+    /// RFC 7047 `table-updates` (monitor).
+    Rfc7047,
+}
+
+/// Applies one whole update under the write lock, then tells subscribers.
 fn apply_to_replica(
     shared: &Shared,
     schema: &Schema,
+    format: Format,
     updates: &Json,
     resync: bool,
     txn_id: Option<&str>,
@@ -693,7 +709,10 @@ fn apply_to_replica(
         if resync {
             replica.clear();
         }
-        replica.apply(schema, updates);
+        match format {
+            Format::Update2 => replica.apply(schema, updates),
+            Format::Rfc7047 => replica.apply_rfc7047(updates),
+        }
         if let Some(txn_id) = txn_id {
             replica.last_txn_id = Some(txn_id.to_owned());
         }
@@ -735,18 +754,13 @@ async fn watch_connection(
         tokio::select! {
             message = incoming.recv() => match message {
                 Some(Incoming::Notification { method, params }) => match method.as_str() {
-                    "update3" => apply_to_replica(shared, &schema, &params[2], false, params[1].as_str()),
+                    "update3" => apply_to_replica(shared, &schema, Format::Update2, &params[2], false, params[1].as_str()),
                     "update2" if params[0] == SERVER_MONITOR && lost_leadership(&params[1]) => {
                         return "this member is no longer the cluster leader";
                     }
                     "update2" if params[0] == SERVER_MONITOR => {}
-                    "update2" => apply_to_replica(shared, &schema, &params[1], false, None),
-                    "update" => {
-                        if let Ok(mut replica) = shared.replica.write() {
-                            replica.apply_rfc7047(&params[1]);
-                        }
-                        shared.version_tx.send_modify(|version| *version += 1);
-                    }
+                    "update2" => apply_to_replica(shared, &schema, Format::Update2, &params[1], false, None),
+                    "update" => apply_to_replica(shared, &schema, Format::Rfc7047, &params[1], false, None),
                     _ => {}
                 },
                 Some(Incoming::Closed) | None => return "closed by the server or the network",

@@ -57,32 +57,38 @@ impl Replica {
     /// Applies a `table-updates2` object (`update2`/`update3` notifications, or the result of
     /// `monitor_cond`/`monitor_cond_since`).
     pub fn apply(&mut self, schema: &Schema, updates: &Json) {
-        let Some(updates) = updates.as_object() else {
-            return;
-        };
-        for (table, rows) in updates {
-            let Some(rows) = rows.as_object() else {
-                continue;
-            };
-            let stored = self.tables.entry(table.clone()).or_default();
-            for (uuid, update) in rows {
-                if let Some(row) = update.get("initial").or_else(|| update.get("insert")) {
-                    stored.insert(uuid.clone(), row_from_json(row));
-                } else if let Some(diff) = update.get("modify") {
-                    let row = stored.entry(uuid.clone()).or_default();
-                    apply_diff(schema, table, row, &row_from_json(diff));
-                } else if update.get("delete").is_some() {
-                    stored.remove(uuid);
-                }
+        self.for_each_update(updates, |stored, table, uuid, update| {
+            if let Some(row) = update.get("initial").or_else(|| update.get("insert")) {
+                stored.insert(uuid.to_owned(), row_from_json(row));
+            } else if let Some(diff) = update.get("modify") {
+                let row = stored.entry(uuid.to_owned()).or_default();
+                apply_diff(schema, table, row, &row_from_json(diff));
+            } else if update.get("delete").is_some() {
+                stored.remove(uuid);
             }
-        }
+        });
     }
-}
 
-impl Replica {
     /// Applies RFC 7047 `table-updates` (`update` notifications and the result of plain
     /// `monitor`): `new` carries the row's monitored columns, only `old` means deleted.
     pub fn apply_rfc7047(&mut self, updates: &Json) {
+        self.for_each_update(updates, |stored, _, uuid, update| match update.get("new") {
+            Some(new) => stored
+                .entry(uuid.to_owned())
+                .or_default()
+                .extend(row_from_json(new)),
+            None => {
+                stored.remove(uuid);
+            }
+        });
+    }
+
+    /// Calls `apply` with each table's rows, the table, and each row's UUID and update.
+    fn for_each_update(
+        &mut self,
+        updates: &Json,
+        mut apply: impl FnMut(&mut BTreeMap<String, Row>, &str, &str, &Json),
+    ) {
         let Some(updates) = updates.as_object() else {
             return;
         };
@@ -92,15 +98,7 @@ impl Replica {
             };
             let stored = self.tables.entry(table.clone()).or_default();
             for (uuid, update) in rows {
-                match update.get("new") {
-                    Some(new) => stored
-                        .entry(uuid.clone())
-                        .or_default()
-                        .extend(row_from_json(new)),
-                    None => {
-                        stored.remove(uuid);
-                    }
-                }
+                apply(stored, table, uuid, update);
             }
         }
     }
