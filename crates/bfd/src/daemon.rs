@@ -8,6 +8,7 @@
 //!  shutdown ─────────────────────────────┘        → AdminDown to every peer on exit
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use rand::Rng;
 use tokio::sync::mpsc;
@@ -121,6 +123,7 @@ pub async fn run(
         defaults: config.default_timers,
         last_send_warning: None,
         dropped: std::collections::BTreeMap::new(),
+        peer_counters: HashMap::new(),
     };
     state.refresh_gauges();
     health.ready.store(true, Ordering::Relaxed);
@@ -182,6 +185,14 @@ struct Loop {
     last_send_warning: Option<Instant>,
     /// Drops by reason, for the status response (the metrics keep the same counts).
     dropped: std::collections::BTreeMap<String, u64>,
+    /// Per-peer counter handles, so a packet costs a lookup rather than a label allocation.
+    peer_counters: HashMap<IpAddr, PeerCounters>,
+}
+
+/// The per-peer counters of one peer (clones share the registered counters).
+struct PeerCounters {
+    received: Counter,
+    sent: Counter,
 }
 
 impl Loop {
@@ -203,12 +214,7 @@ impl Loop {
         match self.network.send(packet) {
             Ok(()) => {
                 self.metrics.packets_sent.inc();
-                self.metrics
-                    .peer_packets_sent
-                    .get_or_create(&PeerLabels {
-                        peer: packet.peer.to_string(),
-                    })
-                    .inc();
+                self.peer_counters(packet.peer).sent.inc();
             }
             Err(error) => {
                 self.metrics.send_errors.inc();
@@ -232,12 +238,7 @@ impl Loop {
             .receive(bytes, source, datagram.destination, ttl, Instant::now())
         {
             Ok(event) => {
-                self.metrics
-                    .peer_packets_received
-                    .get_or_create(&PeerLabels {
-                        peer: source.to_string(),
-                    })
-                    .inc();
+                self.peer_counters(source).received.inc();
                 if let Some(event) = event {
                     self.on_events(&[event]);
                 }
@@ -256,6 +257,19 @@ impl Loop {
                     .inc();
             }
         }
+    }
+
+    fn peer_counters(&mut self, peer: IpAddr) -> &PeerCounters {
+        let metrics = &self.metrics;
+        self.peer_counters.entry(peer).or_insert_with(|| {
+            let labels = PeerLabels {
+                peer: peer.to_string(),
+            };
+            PeerCounters {
+                received: metrics.peer_packets_received.get_or_create(&labels).clone(),
+                sent: metrics.peer_packets_sent.get_or_create(&labels).clone(),
+            }
+        })
     }
 
     fn on_events(&mut self, events: &[Event]) {
