@@ -3,11 +3,25 @@
 //! # Layout
 //! - `plan` — the pure planner: the gateway's addresses and policies → the sysctls, ip rules,
 //!   routes and nftables tables the Pod must have.
-//!
-//! Applying a plan (rtnetlink, nftables), `veg gateway init|run|show` and uplink fate sharing
-//! are not written yet (issue 5).
+//! - `state` — what the kernel holds and the changes to the plan (pure diff, ownership rules).
+//! - `nft` — the nftables objects, the atomic replace batch, the comparable read-back.
+//! - `netlink`, `sysctl` — the kernel I/O.
+//! - `config` — flags and the internal leg's addresses → the planner's input (pure).
+//! - `apply` — observe, change, undo on failure, read back.
+//! - `uplink` — the external gateway's reachability verdicts (pure).
+//! - `agent`, `metrics` — `veg gateway init|run`: the loop, drift repair, uplink → bfdd.
 #![warn(missing_docs)]
 
+pub mod agent;
+pub mod apply;
+pub mod config;
+pub mod metrics;
+pub mod netlink;
+pub mod nft;
 pub mod plan;
+pub mod state;
+pub mod sysctl;
+pub mod uplink;
 
+pub use apply::{ApplyError, Kernel, Report};
 pub use plan::{FamilyConfig, GatewayConfig, Plan, PlanError, plan};

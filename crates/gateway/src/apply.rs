@@ -1,0 +1,275 @@
+//! Applying a plan: observe the kernel, compute the changes, make them in a safe order, and
+//! undo them all if one fails, so a bad input leaves the previous state in place. Then read
+//! back: what the kernel holds must equal the plan.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use rtnetlink::Handle;
+use tracing::{info, warn};
+
+use crate::config::ConfigError;
+use crate::netlink::{self, Link};
+use crate::nft;
+use crate::plan::{Family, Plan, PlanError};
+use crate::state::{Change, Observed, diff};
+use crate::sysctl;
+
+/// Why applying failed; every variant names the step, the object and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The input is wrong.
+    #[error("invalid configuration: {0}")]
+    Plan(#[from] PlanError),
+    /// The input does not fit the interfaces.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// No netlink connection.
+    #[error("cannot open a netlink socket: {0}")]
+    Netlink(std::io::Error),
+    /// An interface the plan uses does not exist.
+    #[error(
+        "interface {name:?} ({role} leg) does not exist in this network namespace (found: {found})"
+    )]
+    MissingInterface {
+        /// `internal` or `external`.
+        role: &'static str,
+        /// The name.
+        name: String,
+        /// The interfaces that exist.
+        found: String,
+    },
+    /// Reading the current state failed.
+    #[error("reading {what}: {error}")]
+    Observe {
+        /// What was read.
+        what: &'static str,
+        /// Why it failed.
+        error: String,
+    },
+    /// A change failed; the earlier ones were undone.
+    #[error("{step}: {error}; {}", rollback_summary(*.undone, .undo_failures))]
+    Step {
+        /// The change that failed.
+        step: String,
+        /// The kernel's (or nft's) answer.
+        error: String,
+        /// How many earlier changes were undone.
+        undone: usize,
+        /// Undo steps that failed too.
+        undo_failures: Vec<String>,
+    },
+    /// After applying, the kernel still differs from the plan.
+    #[error("the kernel does not hold the plan after applying; still different: {}", .remaining.join("; "))]
+    NotConverged {
+        /// The remaining differences.
+        remaining: Vec<String>,
+    },
+}
+
+fn rollback_summary(undone: usize, failures: &[String]) -> String {
+    if failures.is_empty() {
+        format!("nothing was left half-applied ({undone} earlier change(s) undone)")
+    } else {
+        format!(
+            "undoing {undone} earlier change(s) failed in part: {}",
+            failures.join("; ")
+        )
+    }
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// The changes made (empty when the kernel already held the plan).
+    pub changes: Vec<Change>,
+    /// The SNAT counters (packets, bytes) per family, read before the changes.
+    pub snat: BTreeMap<Family, (u64, u64)>,
+    /// The interfaces, read before the changes.
+    pub links: BTreeMap<String, Link>,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.changes.is_empty() {
+            return write!(f, "no change: the kernel already holds the plan");
+        }
+        for change in &self.changes {
+            writeln!(f, "{change}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel access an apply needs.
+#[derive(Clone)]
+pub struct Kernel {
+    /// rtnetlink handle in the gateway's namespace.
+    pub handle: Handle,
+    /// The `nft` program.
+    pub nft: String,
+}
+
+/// Interfaces by name and index.
+#[derive(Clone, Debug, Default)]
+pub struct Links {
+    /// By name.
+    pub by_name: BTreeMap<String, Link>,
+}
+
+impl Links {
+    fn indexes(&self) -> BTreeMap<String, u32> {
+        self.by_name
+            .iter()
+            .map(|(name, link)| (name.clone(), link.index))
+            .collect()
+    }
+
+    fn names(&self) -> BTreeMap<u32, String> {
+        self.by_name
+            .iter()
+            .map(|(name, link)| (link.index, name.clone()))
+            .collect()
+    }
+}
+
+impl Kernel {
+    /// Reads the interfaces.
+    pub async fn links(&self) -> Result<Links, ApplyError> {
+        let by_name = netlink::links(&self.handle)
+            .await
+            .map_err(|error| ApplyError::Observe {
+                what: "interfaces",
+                error: error.to_string(),
+            })?;
+        Ok(Links { by_name })
+    }
+
+    /// Reads everything the plan covers.
+    pub async fn observe(&self, plan: &Plan, links: &Links) -> Result<Observed, ApplyError> {
+        let observe = |what: &'static str| move |error: String| ApplyError::Observe { what, error };
+        let mut observed = Observed::default();
+        for item in &plan.sysctls {
+            let value = sysctl::read(&item.key)
+                .map_err(|error| observe("sysctls")(format!("{}: {error}", item.key)))?;
+            observed.sysctls.insert(item.key.clone(), value);
+        }
+        observed.rules = netlink::owned_rules(&self.handle)
+            .await
+            .map_err(|error| observe("ip rules")(error.to_string()))?;
+        observed.routes = netlink::routes(&self.handle, &links.names())
+            .await
+            .map_err(|error| observe("routes")(error.to_string()))?;
+        for family in nft::FAMILIES {
+            let listing = nft::list(&self.nft, family)
+                .await
+                .map_err(observe("nftables"))?;
+            if let Some(shape) = nft::observed_shape(&listing, family) {
+                observed.nft.insert(family, shape);
+            }
+        }
+        Ok(observed)
+    }
+
+    /// Checks the interfaces, applies the changes the plan needs, undoes them all on failure,
+    /// and verifies the result.
+    pub async fn apply(
+        &self,
+        plan: &Plan,
+        internal: &str,
+        external: &str,
+    ) -> Result<Report, ApplyError> {
+        let links = self.links().await?;
+        for (role, name) in [("internal", internal), ("external", external)] {
+            if !links.by_name.contains_key(name) {
+                return Err(ApplyError::MissingInterface {
+                    role,
+                    name: name.to_owned(),
+                    found: links.by_name.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        let observed = self.observe(plan, &links).await?;
+        let changes = diff(plan, &observed);
+        let indexes = links.indexes();
+        let mut done: Vec<Change> = Vec::new();
+        for change in &changes {
+            if let Err(error) = self.make(change, plan, &indexes).await {
+                let (undone, undo_failures) = self.undo(&done, &indexes).await;
+                return Err(ApplyError::Step {
+                    step: change.to_string(),
+                    error,
+                    undone,
+                    undo_failures,
+                });
+            }
+            info!(change = %change, "applied");
+            done.push(change.clone());
+        }
+        if !changes.is_empty() {
+            let after = self.observe(plan, &links).await?;
+            let remaining = diff(plan, &after);
+            if !remaining.is_empty() {
+                return Err(ApplyError::NotConverged {
+                    remaining: remaining.iter().map(ToString::to_string).collect(),
+                });
+            }
+        }
+        Ok(Report {
+            changes,
+            snat: observed
+                .nft
+                .iter()
+                .map(|(family, shape)| (*family, (shape.snat_packets, shape.snat_bytes)))
+                .collect(),
+            links: links.by_name,
+        })
+    }
+
+    async fn make(
+        &self,
+        change: &Change,
+        plan: &Plan,
+        indexes: &BTreeMap<String, u32>,
+    ) -> Result<(), String> {
+        let handle = &self.handle;
+        match change {
+            Change::Sysctl { key, to, .. } => {
+                return sysctl::write(key, to).map_err(|error| {
+                    format!(
+                        "{error} (set {key}={to} in the Pod's securityContext.sysctls when \
+                         /proc/sys is read-only)"
+                    )
+                });
+            }
+            Change::AddRule(rule) => netlink::add_rule(handle, rule).await,
+            Change::DeleteRule(rule) => netlink::delete_rule(handle, rule).await,
+            Change::AddRoute(route) | Change::ReplaceRoute { to: route, .. } => {
+                netlink::put_route(handle, route, indexes).await
+            }
+            Change::DeleteRoute(route) => netlink::delete_route(handle, route, indexes).await,
+            Change::Nft { .. } => return nft::replace(&self.nft, &plan.nft).await,
+        }
+        .map_err(|error| error.to_string())
+    }
+
+    async fn undo(&self, done: &[Change], indexes: &BTreeMap<String, u32>) -> (usize, Vec<String>) {
+        let mut failures = Vec::new();
+        let empty = Plan {
+            sysctls: vec![],
+            rules: vec![],
+            routes: vec![],
+            nft: vec![],
+        };
+        for change in done.iter().rev() {
+            let Some(inverse) = change.inverse() else {
+                continue;
+            };
+            if let Err(error) = self.make(&inverse, &empty, indexes).await {
+                warn!(change = %inverse, %error, "undo failed");
+                failures.push(format!("{inverse}: {error}"));
+            }
+        }
+        (done.len(), failures)
+    }
+}

@@ -1,0 +1,489 @@
+//! veg's nftables tables through the `nftables` crate: the objects of a planned table, one batch
+//! that replaces veg's tables (and nothing else) atomically, and the read-back in a form that
+//! compares equal to the plan when the kernel holds what was planned.
+//!
+//! nft rewrites what it is given (adjacent prefixes of an anonymous set are merged, a one-element
+//! flag set is printed as a string, counters carry values), so both sides go through
+//! [`normalize`] before they are compared.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use nftables::batch::Batch;
+use nftables::expr::{
+    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+    SetItem,
+};
+use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
+use nftables::stmt::{Counter, Mangle, Match, NAT, NATFlag, Operator, Statement};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+use serde_json::{Value, json};
+
+use crate::plan::{Family, MARK, NFT_TABLE, NftTable};
+
+/// The families veg may own a table in.
+pub const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+fn nf_family(family: Family) -> NfFamily {
+    match family {
+        Family::V4 => NfFamily::IP,
+        Family::V6 => NfFamily::IP6,
+    }
+}
+
+/// The `nft` family keyword.
+pub fn family_keyword(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
+}
+
+// ===== the planned objects =====
+
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+
+fn matches(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+
+fn set_mark(value: BinaryOperation<'static>) -> Statement<'static> {
+    Statement::Mangle(Mangle {
+        key: meta(MetaKey::Mark),
+        value: Expression::BinaryOperation(Box::new(value)),
+    })
+}
+
+fn prefix_set(nets: &[IpNet]) -> Expression<'static> {
+    Expression::Named(NamedExpression::Set(
+        nets.iter()
+            .map(|net| {
+                SetItem::Element(Expression::Named(NamedExpression::Prefix(Prefix {
+                    addr: Box::new(Expression::String(Cow::Owned(net.network().to_string()))),
+                    len: u32::from(net.prefix_len()),
+                })))
+            })
+            .collect(),
+    ))
+}
+
+fn address(family: Family, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: Cow::Borrowed(family_keyword(family)),
+            field: Cow::Borrowed(field),
+        },
+    )))
+}
+
+fn chain(family: Family, name: &'static str, hook: NfHook, prio: i32) -> Chain<'static> {
+    Chain {
+        family: nf_family(family),
+        table: Cow::Borrowed(NFT_TABLE),
+        name: Cow::Borrowed(name),
+        _type: Some(NfChainType::NAT),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    }
+}
+
+fn rule(family: Family, chain: &'static str, expr: Vec<Statement<'static>>) -> Rule<'static> {
+    Rule {
+        family: nf_family(family),
+        table: Cow::Borrowed(NFT_TABLE),
+        chain: Cow::Borrowed(chain),
+        expr: Cow::Owned(expr),
+        handle: None,
+        index: None,
+        comment: None,
+    }
+}
+
+/// The table, its chains and rules, in the order they must be added.
+pub fn objects(table: &NftTable) -> Vec<NfListObject<'static>> {
+    let family = table.family;
+    let mut objects = vec![
+        NfListObject::Table(Table {
+            family: nf_family(family),
+            name: Cow::Borrowed(NFT_TABLE),
+            handle: None,
+        }),
+        // dstnat (-100) and srcnat (100), as `nft` names them.
+        NfListObject::Chain(chain(family, "prerouting", NfHook::Prerouting, -100)),
+        NfListObject::Chain(chain(family, "postrouting", NfHook::Postrouting, 100)),
+        NfListObject::Rule(rule(
+            family,
+            "prerouting",
+            vec![
+                matches(
+                    meta(MetaKey::Iifname),
+                    Expression::String(Cow::Owned(table.internal_interface.clone())),
+                ),
+                set_mark(BinaryOperation::OR(vec![
+                    meta(MetaKey::Mark),
+                    Expression::Number(MARK),
+                ])),
+            ],
+        )),
+    ];
+    if !table.forward_only.is_empty() {
+        for field in ["daddr", "saddr"] {
+            objects.push(NfListObject::Rule(rule(
+                family,
+                "postrouting",
+                vec![
+                    matches(address(family, field), prefix_set(&table.forward_only)),
+                    Statement::Return(None),
+                ],
+            )));
+        }
+    }
+    objects.push(NfListObject::Rule(rule(
+        family,
+        "postrouting",
+        vec![
+            matches(
+                Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                    meta(MetaKey::Mark),
+                    Expression::Number(MARK),
+                ))),
+                Expression::Number(MARK),
+            ),
+            matches(
+                meta(MetaKey::Oifname),
+                Expression::String(Cow::Owned(table.external_interface.clone())),
+            ),
+            set_mark(BinaryOperation::AND(
+                meta(MetaKey::Mark),
+                Expression::Number(!MARK),
+            )),
+            Statement::Counter(Counter::Anonymous(None)),
+            Statement::Masquerade(Some(NAT {
+                addr: None,
+                family: None,
+                port: None,
+                flags: Some([NATFlag::FullyRandom].into_iter().collect()),
+            })),
+        ],
+    )));
+    objects
+}
+
+/// One transaction that leaves exactly `desired` as veg's tables: for each family, make sure
+/// the table exists, delete it, then add the planned one (if any). nft applies a batch
+/// atomically, so a failure leaves the previous tables in place.
+pub fn replace_batch(desired: &[NftTable]) -> Nftables<'static> {
+    let mut batch = Batch::new();
+    for family in FAMILIES {
+        let table = Table {
+            family: nf_family(family),
+            name: Cow::Borrowed(NFT_TABLE),
+            handle: None,
+        };
+        batch.add(NfListObject::Table(table.clone()));
+        batch.delete(NfListObject::Table(table));
+        if let Some(planned) = desired.iter().find(|planned| planned.family == family) {
+            for object in objects(planned) {
+                batch.add(object);
+            }
+        }
+    }
+    batch.to_nftables()
+}
+
+// ===== comparable form =====
+
+/// A table as the comparison sees it: chains and rules with counters cleared and sets
+/// canonical, plus the SNAT counter's values (read back only).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TableShape {
+    /// `{"chains": [...], "rules": [...]}`, normalized.
+    pub shape: Value,
+    /// Packets counted by the masquerade rule.
+    pub snat_packets: u64,
+    /// Bytes counted by the masquerade rule.
+    pub snat_bytes: u64,
+}
+
+/// The shape the plan expects (counters zero).
+pub fn planned_shape(table: &NftTable) -> TableShape {
+    let objects: Vec<Value> = objects(table)
+        .iter()
+        .filter_map(|object| serde_json::to_value(object).ok())
+        .collect();
+    shape_of(&objects, family_keyword(table.family))
+}
+
+/// The shape of veg's table of `family` in `nft -j list ruleset <family>` output, or `None`
+/// when the table is absent.
+pub fn observed_shape(listing: &Value, family: Family) -> Option<TableShape> {
+    let keyword = family_keyword(family);
+    let objects: Vec<Value> = listing
+        .get("nftables")
+        .and_then(Value::as_array)
+        .map(|items| items.to_vec())
+        .unwrap_or_default();
+    let present = objects.iter().any(|object| {
+        object.get("table").is_some_and(|table| {
+            table.get("name") == Some(&json!(NFT_TABLE))
+                && table.get("family") == Some(&json!(keyword))
+        })
+    });
+    present.then(|| shape_of(&objects, keyword))
+}
+
+fn shape_of(objects: &[Value], family: &str) -> TableShape {
+    let ours = |body: &Value| {
+        body.get("table") == Some(&json!(NFT_TABLE)) && body.get("family") == Some(&json!(family))
+    };
+    let mut chains = Vec::new();
+    let mut rules = Vec::new();
+    let mut counters = (0u64, 0u64);
+    for object in objects {
+        if let Some(body) = object.get("chain").filter(|body| ours(body)) {
+            chains.push(json!({
+                "name": body.get("name"),
+                "type": body.get("type"),
+                "hook": body.get("hook"),
+                "prio": body.get("prio"),
+                "policy": body.get("policy"),
+            }));
+        }
+        if let Some(body) = object.get("rule").filter(|body| ours(body)) {
+            let mut expr = body.get("expr").cloned().unwrap_or(Value::Null);
+            collect_counter(&expr, &mut counters);
+            normalize(&mut expr);
+            rules.push(json!({"chain": body.get("chain"), "expr": expr}));
+        }
+    }
+    chains.sort_by_key(|chain| chain.get("name").map(Value::to_string));
+    TableShape {
+        shape: json!({"chains": chains, "rules": rules}),
+        snat_packets: counters.0,
+        snat_bytes: counters.1,
+    }
+}
+
+fn collect_counter(expr: &Value, counters: &mut (u64, u64)) {
+    for statement in expr.as_array().into_iter().flatten() {
+        if let Some(counter) = statement.get("counter") {
+            counters.0 += counter.get("packets").and_then(Value::as_u64).unwrap_or(0);
+            counters.1 += counter.get("bytes").and_then(Value::as_u64).unwrap_or(0);
+        }
+    }
+}
+
+/// Rewrites an expression tree the way nft would print it, so that the plan and the
+/// read-back compare equal: counters lose their values, NAT flags become a sorted list, set
+/// elements become merged, sorted CIDRs.
+pub fn normalize(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(counter) = map.get_mut("counter") {
+                *counter = Value::Null;
+            }
+            if let Some(flags) = map.get_mut("flags") {
+                let mut list: Vec<String> = match flags {
+                    Value::String(flag) => vec![flag.clone()],
+                    Value::Array(items) => items
+                        .iter()
+                        .filter_map(|item| item.as_str().map(str::to_owned))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                list.sort();
+                *flags = json!(list);
+            }
+            for child in map.values_mut() {
+                normalize(child);
+            }
+            // nft prints a one-element set as the element itself, and a prefix as an object.
+            if let Some(set) = map.get("set")
+                && let Some(items) = set.as_array()
+                && let Some(nets) = items.iter().map(set_element).collect::<Option<Vec<_>>>()
+            {
+                let merged: Vec<String> = IpNet::aggregate(&nets)
+                    .iter()
+                    .map(IpNet::to_string)
+                    .collect();
+                *value = match merged.as_slice() {
+                    [single] => json!(single),
+                    _ => json!({ "set": merged }),
+                };
+            } else if map.len() == 1
+                && map.contains_key("prefix")
+                && let Some(net) = set_element(value)
+            {
+                *value = json!(net.to_string());
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+fn set_element(item: &Value) -> Option<IpNet> {
+    match item {
+        Value::String(text) => text
+            .parse::<IpNet>()
+            .ok()
+            .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from)),
+        Value::Object(map) => {
+            let prefix = map.get("prefix")?;
+            let address: IpAddr = prefix.get("addr")?.as_str()?.parse().ok()?;
+            let len = u8::try_from(prefix.get("len")?.as_u64()?).ok()?;
+            IpNet::new(address, len).ok()
+        }
+        _ => None,
+    }
+}
+
+// ===== I/O: the `nft` program =====
+
+/// `nft -j list ruleset <family>`, parsed.
+pub async fn list(program: &str, family: Family) -> Result<Value, String> {
+    let raw = nftables::helper::get_current_ruleset_raw_async(
+        Some(program),
+        ["list", "ruleset", family_keyword(family)],
+    )
+    .await
+    .map_err(describe)?;
+    serde_json::from_str(&raw).map_err(|error| format!("nft printed invalid JSON: {error}"))
+}
+
+/// Applies [`replace_batch`] in one `nft -j -f -` transaction.
+pub async fn replace(program: &str, desired: &[NftTable]) -> Result<(), String> {
+    let batch = replace_batch(desired);
+    nftables::helper::apply_ruleset_with_args_async(
+        &batch,
+        Some(program),
+        nftables::helper::DEFAULT_ARGS,
+    )
+    .await
+    .map_err(describe)
+}
+
+fn describe(error: nftables::helper::NftablesError) -> String {
+    match error {
+        nftables::helper::NftablesError::NftFailed { stderr, .. } => {
+            format!("nft refused the batch: {}", stderr.trim())
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(forward_only: &[&str]) -> NftTable {
+        NftTable {
+            family: Family::V4,
+            internal_interface: "eth0".into(),
+            external_interface: "net1".into(),
+            forward_only: forward_only
+                .iter()
+                .filter_map(|net| net.parse().ok())
+                .collect(),
+        }
+    }
+
+    /// What nft 1.0.6 printed for the planned table (captured with `nft -j list table ip veg`
+    /// after loading it), with its own handles, merged set and counter values.
+    fn listing() -> Value {
+        json!({"nftables": [
+            {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+            {"table": {"family": "ip", "name": "veg", "handle": 1}},
+            {"chain": {"family": "ip", "table": "veg", "name": "prerouting", "handle": 1,
+                "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}},
+            {"chain": {"family": "ip", "table": "veg", "name": "postrouting", "handle": 2,
+                "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+            {"rule": {"family": "ip", "table": "veg", "chain": "prerouting", "handle": 3, "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}},
+                {"mangle": {"key": {"meta": {"key": "mark"}},
+                    "value": {"|": [{"meta": {"key": "mark"}}, 16384]}}}]}},
+            {"rule": {"family": "ip", "table": "veg", "chain": "postrouting", "handle": 5, "expr": [
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                    "right": {"set": [{"prefix": {"addr": "198.20.0.0", "len": 15}}]}}},
+                {"return": null}]}},
+            {"rule": {"family": "ip", "table": "veg", "chain": "postrouting", "handle": 7, "expr": [
+                {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                    "right": {"set": [{"prefix": {"addr": "198.20.0.0", "len": 15}}]}}},
+                {"return": null}]}},
+            {"rule": {"family": "ip", "table": "veg", "chain": "postrouting", "handle": 8, "expr": [
+                {"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, 16384]},
+                    "right": 16384}},
+                {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "net1"}},
+                {"mangle": {"key": {"meta": {"key": "mark"}},
+                    "value": {"&": [{"meta": {"key": "mark"}}, 4294950911u32]}}},
+                {"counter": {"packets": 7, "bytes": 420}},
+                {"masquerade": {"flags": "fully-random"}}]}}
+        ]})
+    }
+
+    #[test]
+    fn the_read_back_of_the_planned_table_compares_equal() {
+        let planned = planned_shape(&table(&["198.20.0.0/16", "198.21.0.0/16"]));
+        let observed = observed_shape(&listing(), Family::V4);
+        assert_eq!(observed.as_ref().map(|o| &o.shape), Some(&planned.shape));
+        assert_eq!(
+            observed.map(|o| (o.snat_packets, o.snat_bytes)),
+            Some((7, 420))
+        );
+    }
+
+    #[test]
+    fn a_changed_rule_or_another_family_does_not_compare_equal() {
+        let other_interface = NftTable {
+            external_interface: "net2".into(),
+            ..table(&["198.20.0.0/16", "198.21.0.0/16"])
+        };
+        let observed = observed_shape(&listing(), Family::V4).map(|o| o.shape);
+        assert_ne!(observed, Some(planned_shape(&other_interface).shape));
+        assert_ne!(
+            observed,
+            Some(planned_shape(&table(&["198.20.0.0/16"])).shape)
+        );
+        assert_eq!(observed_shape(&listing(), Family::V6), None);
+    }
+
+    #[test]
+    fn the_batch_replaces_both_families_and_adds_only_planned_tables() -> serde_json::Result<()> {
+        let batch = serde_json::to_value(replace_batch(&[table(&[])]))?;
+        let commands: Vec<String> = batch["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|object| {
+                let (command, body) = object.as_object()?.iter().next()?;
+                let (kind, body) = body.as_object()?.iter().next()?;
+                let family = body.get("family")?.as_str()?;
+                Some(format!("{command} {kind} {family}"))
+            })
+            .collect();
+        assert_eq!(
+            commands,
+            [
+                "add table ip",
+                "delete table ip",
+                "add table ip",
+                "add chain ip",
+                "add chain ip",
+                "add rule ip",
+                "add rule ip",
+                "add table ip6",
+                "delete table ip6",
+            ]
+        );
+        Ok(())
+    }
+}
