@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bfd;
+mod gateway;
 mod logging;
 mod validate;
 
@@ -29,6 +30,8 @@ enum Command {
     Bfdd(bfd::DaemonArgs),
     /// Query and steer a running `veg bfdd` through its control socket.
     Bfdctl(bfd::ControlArgs),
+    /// The agent of a gateway Pod: routes, rules, nftables SNAT, uplink fate sharing.
+    Gateway(gateway::GatewayArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(&args),
         Command::Bfdd(args) => bfd::run_daemon(args),
         Command::Bfdctl(args) => bfd::run_control(args),
+        Command::Gateway(args) => gateway::run(args),
     };
     match outcome {
         Ok(code) => code,

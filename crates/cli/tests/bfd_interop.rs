@@ -4,6 +4,7 @@
 //! Needs root, FRR, nft and curl; under CI=true a missing one fails the test.
 
 mod bfdlab;
+mod support;
 
 use std::time::{Duration, Instant};
 

@@ -143,7 +143,7 @@ fn help_lists_the_working_commands() -> Result<()> {
         .filter_map(|line| line.split_whitespace().next())
         .collect();
     ensure!(
-        commands == ["crd", "validate", "bfdd", "bfdctl", "help"],
+        commands == ["crd", "validate", "bfdd", "bfdctl", "gateway", "help"],
         "{commands:?}"
     );
     Ok(())

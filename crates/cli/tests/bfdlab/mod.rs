@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+pub use crate::support::{run, unix_now, wait_until};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
@@ -29,43 +30,18 @@ const FRR_BFDD: &str = "/usr/lib/frr/bfdd";
 static SERIAL: Mutex<()> = Mutex::new(());
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
-/// Whether the lab can run here. Under CI a missing prerequisite fails the test instead of
-/// skipping it.
+/// Whether the lab can run here (root, FRR, nft, ip, curl).
 pub fn prerequisites() -> bool {
-    let mut missing = Vec::new();
-    if !nix_is_root() {
-        missing.push("root".to_owned());
-    }
-    for tool in [
-        FRR_BFDD,
-        "/usr/bin/vtysh",
-        "/usr/sbin/nft",
-        "/usr/sbin/ip",
-        "/usr/bin/curl",
-    ] {
-        if !Path::new(tool).exists() && !Path::new(&tool.replace("/usr/sbin", "/sbin")).exists() {
-            missing.push(tool.to_owned());
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let message = format!(
-        "BFD interop lab needs {} (scripts/install-deps.sh installs them)",
-        missing.join(", ")
-    );
-    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-        panic!("{message}");
-    }
-    eprintln!("skipped: {message}");
-    false
-}
-
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+    crate::support::require(
+        "BFD interop lab",
+        &[
+            FRR_BFDD,
+            "/usr/bin/vtysh",
+            "/usr/sbin/nft",
+            "/usr/sbin/ip",
+            "/usr/bin/curl",
+        ],
+    )
 }
 
 /// Which side starts.
@@ -520,37 +496,6 @@ impl Drop for Lab {
 }
 
 // ===== helpers =====
-
-pub fn run(program: &str, args: &[&str]) -> Result<()> {
-    let output = Command::new(program).args(args).output()?;
-    ensure!(
-        output.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    Ok(())
-}
-
-pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// `2026/11/27 02:20:49.527922` (FRR, TZ=UTC).
 fn parse_frr_time(text: &str) -> Option<f64> {
