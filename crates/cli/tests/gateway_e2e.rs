@@ -205,12 +205,20 @@ fn run_repairs_drift_and_takes_bfd_down_with_the_uplink() -> Result<()> {
         metric("veg_gateway_drift_repairs_total ") >= 4.0,
         "drift repairs not counted"
     );
+    // One TCP exchange: a connection, its packets out (SYN, ACKs, FIN) and replies in.
     ensure!(
         wait_until(Duration::from_secs(3), || metric(
-            "veg_gateway_snat_packets_total{family=\"ipv4\"} "
+            "veg_gateway_snat_connections_total{family=\"ipv4\"} "
         ) >= 1.0),
-        "SNAT packets not counted"
+        "SNAT connections not counted:\n{}",
+        lab.http_get("127.0.0.1:9464", "/metrics")
+            .unwrap_or_default()
     );
+    for direction in ["egress", "ingress"] {
+        let name =
+            format!("veg_gateway_snat_packets_total{{family=\"ipv4\",direction=\"{direction}\"}} ");
+        ensure!(metric(&name) >= 3.0, "{name}: {}", metric(&name));
+    }
     ensure!(
         metric("veg_gateway_interface_packets_total{interface=\"net1\",direction=\"tx\"} ") >= 1.0,
         "interface packets not counted"

@@ -16,7 +16,7 @@ use veg_bfd::http::{self, Health};
 
 use crate::apply::{ApplyError, Kernel, Report};
 use crate::config::{self, AgentInput};
-use crate::metrics::{FamilyLabel, InterfaceLabel, Metrics};
+use crate::metrics::{FamilyLabel, FlowLabel, InterfaceLabel, Metrics};
 use crate::netlink::{self, NeighbourEntry};
 use crate::plan::{self, Family, Plan};
 
@@ -170,24 +170,35 @@ async fn reconcile(kernel: &Kernel, input: &AgentInput, metrics: &Metrics, first
 }
 
 fn record_counters(metrics: &Metrics, report: &Report) {
-    for (family, (packets, bytes)) in &report.snat {
-        let label = FamilyLabel {
-            family: match family {
-                Family::V4 => "ipv4".into(),
-                Family::V6 => "ipv6".into(),
-            },
+    for (family, snat) in &report.snat {
+        let family = match family {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
         };
-        let key = &label.family;
+        let label = FamilyLabel {
+            family: family.into(),
+        };
         metrics.advance(
-            &format!("snat_packets/{key}"),
-            &metrics.snat_packets.get_or_create(&label),
-            *packets,
+            &format!("snat_connections/{family}"),
+            &metrics.snat_connections.get_or_create(&label),
+            snat.connections,
         );
-        metrics.advance(
-            &format!("snat_bytes/{key}"),
-            &metrics.snat_bytes.get_or_create(&label),
-            *bytes,
-        );
+        for (direction, (packets, bytes)) in [("egress", snat.egress), ("ingress", snat.ingress)] {
+            let label = FlowLabel {
+                family: family.into(),
+                direction: direction.into(),
+            };
+            metrics.advance(
+                &format!("snat_packets/{family}/{direction}"),
+                &metrics.snat_packets.get_or_create(&label),
+                packets,
+            );
+            metrics.advance(
+                &format!("snat_bytes/{family}/{direction}"),
+                &metrics.snat_bytes.get_or_create(&label),
+                bytes,
+            );
+        }
     }
     for (name, link) in &report.links {
         if name == "lo" {

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use crate::config::ConfigError;
 use crate::netlink::{self, Link};
-use crate::nft;
+use crate::nft::{self, SnatCounters};
 use crate::plan::{Family, Plan, PlanError};
 use crate::state::{Change, Observed, diff};
 use crate::sysctl;
@@ -83,8 +83,8 @@ fn rollback_summary(undone: usize, failures: &[String]) -> String {
 pub struct Report {
     /// The changes made (empty when the kernel already held the plan).
     pub changes: Vec<Change>,
-    /// The SNAT counters (packets, bytes) per family, read before the changes.
-    pub snat: BTreeMap<Family, (u64, u64)>,
+    /// The SNAT counters per family, read before the changes.
+    pub snat: BTreeMap<Family, SnatCounters>,
     /// The interfaces, read before the changes.
     pub links: BTreeMap<String, Link>,
 }
@@ -220,7 +220,7 @@ impl Kernel {
             snat: observed
                 .nft
                 .iter()
-                .map(|(family, shape)| (*family, (shape.snat_packets, shape.snat_bytes)))
+                .map(|(family, shape)| (*family, shape.snat()))
                 .collect(),
             links: links.by_name,
         })

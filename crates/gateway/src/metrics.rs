@@ -18,6 +18,15 @@ pub struct FamilyLabel {
     pub family: String,
 }
 
+/// Label of per-family, per-direction series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabel {
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// `egress` (masqueraded, leaving) or `ingress` (their replies).
+    pub direction: String,
+}
+
 /// Label of per-interface series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InterfaceLabel {
@@ -38,10 +47,12 @@ pub struct Metrics {
     pub apply_errors: Counter,
     /// 1 when the kernel holds the plan.
     pub in_sync: Gauge,
-    /// Packets masqueraded.
-    pub snat_packets: Family<FamilyLabel, Counter>,
-    /// Bytes masqueraded.
-    pub snat_bytes: Family<FamilyLabel, Counter>,
+    /// Connections masqueraded.
+    pub snat_connections: Family<FamilyLabel, Counter>,
+    /// Packets of masqueraded connections.
+    pub snat_packets: Family<FlowLabel, Counter>,
+    /// Bytes of masqueraded connections.
+    pub snat_bytes: Family<FlowLabel, Counter>,
     /// Interface packets.
     pub interface_packets: Family<InterfaceLabel, Counter>,
     /// Interface bytes.
@@ -74,11 +85,20 @@ impl Metrics {
             self.in_sync.clone(),
         );
         registry.register(
+            "snat_connections",
+            "Connections masqueraded to the gateway's external address",
+            self.snat_connections.clone(),
+        );
+        registry.register(
             "snat_packets",
-            "Packets masqueraded",
+            "Packets of masqueraded connections, by direction",
             self.snat_packets.clone(),
         );
-        registry.register("snat_bytes", "Bytes masqueraded", self.snat_bytes.clone());
+        registry.register(
+            "snat_bytes",
+            "Bytes of masqueraded connections, by direction",
+            self.snat_bytes.clone(),
+        );
         registry.register(
             "interface_packets",
             "Packets through the gateway's interfaces",

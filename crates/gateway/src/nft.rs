@@ -7,12 +7,13 @@
 //! [`normalize`] before they are compared.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use nftables::batch::Batch;
 use nftables::expr::{
-    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+    BinaryOperation, CT, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
     SetItem,
 };
 use nftables::schema::{Chain, NfListObject, Nftables, Rule, Table};
@@ -83,12 +84,25 @@ fn address(family: Family, field: &'static str) -> Expression<'static> {
     )))
 }
 
-fn chain(family: Family, name: &'static str, hook: NfHook, prio: i32) -> Chain<'static> {
+/// The chain counting SNATed traffic leaving the external leg (after srcnat).
+pub const COUNT_EGRESS: &str = "count-egress";
+/// The chain counting SNATed traffic (replies) entering from the external leg.
+pub const COUNT_INGRESS: &str = "count-ingress";
+/// The chain whose counter counts new SNAT connections (the NAT hook sees first packets only).
+pub const POSTROUTING: &str = "postrouting";
+
+fn chain(
+    family: Family,
+    name: &'static str,
+    kind: NfChainType,
+    hook: NfHook,
+    prio: i32,
+) -> Chain<'static> {
     Chain {
         family: nf_family(family),
         table: Cow::Borrowed(NFT_TABLE),
         name: Cow::Borrowed(name),
-        _type: Some(NfChainType::NAT),
+        _type: Some(kind),
         hook: Some(hook),
         prio: Some(prio),
         policy: Some(NfChainPolicy::Accept),
@@ -118,8 +132,36 @@ pub fn objects(table: &NftTable) -> Vec<NfListObject<'static>> {
             handle: None,
         }),
         // dstnat (-100) and srcnat (100), as `nft` names them.
-        NfListObject::Chain(chain(family, "prerouting", NfHook::Prerouting, -100)),
-        NfListObject::Chain(chain(family, "postrouting", NfHook::Postrouting, 100)),
+        NfListObject::Chain(chain(
+            family,
+            "prerouting",
+            NfChainType::NAT,
+            NfHook::Prerouting,
+            -100,
+        )),
+        NfListObject::Chain(chain(
+            family,
+            POSTROUTING,
+            NfChainType::NAT,
+            NfHook::Postrouting,
+            100,
+        )),
+        // Per-packet counters of SNATed traffic: after srcnat on the way out, at mangle
+        // (after conntrack, before de-NAT) on the way in.
+        NfListObject::Chain(chain(
+            family,
+            COUNT_EGRESS,
+            NfChainType::Filter,
+            NfHook::Postrouting,
+            101,
+        )),
+        NfListObject::Chain(chain(
+            family,
+            COUNT_INGRESS,
+            NfChainType::Filter,
+            NfHook::Prerouting,
+            -150,
+        )),
         NfListObject::Rule(rule(
             family,
             "prerouting",
@@ -139,7 +181,7 @@ pub fn objects(table: &NftTable) -> Vec<NfListObject<'static>> {
         for field in ["daddr", "saddr"] {
             objects.push(NfListObject::Rule(rule(
                 family,
-                "postrouting",
+                POSTROUTING,
                 vec![
                     matches(address(family, field), prefix_set(&table.forward_only)),
                     Statement::Return(None),
@@ -147,9 +189,34 @@ pub fn objects(table: &NftTable) -> Vec<NfListObject<'static>> {
             )));
         }
     }
+    for (chain, direction) in [
+        (COUNT_EGRESS, MetaKey::Oifname),
+        (COUNT_INGRESS, MetaKey::Iifname),
+    ] {
+        objects.push(NfListObject::Rule(rule(
+            family,
+            chain,
+            vec![
+                matches(
+                    meta(direction),
+                    Expression::String(Cow::Owned(table.external_interface.clone())),
+                ),
+                Statement::Match(Match {
+                    left: Expression::Named(NamedExpression::CT(CT {
+                        key: Cow::Borrowed("status"),
+                        family: None,
+                        dir: None,
+                    })),
+                    right: Expression::String(Cow::Borrowed("snat")),
+                    op: Operator::IN,
+                }),
+                Statement::Counter(Counter::Anonymous(None)),
+            ],
+        )));
+    }
     objects.push(NfListObject::Rule(rule(
         family,
-        "postrouting",
+        POSTROUTING,
         vec![
             matches(
                 Expression::BinaryOperation(Box::new(BinaryOperation::AND(
@@ -203,15 +270,36 @@ pub fn replace_batch(desired: &[NftTable]) -> Nftables<'static> {
 // ===== comparable form =====
 
 /// A table as the comparison sees it: chains and rules with counters cleared and sets
-/// canonical, plus the SNAT counter's values (read back only).
+/// canonical, plus the counters' values by chain (read back only).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TableShape {
     /// `{"chains": [...], "rules": [...]}`, normalized.
     pub shape: Value,
-    /// Packets counted by the masquerade rule.
-    pub snat_packets: u64,
-    /// Bytes counted by the masquerade rule.
-    pub snat_bytes: u64,
+    /// (packets, bytes) counted in each chain.
+    pub counters: BTreeMap<String, (u64, u64)>,
+}
+
+impl TableShape {
+    /// The SNAT counters: new connections, (packets, bytes) out and in.
+    pub fn snat(&self) -> SnatCounters {
+        let get = |chain: &str| self.counters.get(chain).copied().unwrap_or_default();
+        SnatCounters {
+            connections: get(POSTROUTING).0,
+            egress: get(COUNT_EGRESS),
+            ingress: get(COUNT_INGRESS),
+        }
+    }
+}
+
+/// What the counters of a family's table say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnatCounters {
+    /// Connections masqueraded (the NAT hook sees their first packet).
+    pub connections: u64,
+    /// (packets, bytes) masqueraded on the way out.
+    pub egress: (u64, u64),
+    /// (packets, bytes) of their replies on the way in.
+    pub ingress: (u64, u64),
 }
 
 /// The shape the plan expects (counters zero).
@@ -247,7 +335,7 @@ fn shape_of(objects: &[Value], family: &str) -> TableShape {
     };
     let mut chains = Vec::new();
     let mut rules = Vec::new();
-    let mut counters = (0u64, 0u64);
+    let mut counters = BTreeMap::new();
     for object in objects {
         if let Some(body) = object.get("chain").filter(|body| ours(body)) {
             chains.push(json!({
@@ -260,16 +348,22 @@ fn shape_of(objects: &[Value], family: &str) -> TableShape {
         }
         if let Some(body) = object.get("rule").filter(|body| ours(body)) {
             let mut expr = body.get("expr").cloned().unwrap_or(Value::Null);
-            collect_counter(&expr, &mut counters);
+            let chain = body
+                .get("chain")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            collect_counter(&expr, counters.entry(chain.to_owned()).or_default());
             normalize(&mut expr);
             rules.push(json!({"chain": body.get("chain"), "expr": expr}));
         }
     }
     chains.sort_by_key(|chain| chain.get("name").map(Value::to_string));
+    // Order matters within a chain only; nft lists rules chain by chain.
+    rules.sort_by_key(|rule| rule.get("chain").map(Value::to_string));
+    counters.retain(|_, (packets, bytes)| *packets > 0 || *bytes > 0);
     TableShape {
         shape: json!({"chains": chains, "rules": rules}),
-        snat_packets: counters.0,
-        snat_bytes: counters.1,
+        counters,
     }
 }
 
@@ -407,10 +501,22 @@ mod tests {
                 "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}},
             {"chain": {"family": "ip", "table": "veg", "name": "postrouting", "handle": 2,
                 "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}},
+            {"chain": {"family": "ip", "table": "veg", "name": "count-egress", "handle": 3,
+                "type": "filter", "hook": "postrouting", "prio": 101, "policy": "accept"}},
+            {"chain": {"family": "ip", "table": "veg", "name": "count-ingress", "handle": 4,
+                "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
             {"rule": {"family": "ip", "table": "veg", "chain": "prerouting", "handle": 3, "expr": [
                 {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}},
                 {"mangle": {"key": {"meta": {"key": "mark"}},
                     "value": {"|": [{"meta": {"key": "mark"}}, 16384]}}}]}},
+            {"rule": {"family": "ip", "table": "veg", "chain": "count-egress", "handle": 9, "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "net1"}},
+                {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "snat"}},
+                {"counter": {"packets": 70, "bytes": 9000}}]}},
+            {"rule": {"family": "ip", "table": "veg", "chain": "count-ingress", "handle": 10, "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "net1"}},
+                {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "snat"}},
+                {"counter": {"packets": 60, "bytes": 80000}}]}},
             {"rule": {"family": "ip", "table": "veg", "chain": "postrouting", "handle": 5, "expr": [
                 {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
                     "right": {"set": [{"prefix": {"addr": "198.20.0.0", "len": 15}}]}}},
@@ -436,8 +542,12 @@ mod tests {
         let observed = observed_shape(&listing(), Family::V4);
         assert_eq!(observed.as_ref().map(|o| &o.shape), Some(&planned.shape));
         assert_eq!(
-            observed.map(|o| (o.snat_packets, o.snat_bytes)),
-            Some((7, 420))
+            observed.map(|o| o.snat()),
+            Some(SnatCounters {
+                connections: 7,
+                egress: (70, 9000),
+                ingress: (60, 80000)
+            })
         );
     }
 
@@ -478,6 +588,10 @@ mod tests {
                 "add table ip",
                 "add chain ip",
                 "add chain ip",
+                "add chain ip",
+                "add chain ip",
+                "add rule ip",
+                "add rule ip",
                 "add rule ip",
                 "add rule ip",
                 "add table ip6",

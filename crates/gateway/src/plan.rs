@@ -17,6 +17,8 @@
 //!   postrouting (nat): daddr in forward-only → return; saddr in forward-only → return;
 //!                      mark & 0x4000, oifname <external> → mark &= ~0x4000, counter,
 //!                      masquerade fully-random
+//!   count-egress, count-ingress (filter): oifname/iifname <external>, ct status snat, counter
+//!                      (the NAT hook sees only first packets; these count every packet)
 //! ```
 //! A family without an external gateway gets no default route and no SNAT table.
 
@@ -416,6 +418,22 @@ impl NftTable {
             self.external_interface, !MARK
         );
         let _ = writeln!(out, "\t}}");
+        for (chain, hook, priority, direction) in [
+            ("count-egress", "postrouting", "srcnat + 1", "oifname"),
+            ("count-ingress", "prerouting", "mangle", "iifname"),
+        ] {
+            let _ = writeln!(out, "\tchain {chain} {{");
+            let _ = writeln!(
+                out,
+                "\t\ttype filter hook {hook} priority {priority}; policy accept;"
+            );
+            let _ = writeln!(
+                out,
+                "\t\t{direction} \"{}\" ct status snat counter",
+                self.external_interface
+            );
+            let _ = writeln!(out, "\t}}");
+        }
         let _ = writeln!(out, "}}");
         out
     }

@@ -77,6 +77,14 @@ table ip veg {
 \t\tip saddr { 198.20.0.0/16 } return
 \t\tmeta mark & 0x4000 == 0x4000 oifname \"net1\" meta mark set meta mark & 0xffffbfff counter masquerade fully-random
 \t}
+\tchain count-egress {
+\t\ttype filter hook postrouting priority srcnat + 1; policy accept;
+\t\toifname \"net1\" ct status snat counter
+\t}
+\tchain count-ingress {
+\t\ttype filter hook prerouting priority mangle; policy accept;
+\t\tiifname \"net1\" ct status snat counter
+\t}
 }
 "
     );
