@@ -14,7 +14,9 @@ PACKAGES=(
   iproute2          # network namespaces and veth for netns tests
   nftables          # cutting links and rewriting TTL in BFD interop tests
   frr               # FRR bfdd, the reference BFD peer
-  python3           # crafts a stranger's packet in the BFD interop tests
+  python3           # crafts a stranger's packet (BFD tests), echo service (gateway tests)
+  util-linux        # setpriv: the gateway tests run the agent with only NET_ADMIN/NET_RAW
+  iperf3            # bench/gateway.sh
   openvswitch-common  # ovsdb-server, ovsdb-tool, ovs-appctl for the OVSDB client tests
   ovn-central       # the OVN Northbound schema
 )
