@@ -38,10 +38,11 @@ enum GatewayCommand {
 /// What the gateway is.
 #[derive(Debug, Args)]
 struct InputArgs {
-    /// The leg in the VPC.
+    /// The leg in the VPC; `auto`: the interface whose subnet holds the internal gateway.
     #[arg(long, env = "VEG_GW_INTERNAL_INTERFACE", default_value = "eth0")]
     internal_interface: String,
-    /// The leg outside (the Multus attachment).
+    /// The leg outside (the Multus attachment); `auto`: the interface whose subnet holds the
+    /// external gateway.
     #[arg(long, env = "VEG_GW_EXTERNAL_INTERFACE", default_value = "net1")]
     external_interface: String,
     /// The VPC router's address on the internal subnet (one per family).

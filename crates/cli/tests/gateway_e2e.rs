@@ -73,6 +73,18 @@ fn unprivileged_agent_snats_pods_and_keeps_forward_only_sources() -> Result<()> 
         lab.snapshot()? == before,
         "the second init changed the kernel"
     );
+    // Legs found from the gateways' subnets, as Kube-OVN does: the same plan.
+    let auto = init_ok(
+        &lab,
+        &[
+            ("--internal-interface", "auto"),
+            ("--external-interface", "auto"),
+        ],
+    )?;
+    ensure!(
+        auto.trim() == "no change: the kernel already holds the plan",
+        "discovered interfaces gave another plan:\n{auto}"
+    );
     Ok(())
 }
 

@@ -47,9 +47,51 @@ pub fn kernel(nft: &str) -> Result<Kernel, ApplyError> {
     })
 }
 
-/// The plan for the current namespace: the internal leg's addresses complete the input.
-pub async fn current_plan(kernel: &Kernel, input: &AgentInput) -> Result<Plan, ApplyError> {
+/// The plan for the current namespace: the internal leg's addresses complete the input, and
+/// legs named `auto` are found by the subnet that holds their gateway. Returns the input with
+/// the interface names resolved.
+pub async fn current_plan(
+    kernel: &Kernel,
+    input: &AgentInput,
+) -> Result<(Plan, AgentInput), ApplyError> {
     let links = kernel.links().await?;
+    let mut input = input.clone();
+    if input.internal_interface == config::AUTO || input.external_interface == config::AUTO {
+        let mut interfaces = Vec::new();
+        for (name, link) in &links.by_name {
+            let addresses = netlink::addresses(&kernel.handle, link.index)
+                .await
+                .map_err(|error| ApplyError::Observe {
+                    what: "interface addresses",
+                    error: error.to_string(),
+                })?;
+            interfaces.push((name.clone(), addresses));
+        }
+        let legs = [
+            (
+                "internal",
+                &mut input.internal_interface,
+                &input.internal_gateways,
+            ),
+            (
+                "external",
+                &mut input.external_interface,
+                &input.external_gateways,
+            ),
+        ];
+        for (role, name, gateways) in legs {
+            if *name == config::AUTO {
+                let found = config::discover_interface(&interfaces, gateways).ok_or_else(|| {
+                    ApplyError::MissingInterface {
+                        role,
+                        name: format!("auto (no interface has a subnet holding {gateways:?})"),
+                        found: links.by_name.keys().cloned().collect::<Vec<_>>().join(", "),
+                    }
+                })?;
+                *name = found.to_owned();
+            }
+        }
+    }
     let internal = links
         .by_name
         .get(&input.internal_interface)
@@ -64,13 +106,13 @@ pub async fn current_plan(kernel: &Kernel, input: &AgentInput) -> Result<Plan, A
             what: "internal addresses",
             error: error.to_string(),
         })?;
-    let gateway = config::build(input, &addresses)?;
-    Ok(plan::plan(&gateway)?)
+    let gateway = config::build(&input, &addresses)?;
+    Ok((plan::plan(&gateway)?, input))
 }
 
 /// Applies once.
 pub async fn init(kernel: &Kernel, input: &AgentInput) -> Result<Report, ApplyError> {
-    let plan = current_plan(kernel, input).await?;
+    let (plan, input) = current_plan(kernel, input).await?;
     kernel
         .apply(&plan, &input.internal_interface, &input.external_interface)
         .await
@@ -105,6 +147,8 @@ pub async fn run(
     uplink_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut uplink = Uplink::new(&config);
     let mut first = true;
+    // The external leg's name once resolved (it may be `auto`); the uplink check needs it.
+    let mut external: Option<String> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -120,13 +164,17 @@ pub async fn run(
                 while changes.try_recv().is_ok() {}
             }
             _ = uplink_tick.tick(), if uplink_enabled => {
-                uplink.tick(&kernel, &config, &metrics).await;
+                uplink.tick(&kernel, &config, external.as_deref(), &metrics).await;
                 health.beat();
                 continue;
             }
         }
         health.beat();
-        let in_sync = reconcile(&kernel, &config.input, &metrics, first).await;
+        let resolved = reconcile(&kernel, &config.input, &metrics, first).await;
+        let in_sync = resolved.is_some();
+        if resolved.is_some() {
+            external = resolved;
+        }
         first = false;
         health.ready.store(in_sync, Ordering::Relaxed);
         metrics.in_sync.set(i64::from(in_sync));
@@ -135,19 +183,24 @@ pub async fn run(
     Ok(())
 }
 
-async fn reconcile(kernel: &Kernel, input: &AgentInput, metrics: &Metrics, first: bool) -> bool {
+/// One check and repair; the resolved external interface when the kernel holds the plan.
+async fn reconcile(
+    kernel: &Kernel,
+    input: &AgentInput,
+    metrics: &Metrics,
+    first: bool,
+) -> Option<String> {
     metrics.checks.inc();
     let started = Instant::now();
     let outcome = match current_plan(kernel, input).await {
-        Ok(plan) => {
-            kernel
-                .apply(&plan, &input.internal_interface, &input.external_interface)
-                .await
-        }
+        Ok((plan, input)) => kernel
+            .apply(&plan, &input.internal_interface, &input.external_interface)
+            .await
+            .map(|report| (report, input.external_interface)),
         Err(error) => Err(error),
     };
     match outcome {
-        Ok(report) => {
+        Ok((report, external)) => {
             record_counters(metrics, &report);
             if !report.changes.is_empty() {
                 let changes: Vec<String> = report.changes.iter().map(ToString::to_string).collect();
@@ -159,12 +212,12 @@ async fn reconcile(kernel: &Kernel, input: &AgentInput, metrics: &Metrics, first
                     warn!(changes = ?changes, took_ms, "repaired drift");
                 }
             }
-            true
+            Some(external)
         }
         Err(failure) => {
             metrics.apply_errors.inc();
             error!(error = %failure, "apply failed; retrying at the next check");
-            false
+            None
         }
     }
 }
@@ -242,12 +295,18 @@ impl Uplink {
         }
     }
 
-    async fn tick(&mut self, kernel: &Kernel, config: &AgentConfig, metrics: &Metrics) {
+    async fn tick(
+        &mut self,
+        kernel: &Kernel,
+        config: &AgentConfig,
+        external: Option<&str>,
+        metrics: &Metrics,
+    ) {
         let gateways = &config.input.external_gateways;
-        if gateways.is_empty() {
+        let Some(external) = external.filter(|_| !gateways.is_empty()) else {
             return;
-        }
-        let reachable = match probe(kernel, &config.input.external_interface, gateways).await {
+        };
+        let reachable = match probe(kernel, external, gateways).await {
             Ok(reachable) => reachable,
             Err(error) => {
                 warn!(%error, "uplink probe failed");
@@ -322,7 +381,7 @@ pub async fn show(kernel: &Kernel, input: Option<&AgentInput>) -> Result<String,
     let links = kernel.links().await?;
     let mut out = String::new();
     let plan = match input {
-        Some(input) => Some(current_plan(kernel, input).await?),
+        Some(input) => Some(current_plan(kernel, input).await?.0),
         None => None,
     };
     let empty = Plan {

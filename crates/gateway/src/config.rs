@@ -90,6 +90,25 @@ fn one_per_family(
     Ok(found)
 }
 
+/// The interface name that asks for discovery.
+pub const AUTO: &str = "auto";
+
+/// The interface with a connected subnet that contains one of `gateways` (how Kube-OVN finds
+/// a gateway Pod's legs), from every interface's addresses.
+pub fn discover_interface<'a>(
+    interfaces: &'a [(String, Vec<IpNet>)],
+    gateways: &[IpAddr],
+) -> Option<&'a str> {
+    interfaces
+        .iter()
+        .find(|(_, addresses)| {
+            addresses
+                .iter()
+                .any(|net| gateways.iter().any(|gateway| net.contains(gateway)))
+        })
+        .map(|(name, _)| name.as_str())
+}
+
 /// Builds the configuration; `internal_addresses` are the internal leg's addresses.
 pub fn build(
     input: &AgentInput,
@@ -237,6 +256,30 @@ mod tests {
         assert_eq!(v6.and_then(|f| f.external_gateway), None);
         assert_eq!(v6.map(|f| f.bfd_peers.len()), Some(0));
         Ok(())
+    }
+
+    #[test]
+    fn legs_are_discovered_from_the_gateways_subnets() {
+        let interfaces = vec![
+            ("lo".to_owned(), vec![net("127.0.0.1/8")]),
+            (
+                "eth0".to_owned(),
+                vec![net("198.18.0.12/16"), net("fe80::1/64")],
+            ),
+            (
+                "net1".to_owned(),
+                vec![net("198.51.100.11/24"), net("2001:db8:100::11/64")],
+            ),
+        ];
+        assert_eq!(
+            discover_interface(&interfaces, &[ip("2001:db8:100::1")]),
+            Some("net1")
+        );
+        assert_eq!(
+            discover_interface(&interfaces, &[ip("198.18.0.1")]),
+            Some("eth0")
+        );
+        assert_eq!(discover_interface(&interfaces, &[ip("203.0.113.1")]), None);
     }
 
     #[test]
