@@ -32,7 +32,7 @@ enum GatewayCommand {
     Run(RunArgs),
     /// Print the applied rules, routes and nftables tables (and, with
     /// --internal-gateway, what differs from the plan).
-    Show(ShowArgs),
+    Show(InputArgs),
 }
 
 /// What the gateway is.
@@ -45,13 +45,9 @@ struct InputArgs {
     /// external gateway.
     #[arg(long, env = "VEG_GW_EXTERNAL_INTERFACE", default_value = "net1")]
     external_interface: String,
-    /// The VPC router's address on the internal subnet (one per family).
-    #[arg(
-        long,
-        env = "VEG_GW_INTERNAL_GATEWAY",
-        value_delimiter = ',',
-        required = true
-    )]
+    /// The VPC router's address on the internal subnet (one per family); init and run need
+    /// it, show compares with the plan only when it is given.
+    #[arg(long, env = "VEG_GW_INTERNAL_GATEWAY", value_delimiter = ',')]
     internal_gateway: Vec<IpAddr>,
     /// The external network's gateway (one per family; a family without one gets no
     /// default route and no SNAT).
@@ -93,34 +89,6 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "VEG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-#[derive(Debug, Args)]
-struct ShowArgs {
-    /// Compare with the plan of these inputs (needs --internal-gateway).
-    #[arg(long, env = "VEG_GW_INTERNAL_INTERFACE", default_value = "eth0")]
-    internal_interface: String,
-    /// The leg outside.
-    #[arg(long, env = "VEG_GW_EXTERNAL_INTERFACE", default_value = "net1")]
-    external_interface: String,
-    /// The VPC router's address on the internal subnet; without it nothing is compared.
-    #[arg(long, env = "VEG_GW_INTERNAL_GATEWAY", value_delimiter = ',')]
-    internal_gateway: Vec<IpAddr>,
-    /// The external gateway.
-    #[arg(long, env = "VEG_GW_EXTERNAL_GATEWAY", value_delimiter = ',')]
-    external_gateway: Vec<IpAddr>,
-    /// Forward-only sources.
-    #[arg(long, env = "VEG_GW_FORWARD_ONLY", value_delimiter = ',', value_parser = parse_net)]
-    forward_only: Vec<IpNet>,
-    /// Policy sources.
-    #[arg(long = "source", env = "VEG_GW_SOURCES", value_delimiter = ',', value_parser = parse_net)]
-    sources: Vec<IpNet>,
-    /// BFD peers.
-    #[arg(long = "bfd-peer", env = "VEG_GW_BFD_PEERS", value_delimiter = ',')]
-    bfd_peers: Vec<IpAddr>,
-    /// The nft program.
-    #[arg(long, env = "VEG_GW_NFT", default_value = "nft")]
-    nft: String,
 }
 
 /// A CIDR, or a bare address as a host prefix.
@@ -198,16 +166,8 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let input = (!args.internal_gateway.is_empty()).then(|| AgentInput {
-        internal_interface: args.internal_interface.clone(),
-        external_interface: args.external_interface.clone(),
-        internal_gateways: args.internal_gateway.clone(),
-        external_gateways: args.external_gateway.clone(),
-        forward_only: args.forward_only.clone(),
-        sources: args.sources.clone(),
-        bfd_peers: args.bfd_peers.clone(),
-    });
+fn show(args: InputArgs) -> anyhow::Result<ExitCode> {
+    let input = (!args.internal_gateway.is_empty()).then(|| args.input());
     let text = runtime()?.block_on(async {
         let kernel = agent::kernel(&args.nft)?;
         agent::show(&kernel, input.as_ref()).await
