@@ -1,0 +1,20 @@
+//! The veg reconciler's brain: from a VpcEgressGateway and the cluster around it to the OVN
+//! rows that steer Pods' traffic to it (and, later in this crate, its workload and status).
+//!
+//! # Layout
+//! - `snapshot` — the read-only inputs (a trait; an in-memory implementation).
+//! - `selector` — label selectors.
+//! - `context` — a gateway resolved against the snapshot, or the problem that stops it.
+//! - `ovn` — the NB rows of one gateway (pure).
+//! - `nb` — applying them with veg-ovsdb: one transaction per gateway, cleanup on every router.
+#![warn(missing_docs)]
+
+pub mod context;
+
+pub mod ovn;
+pub mod selector;
+pub mod snapshot;
+
+pub use context::{GatewayInputs, Problem, resolve};
+pub use ovn::{BfdMode, GatewayOvn};
+pub use snapshot::{MemorySnapshot, Snapshot};

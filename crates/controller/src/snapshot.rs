@@ -1,0 +1,148 @@
+//! The planner's inputs as a read-only snapshot, so the kube adapter (reflector stores) and the
+//! lab (manifests) feed the same code.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use veg_api::VpcEgressGateway;
+use veg_api::kubeovn::{IPPool, Subnet, Vpc};
+use veg_api::multus::NetworkAttachmentDefinition;
+
+/// What the planner reads.
+pub trait Snapshot {
+    /// Every gateway.
+    fn gateways(&self) -> Vec<&VpcEgressGateway>;
+    /// A VPC by name.
+    fn vpc(&self, name: &str) -> Option<&Vpc>;
+    /// A subnet by name.
+    fn subnet(&self, name: &str) -> Option<&Subnet>;
+    /// An IP pool by name.
+    fn ip_pool(&self, name: &str) -> Option<&IPPool>;
+    /// A NetworkAttachmentDefinition.
+    fn nad(&self, namespace: &str, name: &str) -> Option<&NetworkAttachmentDefinition>;
+    /// Every namespace.
+    fn namespaces(&self) -> Vec<&Namespace>;
+    /// The Pods of one namespace.
+    fn pods_in(&self, namespace: &str) -> Vec<&Pod>;
+    /// A node by name.
+    fn node(&self, name: &str) -> Option<&Node>;
+    /// A Deployment.
+    fn deployment(&self, namespace: &str, name: &str) -> Option<&Deployment>;
+}
+
+fn name_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
+
+fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_default()
+}
+
+/// A snapshot held in memory (tests, the lab, benchmarks).
+#[derive(Clone, Debug, Default)]
+pub struct MemorySnapshot {
+    gateways: BTreeMap<(String, String), VpcEgressGateway>,
+    vpcs: BTreeMap<String, Vpc>,
+    subnets: BTreeMap<String, Subnet>,
+    ip_pools: BTreeMap<String, IPPool>,
+    nads: BTreeMap<(String, String), NetworkAttachmentDefinition>,
+    namespaces: BTreeMap<String, Namespace>,
+    pods: BTreeMap<String, BTreeMap<String, Pod>>,
+    nodes: BTreeMap<String, Node>,
+    deployments: BTreeMap<(String, String), Deployment>,
+}
+
+impl MemorySnapshot {
+    /// Adds or replaces a gateway.
+    pub fn put_gateway(&mut self, gateway: VpcEgressGateway) {
+        let key = (namespace_of(&gateway.metadata), name_of(&gateway.metadata));
+        self.gateways.insert(key, gateway);
+    }
+    /// Removes a gateway.
+    pub fn remove_gateway(&mut self, namespace: &str, name: &str) {
+        self.gateways
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+    /// Adds or replaces a VPC.
+    pub fn put_vpc(&mut self, vpc: Vpc) {
+        self.vpcs.insert(name_of(&vpc.metadata), vpc);
+    }
+    /// Adds or replaces a subnet.
+    pub fn put_subnet(&mut self, subnet: Subnet) {
+        self.subnets.insert(name_of(&subnet.metadata), subnet);
+    }
+    /// Adds or replaces an IP pool.
+    pub fn put_ip_pool(&mut self, pool: IPPool) {
+        self.ip_pools.insert(name_of(&pool.metadata), pool);
+    }
+    /// Adds or replaces a NAD.
+    pub fn put_nad(&mut self, nad: NetworkAttachmentDefinition) {
+        let key = (namespace_of(&nad.metadata), name_of(&nad.metadata));
+        self.nads.insert(key, nad);
+    }
+    /// Adds or replaces a namespace.
+    pub fn put_namespace(&mut self, namespace: Namespace) {
+        self.namespaces
+            .insert(name_of(&namespace.metadata), namespace);
+    }
+    /// Adds or replaces a Pod.
+    pub fn put_pod(&mut self, pod: Pod) {
+        self.pods
+            .entry(namespace_of(&pod.metadata))
+            .or_default()
+            .insert(name_of(&pod.metadata), pod);
+    }
+    /// Removes a Pod.
+    pub fn remove_pod(&mut self, namespace: &str, name: &str) {
+        if let Some(pods) = self.pods.get_mut(namespace) {
+            pods.remove(name);
+        }
+    }
+    /// Adds or replaces a node.
+    pub fn put_node(&mut self, node: Node) {
+        self.nodes.insert(name_of(&node.metadata), node);
+    }
+    /// Adds or replaces a Deployment.
+    pub fn put_deployment(&mut self, deployment: Deployment) {
+        let key = (
+            namespace_of(&deployment.metadata),
+            name_of(&deployment.metadata),
+        );
+        self.deployments.insert(key, deployment);
+    }
+}
+
+impl Snapshot for MemorySnapshot {
+    fn gateways(&self) -> Vec<&VpcEgressGateway> {
+        self.gateways.values().collect()
+    }
+    fn vpc(&self, name: &str) -> Option<&Vpc> {
+        self.vpcs.get(name)
+    }
+    fn subnet(&self, name: &str) -> Option<&Subnet> {
+        self.subnets.get(name)
+    }
+    fn ip_pool(&self, name: &str) -> Option<&IPPool> {
+        self.ip_pools.get(name)
+    }
+    fn nad(&self, namespace: &str, name: &str) -> Option<&NetworkAttachmentDefinition> {
+        self.nads.get(&(namespace.to_owned(), name.to_owned()))
+    }
+    fn namespaces(&self) -> Vec<&Namespace> {
+        self.namespaces.values().collect()
+    }
+    fn pods_in(&self, namespace: &str) -> Vec<&Pod> {
+        self.pods
+            .get(namespace)
+            .map(|pods| pods.values().collect())
+            .unwrap_or_default()
+    }
+    fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+    fn deployment(&self, namespace: &str, name: &str) -> Option<&Deployment> {
+        self.deployments
+            .get(&(namespace.to_owned(), name.to_owned()))
+    }
+}
