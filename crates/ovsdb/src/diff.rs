@@ -31,6 +31,10 @@ pub struct Desired<'a> {
     pub rows: Vec<Row>,
     /// For a non-root table, where its rows are referenced.
     pub parent: Option<Parent>,
+    /// `uuid-name`s for inserted rows, by index in `rows`, so that other operations of the
+    /// same transaction can refer to them; rows without one get `<table>_<index>` when they
+    /// need a name (a parent link).
+    pub names: Vec<String>,
 }
 
 /// The operations that turn `current` (the owner's rows now, by UUID) into `desired`.
@@ -87,11 +91,14 @@ pub fn diff(
 }
 
 fn insert_row(desired: &Desired<'_>, index: usize, row: &Row) -> Vec<Operation> {
-    let name = format!("row{index}");
+    let given = desired.names.get(index).cloned();
+    let name = given
+        .clone()
+        .unwrap_or_else(|| format!("{}_{index}", desired.table));
     let mut operations = vec![Operation::Insert {
         table: desired.table.to_owned(),
         row: row.clone(),
-        uuid_name: desired.parent.as_ref().map(|_| name.clone()),
+        uuid_name: (given.is_some() || desired.parent.is_some()).then(|| name.clone()),
     }];
     if let Some(parent) = &desired.parent {
         operations.push(Operation::Mutate {
@@ -122,6 +129,11 @@ fn change_row(
         match kind {
             ColumnKind::Scalar => {
                 if have != Some(want) {
+                    scalars.insert(column.clone(), want.clone());
+                }
+            }
+            ColumnKind::Optional => {
+                if have.map(Value::as_set).unwrap_or_default() != want.as_set() {
                     scalars.insert(column.clone(), want.clone());
                 }
             }

@@ -114,7 +114,8 @@ fn apply_diff(schema: &Schema, table: &str, row: &mut Row, diff: &Row) {
             Value::Atom(_) => ColumnKind::Scalar,
         });
         match kind {
-            ColumnKind::Scalar => {
+            // An optional value's diff is its new value (ovsdb-server(7), `update2`).
+            ColumnKind::Scalar | ColumnKind::Optional => {
                 row.insert(column.clone(), change.clone());
             }
             ColumnKind::Set => {
@@ -204,5 +205,30 @@ mod tests {
         assert_eq!(replica.owned_by("Address_Set", &owner).count(), 1);
         replica.apply(&schema, &json!({"Address_Set": {"u2": {"delete": null}}}));
         assert_eq!(replica.table("Address_Set").count(), 1);
+    }
+
+    /// ovsdb-server 3.1 sends an optional column's new value in `modify`, not a toggle:
+    /// `{"modify": {"detect_mult": 5, "min_rx": 50}}` after 3 → 5 and 100 → 50 (captured).
+    #[test]
+    fn an_optional_columns_modify_is_its_new_value() {
+        let schema = Schema::from_json(&json!({"tables": {"BFD": {"columns": {
+            "detect_mult": {"type": {"key": {"type": "integer", "minInteger": 1}, "min": 0, "max": 1}},
+            "min_rx": {"type": {"key": {"type": "integer"}, "min": 0, "max": 1}}}}}}));
+        let mut replica = Replica::default();
+        replica.apply(
+            &schema,
+            &json!({"BFD": {"u1": {"insert": {"detect_mult": 3, "min_rx": 100}}}}),
+        );
+        replica.apply(
+            &schema,
+            &json!({"BFD": {"u1": {"modify": {"detect_mult": 5, "min_rx": 50}}}}),
+        );
+        replica.apply(
+            &schema,
+            &json!({"BFD": {"u1": {"modify": {"min_rx": ["set", []]}}}}),
+        );
+        let row = replica.row("BFD", "u1").cloned().unwrap_or_default();
+        assert_eq!(row["detect_mult"].as_set(), [Atom::Integer(5)].into());
+        assert!(row["min_rx"].as_set().is_empty());
     }
 }

@@ -11,7 +11,10 @@ use serde_json::Value as Json;
 pub enum ColumnKind {
     /// Exactly one atom.
     Scalar,
-    /// A set (including an optional single value, min 0 max 1).
+    /// An optional single value (a set with min 0, max 1): `update2` sends its new value,
+    /// not a difference, and it is written whole.
+    Optional,
+    /// A set of any other size.
     Set,
     /// A map.
     Map,
@@ -86,10 +89,10 @@ fn column_kind(kind: &Json) -> ColumnKind {
     }
     let min = kind["min"].as_u64().unwrap_or(1);
     let max_is_one = kind["max"].is_null() || kind["max"].as_u64() == Some(1);
-    if min == 1 && max_is_one {
-        ColumnKind::Scalar
-    } else {
-        ColumnKind::Set
+    match (min, max_is_one) {
+        (1, true) => ColumnKind::Scalar,
+        (0, true) => ColumnKind::Optional,
+        _ => ColumnKind::Set,
     }
 }
 
@@ -120,7 +123,7 @@ mod tests {
         );
         assert_eq!(
             schema.column("Logical_Router_Policy", "nexthop"),
-            Some(ColumnKind::Set)
+            Some(ColumnKind::Optional)
         );
         assert_eq!(
             schema.column("Logical_Router_Policy", "nexthops"),

@@ -360,6 +360,7 @@ async fn diffs_converge_on_the_server() -> Result<()> {
             set("VEG.a.pg", "default/gateway1", &[]),
         ],
         parent: None,
+        names: Vec::new(),
     };
     let operations = diff(&client.schema(), &wanted, &current(&client));
     ensure!(

@@ -21,6 +21,7 @@ fn desired(rows: Vec<Row>) -> Desired<'static> {
         key: KEY,
         rows,
         parent: None,
+        names: Vec::new(),
     }
 }
 
@@ -205,6 +206,7 @@ fn non_root_rows_are_linked_and_unlinked_through_their_parent() {
         key: &["priority", "match"],
         rows: vec![policy("ip4.src == $new")],
         parent: Some(parent),
+        names: Vec::new(),
     };
     let operations: Vec<serde_json::Value> = diff(&schema, &wanted, &current)
         .iter()
@@ -212,13 +214,55 @@ fn non_root_rows_are_linked_and_unlinked_through_their_parent() {
         .collect();
     assert_eq!(operations.len(), 3);
     assert_eq!(operations[0]["op"], "insert");
-    assert_eq!(operations[0]["uuid-name"], "row0");
+    assert_eq!(operations[0]["uuid-name"], "Logical_Router_Policy_0");
     assert_eq!(
         operations[1]["mutations"],
-        json!([["policies", "insert", ["set", [["named-uuid", "row0"]]]]])
+        json!([[
+            "policies",
+            "insert",
+            ["set", [["named-uuid", "Logical_Router_Policy_0"]]]
+        ]])
     );
     assert_eq!(
         operations[2]["mutations"],
         json!([["policies", "delete", ["set", [["uuid", "old"]]]]])
     );
+}
+
+/// An optional value (min 0, max 1) is written whole with `update`, never toggled with a
+/// `mutate` (whose `update2` echo would carry the new value, not a difference).
+#[test]
+fn an_optional_value_is_updated_whole() {
+    let schema = Schema::from_json(&json!({"tables": {"BFD": {"columns": {
+        "dst_ip": {"type": "string"},
+        "detect_mult": {"type": {"key": {"type": "integer", "minInteger": 1}, "min": 0, "max": 1}}}}}}));
+    let row = |mult: i64| -> Row {
+        Row::from([
+            ("dst_ip".to_owned(), Value::string("198.18.0.12")),
+            ("detect_mult".to_owned(), Value::Atom(Atom::Integer(mult))),
+        ])
+    };
+    let current = BTreeMap::from([("u1".to_owned(), row(3))]);
+    let wanted = Desired {
+        table: "BFD",
+        key: &["dst_ip"],
+        rows: vec![Row::from([
+            ("dst_ip".to_owned(), Value::string("198.18.0.12")),
+            (
+                "detect_mult".to_owned(),
+                Value::Set([Atom::Integer(5)].into()),
+            ),
+        ])],
+        parent: None,
+        names: Vec::new(),
+    };
+    let operations = diff(&schema, &wanted, &current);
+    assert!(
+        matches!(operations.as_slice(), [Operation::Update { row, .. }]
+            if row.get("detect_mult").map(Value::as_set) == Some([Atom::Integer(5)].into())),
+        "{operations:?}"
+    );
+    // The same value in another shape (a bare atom vs a set of one) is no change.
+    let same = BTreeMap::from([("u1".to_owned(), row(5))]);
+    assert!(diff(&schema, &wanted, &same).is_empty());
 }
