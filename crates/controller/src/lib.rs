@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod context;
+pub mod nb;
 
 pub mod ovn;
 pub mod selector;
