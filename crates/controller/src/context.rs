@@ -149,6 +149,25 @@ pub struct Instance {
     pub ready: bool,
 }
 
+/// What the workload rendering needs besides the spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadInputs {
+    /// The internal subnet (spec, or the VPC's default logical switch).
+    pub internal_subnet: String,
+    /// Its CIDRs.
+    pub internal_cidrs: Vec<IpNet>,
+    /// Its gateways, per family present.
+    pub internal_gateways: Vec<IpAddr>,
+    /// The external subnet's gateways, per family present.
+    pub external_gateways: Vec<IpAddr>,
+    /// The external subnet's provider, `<nad>.<namespace>`.
+    pub external_provider: String,
+    /// The attachment network, `<namespace>/<nad>`.
+    pub attachment: String,
+    /// The VPC's BFD addresses (BFD on).
+    pub bfd_ips: Vec<IpAddr>,
+}
+
 /// Everything the OVN planner needs for one gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayInputs {
@@ -176,6 +195,8 @@ pub struct GatewayInputs {
     pub instances: Vec<Instance>,
     /// Why a Pod of the workload is not an instance.
     pub messages: Vec<String>,
+    /// For the Deployment.
+    pub workload: WorkloadInputs,
 }
 
 fn parse_net(text: &str) -> Option<IpNet> {
@@ -279,6 +300,19 @@ pub fn resolve(
             });
         }
     }
+    let gateways_of = |name: &str| -> Vec<IpAddr> {
+        snapshot
+            .subnet(name)
+            .map(|subnet| {
+                subnet
+                    .spec
+                    .gateway
+                    .split(',')
+                    .filter_map(|ip| ip.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let bfd = if spec.bfd.enabled {
         let port = vpc_status
             .bfd_port
@@ -416,6 +450,15 @@ pub fn resolve(
         }
     }
 
+    let workload = WorkloadInputs {
+        internal_gateways: gateways_of(&internal_subnet),
+        external_gateways: gateways_of(&spec.external_subnet),
+        internal_subnet,
+        internal_cidrs,
+        external_provider: external.spec.provider.clone(),
+        attachment,
+        bfd_ips: bfd.as_ref().map(|(_, ips)| ips.clone()).unwrap_or_default(),
+    };
     Ok(GatewayInputs {
         key: names::gateway_key(&namespace, &name),
         namespace,
@@ -429,6 +472,7 @@ pub fn resolve(
         families,
         instances,
         messages,
+        workload,
     })
 }
 

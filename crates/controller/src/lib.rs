@@ -10,11 +10,14 @@
 #![warn(missing_docs)]
 
 pub mod context;
+#[cfg(test)]
+mod fixtures;
 pub mod nb;
 
 pub mod ovn;
 pub mod selector;
 pub mod snapshot;
+pub mod workload;
 
 pub use context::{GatewayInputs, Problem, resolve};
 pub use ovn::{BfdMode, GatewayOvn};

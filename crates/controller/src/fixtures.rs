@@ -1,0 +1,122 @@
+//! Test fixtures shared by the planner's unit tests: the product description's cluster as a
+//! snapshot, gateway specs, client Pods and gateway Pods.
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use veg_api::VpcEgressGateway;
+
+use crate::snapshot::MemorySnapshot;
+
+pub fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    match serde_json::from_value(value) {
+        Ok(object) => object,
+        Err(error) => panic!("test object does not parse: {error}"),
+    }
+}
+
+pub fn gateway(spec: Value) -> VpcEgressGateway {
+    from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "VpcEgressGateway",
+        "metadata": {"name": "gateway1", "namespace": "default"},
+        "spec": spec
+    }))
+}
+
+pub fn base_spec() -> Value {
+    json!({
+        "replicas": 2,
+        "externalSubnet": "macvlan1",
+        "selectors": [{"namespaceSelector": {"matchLabels": {"team": "blue"}}}],
+        "policies": [
+            {"snat": true, "subnets": ["subnet1"]},
+            {"snat": false, "ipBlocks": ["198.19.0.0/16", "2001:db8:19::/64"]}
+        ]
+    })
+}
+
+/// The cluster of the product description: default VPC, a dual-stack internal subnet, an
+/// IPv4-only macvlan external subnet and its NAD, two namespaces, two nodes.
+pub fn cluster() -> MemorySnapshot {
+    let mut snapshot = MemorySnapshot::default();
+    snapshot.put_vpc(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+        "spec": {},
+        "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default"}
+    })));
+    for (name, cidr, provider) in [
+        ("ovn-default", "198.18.0.0/16,2001:db8:18::/64", "ovn"),
+        ("subnet1", "198.18.16.0/20,2001:db8:16::/64", "ovn"),
+        ("macvlan1", "198.51.100.0/24", "eth1.default"),
+    ] {
+        snapshot.put_subnet(from(json!({
+            "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": name},
+            "spec": {"cidrBlock": cidr, "provider": provider}
+        })));
+    }
+    snapshot.put_nad(from(json!({
+        "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "eth1", "namespace": "default"}, "spec": {"config": "{}"}
+    })));
+    for (name, team) in [("default", "blue"), ("other", "red")] {
+        snapshot.put_namespace(from(json!({
+            "metadata": {"name": name, "labels": {"team": team}}
+        })));
+    }
+    for node in ["worker1", "worker2"] {
+        snapshot.put_node(from(json!({"metadata": {"name": node,
+            "annotations": {"ovn.kubernetes.io/port_name": format!("node-{node}")}}})));
+    }
+    snapshot
+}
+
+pub fn client(
+    namespace: &str,
+    name: &str,
+    router: &str,
+    extra: Value,
+) -> k8s_openapi::api::core::v1::Pod {
+    let mut pod = json!({
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "client"},
+            "annotations": {"ovn.kubernetes.io/allocated": "true",
+                            "ovn.kubernetes.io/logical_router": router}},
+        "spec": {"containers": [], "nodeName": "worker1"},
+        "status": {"phase": "Running"}
+    });
+    merge(&mut pod, extra);
+    from(pod)
+}
+
+pub fn instance(
+    name: &str,
+    node: &str,
+    ip: &str,
+    external: Option<&str>,
+    ready: bool,
+) -> k8s_openapi::api::core::v1::Pod {
+    let mut annotations = json!({});
+    if let Some(external) = external {
+        annotations["k8s.v1.cni.cncf.io/network-status"] = json!(
+            json!([{"name": "ovn-default"}, {"name": "default/eth1", "ips": [external]}])
+                .to_string()
+        );
+    }
+    from(json!({
+        "metadata": {"name": name, "namespace": "default",
+            "labels": {"app": "vpc-egress-gateway", "ovn.kubernetes.io/vpc-egress-gateway": "gateway1"},
+            "annotations": annotations},
+        "spec": {"containers": [], "nodeName": node},
+        "status": {"phase": "Running", "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+    }))
+}
+
+pub fn merge(target: &mut Value, extra: Value) {
+    match (target, extra) {
+        (Value::Object(target), Value::Object(extra)) => {
+            for (key, value) in extra {
+                merge(target.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (target, extra) => *target = extra,
+    }
+}
