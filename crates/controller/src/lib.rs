@@ -6,9 +6,13 @@
 //! - `selector` — label selectors.
 //! - `context` — a gateway resolved against the snapshot, or the problem that stops it.
 //! - `ovn` — the NB rows of one gateway (pure).
+//! - `workload` — its Deployment (pure).
+//! - `conflict` — gateways of one VPC whose sources overlap (pure).
+//! - `status` — the status and the events of its transitions (pure).
 //! - `nb` — applying them with veg-ovsdb: one transaction per gateway, cleanup on every router.
 #![warn(missing_docs)]
 
+pub mod conflict;
 pub mod context;
 #[cfg(test)]
 mod fixtures;
@@ -17,6 +21,7 @@ pub mod nb;
 pub mod ovn;
 pub mod selector;
 pub mod snapshot;
+pub mod status;
 pub mod workload;
 
 pub use context::{GatewayInputs, Problem, resolve};
