@@ -9,6 +9,7 @@
 //! - `workload` — its Deployment (pure).
 //! - `conflict` — gateways of one VPC whose sources overlap (pure).
 //! - `status` — the status and the events of its transitions (pure).
+//! - `triggers` — which gateways a change of a Pod, Namespace, Subnet, … affects (pure).
 //! - `nb` — applying them with veg-ovsdb: one transaction per gateway, cleanup on every router.
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod ovn;
 pub mod selector;
 pub mod snapshot;
 pub mod status;
+pub mod triggers;
 pub mod workload;
 
 pub use context::{GatewayInputs, Problem, resolve};
