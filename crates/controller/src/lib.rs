@@ -11,6 +11,7 @@
 //! - `status` — the status and the events of its transitions (pure).
 //! - `triggers` — which gateways a change of a Pod, Namespace, Subnet, … affects (pure).
 //! - `nb` — applying them with veg-ovsdb: one transaction per gateway, cleanup on every router.
+//! - `reconcile` — one pass of one gateway through all of the above, with an adapter's outputs.
 #![warn(missing_docs)]
 
 pub mod conflict;
@@ -20,6 +21,7 @@ mod fixtures;
 pub mod nb;
 
 pub mod ovn;
+pub mod reconcile;
 pub mod selector;
 pub mod snapshot;
 pub mod status;
@@ -28,4 +30,5 @@ pub mod workload;
 
 pub use context::{GatewayInputs, Problem, resolve};
 pub use ovn::{BfdMode, GatewayOvn};
+pub use reconcile::{Outcome, Outputs, ReconcileError, Reconciler};
 pub use snapshot::{MemorySnapshot, Snapshot};

@@ -1,0 +1,240 @@
+//! Whole passes against a real `ovsdb-server` with recorded outputs: create → rows,
+//! Deployment and status; Deployment ready → Completed with one event; a pass with nothing new
+//! writes nothing; a bad spec → its condition and no NB write, others unaffected; an
+//! overlapping newer gateway is held back; delete → every row gone.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::json;
+use veg_ovsdb::{ClientConfig, Operation, Remote, Row};
+
+use super::*;
+use crate::fixtures::*;
+use crate::snapshot::MemorySnapshot;
+
+#[path = "../../../ovsdb/tests/server/mod.rs"]
+mod server;
+
+#[derive(Default)]
+struct Recorder {
+    deployments: Mutex<Vec<String>>,
+    statuses: Mutex<Vec<(String, VpcEgressGatewayStatus)>>,
+    events: Mutex<Vec<(String, String, String)>>,
+}
+
+impl Outputs for &Recorder {
+    async fn apply_deployment(&self, deployment: &Deployment) -> Result<(), String> {
+        if let Ok(mut list) = self.deployments.lock() {
+            list.push(deployment.metadata.name.clone().unwrap_or_default());
+        }
+        Ok(())
+    }
+    async fn patch_status(
+        &self,
+        _namespace: &str,
+        name: &str,
+        status: &VpcEgressGatewayStatus,
+    ) -> Result<(), String> {
+        if let Ok(mut list) = self.statuses.lock() {
+            list.push((name.to_owned(), status.clone()));
+        }
+        Ok(())
+    }
+    async fn event(&self, _namespace: &str, name: &str, event: &Event) {
+        if let Ok(mut list) = self.events.lock() {
+            list.push((
+                name.to_owned(),
+                event.type_.to_owned(),
+                event.reason.clone(),
+            ));
+        }
+    }
+}
+
+fn at(second: i64) -> Time {
+    Time(Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH))
+}
+
+async fn nb() -> anyhow::Result<(server::Servers, Client)> {
+    let servers = server::Servers::standalone()?;
+    let config = ClientConfig {
+        remotes: Remote::parse_list(&format!("unix:{}", servers.socket(0).display()))?,
+        database: "OVN_Northbound".into(),
+        leader_only: true,
+        probe_interval: Duration::from_secs(5),
+        monitor: nb::monitor_spec(),
+        tls: None,
+    };
+    let client = Client::connect(config, Duration::from_secs(5)).await?;
+    client
+        .transact(&[
+            Operation::Insert {
+                table: "NB_Global".into(),
+                row: Row::new(),
+                uuid_name: None,
+            },
+            Operation::Insert {
+                table: "Logical_Router".into(),
+                row: Row::from([("name".to_owned(), Value::string("ovn-cluster"))]),
+                uuid_name: None,
+            },
+        ])
+        .await?;
+    Ok((servers, client))
+}
+
+fn policy_count(client: &Client) -> usize {
+    client.replica().table("Logical_Router_Policy").count()
+}
+
+fn last_status(recorder: &Recorder, name: &str) -> Option<VpcEgressGatewayStatus> {
+    recorder
+        .statuses
+        .lock()
+        .ok()?
+        .iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .map(|(_, s)| s.clone())
+}
+
+/// The snapshot keeps what the adapter wrote (the status), as an API server would.
+fn store_status(
+    snapshot: &mut MemorySnapshot,
+    gateway: &VpcEgressGateway,
+    status: Option<VpcEgressGatewayStatus>,
+) {
+    let mut gateway = gateway.clone();
+    gateway.status = status;
+    snapshot.put_gateway(gateway);
+}
+
+#[tokio::test]
+async fn a_gateway_from_create_to_delete() -> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = nb().await?;
+    let recorder = Recorder::default();
+    let reconciler = Reconciler {
+        nb: client.clone(),
+        outputs: &recorder,
+        mode: BfdMode::Native,
+        image: "veg:test".into(),
+    };
+    let mut snapshot = cluster();
+    let mut gateway1 = gateway(base_spec());
+    gateway1.metadata.creation_timestamp = Some(at(10));
+    snapshot.put_gateway(gateway1.clone());
+    for (pod, node, ip, external) in [
+        ("gw-a", "worker1", "198.18.0.12", "198.51.100.11"),
+        ("gw-b", "worker2", "198.18.0.13", "198.51.100.12"),
+    ] {
+        snapshot.put_pod(instance(pod, node, ip, Some(external), true));
+    }
+
+    // Create: rows, the Deployment, status Processing (the Deployment is not ready yet).
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(100))
+        .await?;
+    anyhow::ensure!(outcome.nb_operations > 0 && !outcome.ready && outcome.reason == "Processing");
+    anyhow::ensure!(policy_count(&client) == 2);
+    anyhow::ensure!(
+        recorder
+            .deployments
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default()
+            == ["gateway1"]
+    );
+    store_status(&mut snapshot, &gateway1, last_status(&recorder, "gateway1"));
+
+    // The Deployment becomes ready: Completed, one ReconcileSuccess event.
+    snapshot.put_deployment(from(json!({
+        "metadata": {"name": "gateway1", "namespace": "default", "generation": 1},
+        "spec": {"replicas": 2, "selector": {}, "template": {}},
+        "status": {"observedGeneration": 1, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+    })));
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(110))
+        .await?;
+    anyhow::ensure!(outcome.ready && outcome.nb_operations == 0, "{outcome:?}");
+    let status = last_status(&recorder, "gateway1");
+    anyhow::ensure!(
+        status
+            .as_ref()
+            .is_some_and(|s| s.phase == veg_api::Phase::Completed)
+    );
+    store_status(&mut snapshot, &gateway1, status);
+    let writes = recorder.statuses.lock().map(|s| s.len()).unwrap_or(0);
+
+    // Nothing new: no NB operation, no status write, no event.
+    let events_before = recorder.events.lock().map(|e| e.len()).unwrap_or(0);
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(120))
+        .await?;
+    anyhow::ensure!(outcome.nb_operations == 0 && outcome.ready);
+    anyhow::ensure!(
+        recorder.statuses.lock().map(|s| s.len()).unwrap_or(0) == writes,
+        "status rewritten"
+    );
+    anyhow::ensure!(
+        recorder.events.lock().map(|e| e.len()).unwrap_or(0) == events_before,
+        "event repeated"
+    );
+    let successes = recorder
+        .events
+        .lock()
+        .map(|e| {
+            e.iter()
+                .filter(|(_, _, reason)| reason == "ReconcileSuccess")
+                .count()
+        })
+        .unwrap_or(0);
+    anyhow::ensure!(successes == 1);
+
+    // A broken gateway: its condition, no NB write; gateway1 keeps its rows.
+    let mut broken_spec = base_spec();
+    merge(&mut broken_spec, json!({"externalSubnet": "nope"}));
+    let mut broken = gateway(broken_spec);
+    broken.metadata.name = Some("broken".into());
+    snapshot.put_gateway(broken);
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "broken", &at(130))
+        .await?;
+    anyhow::ensure!(
+        outcome.nb_operations == 0 && outcome.reason == "SubnetNotFound",
+        "{outcome:?}"
+    );
+    anyhow::ensure!(policy_count(&client) == 2);
+
+    // A newer gateway with the same sources is held back: no rows of its own.
+    let mut newer = gateway(base_spec());
+    newer.metadata.name = Some("newer".into());
+    newer.metadata.creation_timestamp = Some(at(20));
+    snapshot.put_gateway(newer);
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "newer", &at(140))
+        .await?;
+    anyhow::ensure!(outcome.reason == "Conflict", "{outcome:?}");
+    anyhow::ensure!(policy_count(&client) == 2, "the newer gateway wrote rows");
+    let newer_status = last_status(&recorder, "newer");
+    anyhow::ensure!(newer_status.is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Conflict" && c.message.contains("default/gateway1"))
+    }));
+
+    // Delete: every row of gateway1 goes.
+    snapshot.remove_gateway("default", "gateway1");
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(150))
+        .await?;
+    anyhow::ensure!(outcome.nb_operations > 0);
+    anyhow::ensure!(
+        policy_count(&client) == 0 && client.replica().table("Address_Set").count() == 0
+    );
+    Ok(())
+}
