@@ -11,14 +11,20 @@
 //! - `status` — the status and the events of its transitions (pure).
 //! - `triggers` — which gateways a change of a Pod, Namespace, Subnet, … affects (pure).
 //! - `nb` — applying them with veg-ovsdb: one transaction per gateway, cleanup on every router.
+//! - `bfd_port` — a VPC's BFD port `bfd@<vpc>` and its HA_Chassis_Group.
 //! - `reconcile` — one pass of one gateway through all of the above, with an adapter's outputs.
 #![warn(missing_docs)]
 
+pub mod bfd_port;
 pub mod conflict;
 pub mod context;
 #[cfg(test)]
 mod fixtures;
 pub mod nb;
+/// Real ovsdb-servers for the unit tests that need one (the veg-ovsdb test harness).
+#[cfg(test)]
+#[path = "../../ovsdb/tests/server/mod.rs"]
+mod test_server;
 
 pub mod ovn;
 pub mod reconcile;

@@ -36,8 +36,12 @@ pub fn monitor_spec() -> MonitorSpec {
         ),
         (BFD.to_owned(), Vec::new()),
         (POLICY.to_owned(), Vec::new()),
-        (ROUTER.to_owned(), columns(&["name", "policies"])),
+        (ROUTER.to_owned(), columns(&["name", "policies", "ports"])),
         (SWITCH_PORT.to_owned(), columns(&["name"])),
+        // The VPCs' BFD ports.
+        ("Logical_Router_Port".to_owned(), Vec::new()),
+        ("HA_Chassis_Group".to_owned(), Vec::new()),
+        ("HA_Chassis".to_owned(), Vec::new()),
     ])
 }
 

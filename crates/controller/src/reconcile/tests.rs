@@ -14,8 +14,7 @@ use super::*;
 use crate::fixtures::*;
 use crate::snapshot::MemorySnapshot;
 
-#[path = "../../../ovsdb/tests/server/mod.rs"]
-mod server;
+use crate::test_server as server;
 
 #[derive(Default)]
 struct Recorder {
