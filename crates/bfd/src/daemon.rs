@@ -48,7 +48,21 @@ pub struct DaemonConfig {
     pub ipv4: bool,
     /// Open the IPv6 socket.
     pub ipv6: bool,
+    /// Where to send every session state change, for an in-process user (`veg monitor`).
+    pub events: EventSink,
 }
+
+/// An optional channel of session state changes (compared equal whatever it holds).
+#[derive(Clone, Debug, Default)]
+pub struct EventSink(pub Option<tokio::sync::mpsc::UnboundedSender<Event>>);
+
+impl PartialEq for EventSink {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for EventSink {}
 
 /// A spawned task, aborted when dropped (so no task outlives the daemon).
 struct Task(JoinHandle<()>);
@@ -124,6 +138,7 @@ pub async fn run(
         last_send_warning: None,
         dropped: std::collections::BTreeMap::new(),
         peer_counters: HashMap::new(),
+        events: config.events.0.clone(),
     };
     state.refresh_gauges();
     health.ready.store(true, Ordering::Relaxed);
@@ -187,6 +202,8 @@ struct Loop {
     dropped: std::collections::BTreeMap<String, u64>,
     /// Per-peer counter handles, so a packet costs a lookup rather than a label allocation.
     peer_counters: HashMap<IpAddr, PeerCounters>,
+    /// The in-process listener of state changes, if any.
+    events: Option<tokio::sync::mpsc::UnboundedSender<Event>>,
 }
 
 /// The per-peer counters of one peer (clones share the registered counters).
@@ -277,6 +294,9 @@ impl Loop {
             return;
         }
         for event in events {
+            if let Some(sink) = &self.events {
+                let _ = sink.send(*event);
+            }
             let transition = event.transition;
             tracing::info!(
                 peer = %event.peer,

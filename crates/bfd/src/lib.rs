@@ -24,7 +24,7 @@ pub mod packet;
 pub mod session;
 pub mod sessions;
 
-pub use daemon::{DaemonConfig, run};
+pub use daemon::{DaemonConfig, EventSink, run};
 pub use error::Error;
 pub use packet::{Auth, ControlPacket, DecodeError, Diag, State};
 pub use session::{AuthKey, Reject, Role, Session, SessionConfig, SessionStatus, Transition};

@@ -204,6 +204,7 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         http: args.http,
         ipv4: true,
         ipv6: !args.no_ipv6,
+        events: veg_bfd::EventSink::default(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

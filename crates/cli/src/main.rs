@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bfd;
 mod gateway;
 mod logging;
+mod monitor;
 mod validate;
 
 /// veg — a VPC egress gateway for Kube-OVN clusters.
@@ -32,6 +33,8 @@ enum Command {
     Bfdctl(bfd::ControlArgs),
     /// The agent of a gateway Pod: routes, rules, nftables SNAT, uplink fate sharing.
     Gateway(gateway::GatewayArgs),
+    /// Monitor mode: BFD to every gateway instance of a VPC, nexthops = the Up ones.
+    Monitor(monitor::MonitorArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Bfdd(args) => bfd::run_daemon(args),
         Command::Bfdctl(args) => bfd::run_control(args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Monitor(args) => monitor::run(args),
     };
     match outcome {
         Ok(code) => code,

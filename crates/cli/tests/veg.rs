@@ -143,7 +143,10 @@ fn help_lists_the_working_commands() -> Result<()> {
         .filter_map(|line| line.split_whitespace().next())
         .collect();
     ensure!(
-        commands == ["crd", "validate", "bfdd", "bfdctl", "gateway", "help"],
+        commands
+            == [
+                "crd", "validate", "bfdd", "bfdctl", "gateway", "monitor", "help"
+            ],
         "{commands:?}"
     );
     Ok(())

@@ -12,6 +12,7 @@
 //! - `triggers` — which gateways a change of a Pod, Namespace, Subnet, … affects (pure).
 //! - `nb` — applying them with veg-ovsdb: one transaction per gateway, cleanup on every router.
 //! - `bfd_port` — a VPC's BFD port `bfd@<vpc>` and its HA_Chassis_Group.
+//! - `monitor` — `veg monitor`: BFD to the candidates, nexthops = the Up ones, a writer lease.
 //! - `reconcile` — one pass of one gateway through all of the above, with an adapter's outputs.
 #![warn(missing_docs)]
 
@@ -20,6 +21,7 @@ pub mod conflict;
 pub mod context;
 #[cfg(test)]
 mod fixtures;
+pub mod monitor;
 pub mod nb;
 /// Real ovsdb-servers for the unit tests that need one (the veg-ovsdb test harness).
 #[cfg(test)]

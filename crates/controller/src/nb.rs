@@ -249,6 +249,9 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
                 let list: Vec<String> = candidates.iter().map(ToString::to_string).collect();
                 external_ids.insert(CANDIDATES.to_owned(), list.join(","));
             }
+            if let Some(timers) = &policy.timers {
+                external_ids.insert(ovn::MONITOR_TIMERS.to_owned(), timers.encode());
+            }
             row.insert("external_ids".to_owned(), Value::string_map(external_ids));
             if let Some(nexthops) = &policy.nexthops {
                 let hops: Vec<String> = nexthops.iter().map(ToString::to_string).collect();

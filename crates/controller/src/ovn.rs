@@ -34,6 +34,42 @@ pub enum BfdMode {
 
 /// external_ids key under which monitor mode publishes a policy's candidate nexthops.
 pub const CANDIDATES: &str = "veg-candidates";
+/// external_ids key of the monitor's BFD timers for those candidates.
+pub const MONITOR_TIMERS: &str = "veg-bfd";
+
+/// The monitor's side of a gateway's BFD sessions: the Pod's timers mirrored (the monitor
+/// sends at the rate the Pod wants to receive, and the reverse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MonitorTimers {
+    /// Desired min TX, ms.
+    pub min_tx_ms: u32,
+    /// Required min RX, ms.
+    pub min_rx_ms: u32,
+    /// Detect multiplier.
+    pub multiplier: u8,
+}
+
+impl MonitorTimers {
+    /// `min_tx/min_rx/multiplier` in ms, as published in external_ids.
+    pub fn encode(&self) -> String {
+        format!("{}/{}/{}", self.min_tx_ms, self.min_rx_ms, self.multiplier)
+    }
+
+    /// Parses [`MonitorTimers::encode`]'s form.
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split('/').map(str::trim);
+        let timers = Self {
+            min_tx_ms: parts.next()?.parse().ok()?,
+            min_rx_ms: parts.next()?.parse().ok()?,
+            multiplier: parts.next()?.parse().ok()?,
+        };
+        (parts.next().is_none()
+            && timers.min_tx_ms > 0
+            && timers.min_rx_ms > 0
+            && timers.multiplier > 0)
+            .then_some(timers)
+    }
+}
 
 /// A reroute or a drop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -71,6 +107,8 @@ pub struct PolicyRow {
     pub bfd_sessions: bool,
     /// Candidates published for the monitor.
     pub candidates: Option<BTreeSet<IpAddr>>,
+    /// The monitor's timers for them.
+    pub timers: Option<MonitorTimers>,
 }
 
 /// One BFD row.
@@ -218,6 +256,11 @@ pub fn plan(inputs: &GatewayInputs, mode: BfdMode) -> GatewayOvn {
             candidates: monitored.then(|| nexthops.clone()),
             nexthops: (!monitored).then_some(nexthops),
             bfd_sessions: native,
+            timers: bfd.filter(|_| monitored).map(|bfd| MonitorTimers {
+                min_tx_ms: u32::try_from(bfd.min_rx).unwrap_or(1000),
+                min_rx_ms: u32::try_from(bfd.min_tx).unwrap_or(1000),
+                multiplier: u8::try_from(bfd.multiplier).unwrap_or(3),
+            }),
         };
         let all = family_inputs.all_nexthops();
         if native && let Some(bfd) = bfd {
@@ -262,6 +305,7 @@ pub fn plan(inputs: &GatewayInputs, mode: BfdMode) -> GatewayOvn {
                     nexthops: Some(BTreeSet::new()),
                     bfd_sessions: false,
                     candidates: None,
+                    timers: None,
                 });
             }
         }

@@ -238,8 +238,34 @@ fn monitor_mode_publishes_candidates_and_leaves_nexthops_to_the_monitor() {
             policy.candidates,
             Some([ip("198.18.0.12"), ip("198.18.0.13")].into())
         );
+        // The Pod's minTX 200 / minRX 100 mirrored: the monitor sends every 100 ms.
+        assert_eq!(
+            policy.timers.map(|t| t.encode()),
+            Some("100/200/5".to_owned())
+        );
     }
     // With no instance the reroutes stay (empty) for the monitor; the drop catches traffic.
     let empty = plan(&inputs(&[], true), BfdMode::Monitor);
     assert_eq!(empty.policies.len(), 4);
+}
+
+#[test]
+fn monitor_timers_round_trip_and_reject_garbage() {
+    let timers = MonitorTimers {
+        min_tx_ms: 100,
+        min_rx_ms: 300,
+        multiplier: 3,
+    };
+    assert_eq!(MonitorTimers::decode(&timers.encode()), Some(timers));
+    for bad in [
+        "",
+        "100/300",
+        "100/300/3/1",
+        "0/300/3",
+        "100/300/0",
+        "a/b/c",
+        "100/300/300",
+    ] {
+        assert_eq!(MonitorTimers::decode(bad), None, "{bad}");
+    }
 }

@@ -1,0 +1,95 @@
+//! `veg monitor`: runs active BFD to every gateway instance a VPC's policies list as
+//! candidates and keeps each policy's nexthops = the instances whose session is Up (monitor
+//! mode, for stock OVN). Two may run per VPC; one writes, the other stands by.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use veg_controller::monitor::{self, MonitorConfig};
+use veg_ovsdb::{ClientConfig, MonitorSpec, Remote};
+
+use crate::logging::{self, LogFormat};
+
+/// `veg monitor` flags.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// OVN Northbound remotes, comma separated (unix:PATH, tcp:HOST:PORT).
+    #[arg(long, env = "VEG_NB")]
+    nb: String,
+    /// The VPC's logical router.
+    #[arg(long, env = "VEG_MONITOR_VPC", default_value = "ovn-cluster")]
+    vpc: String,
+    /// This monitor's addresses in the VPC (one per family).
+    #[arg(
+        long = "local",
+        env = "VEG_MONITOR_LOCAL",
+        value_delimiter = ',',
+        required = true
+    )]
+    locals: Vec<IpAddr>,
+    /// Identity in the writer lease (default: the host name).
+    #[arg(long, env = "VEG_MONITOR_HOLDER")]
+    holder: Option<String>,
+    /// Control socket of the embedded BFD daemon.
+    #[arg(
+        long,
+        env = "VEG_MONITOR_CONTROL_SOCKET",
+        default_value = "/run/veg/monitor-bfdd.sock"
+    )]
+    control_socket: PathBuf,
+    /// Lease renewal period, ms.
+    #[arg(long, default_value_t = 1000)]
+    renew_ms: u64,
+    /// A lease not renewed for this long is taken over, ms.
+    #[arg(long, default_value_t = 3000)]
+    lease_timeout_ms: u64,
+    /// `/metrics`, `/livez`, `/readyz` of the BFD daemon.
+    #[arg(long, env = "VEG_MONITOR_HTTP")]
+    http: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, env = "VEG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// Runs the monitor until SIGTERM/SIGINT.
+pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
+    logging::init(args.log_format);
+    let holder = match args.holder {
+        Some(holder) => holder,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| format!("monitor-{}", std::process::id())),
+    };
+    let config = MonitorConfig {
+        nb: ClientConfig {
+            remotes: Remote::parse_list(&args.nb).context("--nb")?,
+            database: "OVN_Northbound".into(),
+            leader_only: true,
+            probe_interval: Duration::from_secs(5),
+            monitor: MonitorSpec::new(),
+            tls: None,
+        },
+        router: args.vpc,
+        locals: args.locals,
+        holder,
+        control_socket: args.control_socket,
+        renew: Duration::from_millis(args.renew_ms.max(100)),
+        timeout: Duration::from_millis(args.lease_timeout_ms.max(300)),
+        http: args.http,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = crate::bfd::shutdown_signal()?;
+        monitor::run(config, shutdown)
+            .await
+            .context("monitor failed")
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

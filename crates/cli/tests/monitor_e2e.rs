@@ -1,0 +1,360 @@
+//! `veg monitor` end to end: a real `ovsdb-server` holding a router with two BFD-enabled
+//! reroute policies in monitor mode, two gateway instances running `veg bfdd` (passive), two
+//! monitors — all in network namespaces on one bridge (198.18.0.0/24). A gateway's bfdd killed
+//! → its nexthop removed; restarted → added back; all killed → nexthops empty; the writing
+//! monitor killed → the other one takes over and writes the next change. Needs root, ip,
+//! ovsdb-server; under CI=true a missing one fails.
+
+#[path = "../../ovsdb/tests/server/mod.rs"]
+mod server;
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use support::run;
+use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
+
+const GATEWAYS: [&str; 2] = ["198.18.0.12", "198.18.0.13"];
+
+struct Lab {
+    id: String,
+    dir: std::path::PathBuf,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+}
+
+impl Lab {
+    fn new() -> Result<Lab> {
+        let id = format!("vm{}", std::process::id() % 10000);
+        let dir = std::env::temp_dir().join(format!("{id}-monitor"));
+        std::fs::create_dir_all(&dir)?;
+        let mut lab = Lab {
+            id,
+            dir,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+        };
+        let sw = lab.ns("sw");
+        run("ip", &["netns", "add", &sw])?;
+        lab.namespaces.push(sw.clone());
+        run("ip", &["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+        run("ip", &["-n", &sw, "link", "set", "br0", "up"])?;
+        for (role, address) in [
+            ("ma", "198.18.0.1"),
+            ("mb", "198.18.0.2"),
+            ("g1", GATEWAYS[0]),
+            ("g2", GATEWAYS[1]),
+        ] {
+            let ns = lab.ns(role);
+            run("ip", &["netns", "add", &ns])?;
+            lab.namespaces.push(ns.clone());
+            let port = format!("{}{role}", lab.id);
+            run(
+                "ip",
+                &[
+                    "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port,
+                    "netns", &sw,
+                ],
+            )?;
+            run(
+                "ip",
+                &["-n", &sw, "link", "set", &port, "master", "br0", "up"],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{address}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
+            run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(lab)
+    }
+
+    fn ns(&self, role: &str) -> String {
+        format!("{}{role}", self.id)
+    }
+
+    fn spawn(&mut self, name: &str, role: &str, args: &[&str]) -> Result<()> {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(role), env!("CARGO_BIN_EXE_veg")])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.children.push((name.to_owned(), child));
+        Ok(())
+    }
+
+    fn gateway_bfdd(&mut self, index: usize) -> Result<()> {
+        let socket = self.dir.join(format!("g{index}.sock"));
+        let socket = socket.to_string_lossy().into_owned();
+        let (role, local) = (format!("g{}", index + 1), GATEWAYS[index]);
+        self.spawn(
+            &format!("g{index}"),
+            &role,
+            &[
+                "bfdd",
+                "--allow",
+                "198.18.0.1,198.18.0.2",
+                "--local",
+                local,
+                "--min-tx-ms",
+                "100",
+                "--min-rx-ms",
+                "100",
+                "--multiplier",
+                "3",
+                "--min-ttl",
+                "254",
+                "--no-ipv6",
+                "--control-socket",
+                &socket,
+            ],
+        )
+    }
+
+    fn monitor(&mut self, holder: &str, role: &str, local: &str, nb: &str) -> Result<()> {
+        let socket = self.dir.join(format!("{holder}.sock"));
+        let socket = socket.to_string_lossy().into_owned();
+        self.spawn(
+            holder,
+            role,
+            &[
+                "monitor",
+                "--nb",
+                nb,
+                "--vpc",
+                "ovn-cluster",
+                "--local",
+                local,
+                "--holder",
+                holder,
+                "--control-socket",
+                &socket,
+                "--renew-ms",
+                "500",
+                "--lease-timeout-ms",
+                "1500",
+            ],
+        )
+    }
+
+    /// SIGKILL: no AdminDown, no goodbye (a crash).
+    fn kill(&mut self, name: &str) -> Result<()> {
+        let position = self
+            .children
+            .iter()
+            .position(|(n, _)| n == name)
+            .with_context(|| format!("no process {name}"))?;
+        let (_, mut child) = self.children.remove(position);
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nexthops(client: &Client) -> Vec<BTreeSet<String>> {
+    client
+        .replica()
+        .table("Logical_Router_Policy")
+        .map(|(_, row)| {
+            row.get("nexthops")
+                .map(Value::as_set)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+fn lease(client: &Client) -> String {
+    client
+        .replica()
+        .table("NB_Global")
+        .next()
+        .and_then(|(_, row)| {
+            row.get("external_ids")?
+                .as_map()
+                .get(&Atom::string("veg-monitor:ovn-cluster"))
+                .and_then(|v| v.as_str().map(str::to_owned))
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_nexthops(client: &Client, want: &[&str], limit: Duration) -> Result<Duration> {
+    let want: BTreeSet<String> = want.iter().map(|s| (*s).to_owned()).collect();
+    let started = Instant::now();
+    client
+        .wait_for(limit, |_| {
+            let all = nexthops(client);
+            all.len() == 2 && all.iter().all(|hops| *hops == want)
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "nexthops not {want:?} within {limit:?}: {:?}",
+                nexthops(client)
+            )
+        })?;
+    Ok(started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result<()> {
+    if !server::prerequisites() || !support::require("monitor lab", &["/usr/sbin/ip"]) {
+        return Ok(());
+    }
+    let servers = server::Servers::standalone()?;
+    let nb = format!("unix:{}", servers.socket(0).display());
+    let mut monitor = veg_ovsdb::MonitorSpec::new();
+    for table in ["NB_Global", "Logical_Router", "Logical_Router_Policy"] {
+        monitor.insert(table.to_owned(), Vec::new());
+    }
+    let client = Client::connect(
+        ClientConfig {
+            remotes: Remote::parse_list(&nb)?,
+            database: "OVN_Northbound".into(),
+            leader_only: true,
+            probe_interval: Duration::from_secs(5),
+            monitor,
+            tls: None,
+        },
+        Duration::from_secs(5),
+    )
+    .await?;
+    // What the controller writes in monitor mode: candidates and timers, no nexthops.
+    let policy = |name: &str, matching: &str| Operation::Insert {
+        table: "Logical_Router_Policy".into(),
+        row: Row::from([
+            ("priority".to_owned(), Value::integer(29100)),
+            ("match".to_owned(), Value::string(matching)),
+            ("action".to_owned(), Value::string("reroute")),
+            (
+                "external_ids".to_owned(),
+                Value::string_map([
+                    ("vendor", "kube-ovn"),
+                    ("vpc-egress-gateway", "default/gateway1"),
+                    ("af", "4"),
+                    ("veg-candidates", "198.18.0.12,198.18.0.13"),
+                    ("veg-bfd", "100/100/3"),
+                ]),
+            ),
+        ]),
+        uuid_name: Some(name.to_owned()),
+    };
+    client
+        .transact(&[
+            Operation::Insert {
+                table: "NB_Global".into(),
+                row: Row::new(),
+                uuid_name: None,
+            },
+            policy("p1", "ip4.src == $VEG.8ca38ae7da18.ipv4"),
+            policy("p2", "ip4.src == $VEG.8ca38ae7da18_ip4"),
+            Operation::Insert {
+                table: "Logical_Router".into(),
+                row: Row::from([
+                    ("name".to_owned(), Value::string("ovn-cluster")),
+                    (
+                        "policies".to_owned(),
+                        Value::Set(
+                            [Atom::NamedUuid("p1".into()), Atom::NamedUuid("p2".into())].into(),
+                        ),
+                    ),
+                ]),
+                uuid_name: None,
+            },
+        ])
+        .await?;
+
+    let mut lab = Lab::new()?;
+    lab.gateway_bfdd(0)?;
+    lab.gateway_bfdd(1)?;
+    lab.monitor("a", "ma", "198.18.0.1", &nb)?;
+    lab.monitor("b", "mb", "198.18.0.2", &nb)?;
+    let both = ["198.18.0.12", "198.18.0.13"];
+    let took = wait_nexthops(&client, &both, Duration::from_secs(10))
+        .await
+        .with_context(|| format!("monitor a:\n{}\nmonitor b:\n{}", lab.log("a"), lab.log("b")))?;
+    eprintln!("both instances in the nexthops {took:?} after start");
+    let holder = lease(&client);
+    ensure!(
+        holder.starts_with("a/") || holder.starts_with("b/"),
+        "lease {holder:?}"
+    );
+
+    // A gateway's bfdd crashes: detection (300 ms) + one transaction.
+    lab.kill("g0")?;
+    let took = wait_nexthops(&client, &["198.18.0.13"], Duration::from_secs(2)).await?;
+    eprintln!("crashed instance removed in {took:?}");
+    ensure!(took < Duration::from_millis(1500), "removal took {took:?}");
+    lab.gateway_bfdd(0)?;
+    let took = wait_nexthops(&client, &both, Duration::from_secs(5)).await?;
+    eprintln!("restarted instance added back in {took:?}");
+
+    // Every instance gone: empty nexthops (the 29090 drop would catch the traffic).
+    lab.kill("g0")?;
+    lab.kill("g1")?;
+    wait_nexthops(&client, &[], Duration::from_secs(2)).await?;
+    lab.gateway_bfdd(0)?;
+    lab.gateway_bfdd(1)?;
+    wait_nexthops(&client, &both, Duration::from_secs(5)).await?;
+
+    // The writer crashes: the standby takes the lease and writes the next change.
+    let writer = lease(&client);
+    let (dead, alive) = if writer.starts_with("a/") {
+        ("a", "b")
+    } else {
+        ("b", "a")
+    };
+    lab.kill(dead)?;
+    let started = Instant::now();
+    client
+        .wait_for(Duration::from_secs(5), |_| {
+            lease(&client).starts_with(&format!("{alive}/"))
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "{alive} did not take over: {:?}\n{}",
+                lease(&client),
+                lab.log(alive)
+            )
+        })?;
+    eprintln!("lease taken over by {alive} in {:?}", started.elapsed());
+    lab.kill("g1")?;
+    let took = wait_nexthops(&client, &["198.18.0.12"], Duration::from_secs(3)).await?;
+    eprintln!("the new writer removed a crashed instance in {took:?}");
+    Ok(())
+}
