@@ -199,6 +199,9 @@ pub struct GatewayInputs {
     pub workload: WorkloadInputs,
 }
 
+/// An empty label (or annotation) map, for objects without one.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
 fn parse_net(text: &str) -> Option<IpNet> {
     let text = text.trim();
     text.parse::<IpNet>()
@@ -378,14 +381,14 @@ pub fn resolve(
     let mut ports = BTreeSet::new();
     for selection in &spec.selectors {
         for namespace in snapshot.namespaces() {
-            let labels = namespace.metadata.labels.clone().unwrap_or_default();
-            if !selector::matches(selection.namespace_selector.as_ref(), &labels) {
+            let labels = namespace.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+            if !selector::matches(selection.namespace_selector.as_ref(), labels) {
                 continue;
             }
             let namespace_name = namespace.metadata.name.clone().unwrap_or_default();
             for pod in snapshot.pods_in(&namespace_name) {
-                let labels = pod.metadata.labels.clone().unwrap_or_default();
-                if selector::matches(selection.pod_selector.as_ref(), &labels)
+                let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+                if selector::matches(selection.pod_selector.as_ref(), labels)
                     && is_vpc_pod(pod, &vpc_name)
                 {
                     let pod_name = pod.metadata.name.clone().unwrap_or_default();
@@ -400,7 +403,7 @@ pub fn resolve(
     let mut messages = Vec::new();
     let label_value = names::normalize_label_value(&name);
     for pod in snapshot.pods_in(&namespace) {
-        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
         if labels.get(names::LABEL_APP).map(String::as_str) != Some(names::LABEL_APP_VALUE)
             || labels.get(names::LABEL_GATEWAY) != Some(&label_value)
             || pod.metadata.deletion_timestamp.is_some()
@@ -478,7 +481,7 @@ pub fn resolve(
 
 /// A Pod of the VPC's primary network whose port exists (Kube-OVN's exclusions).
 fn is_vpc_pod(pod: &Pod, vpc: &str) -> bool {
-    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&NO_LABELS);
     let spec = pod.spec.as_ref();
     let phase = pod
         .status

@@ -133,10 +133,28 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
     ));
 
     // Port group: the selected Pods' ports that exist (unknown ports are skipped).
-    let ports_by_name: BTreeMap<String, String> = replica
-        .table(SWITCH_PORT)
-        .map(|(uuid, row)| (text(row, "name"), uuid.clone()))
+    // Only the wanted names are looked up (a cluster has many more ports than a gateway).
+    let wanted: std::collections::HashSet<&str> = desired
+        .port_group
+        .iter()
+        .flat_map(|(_, ports)| ports.iter().map(String::as_str))
         .collect();
+    let ports_by_name: BTreeMap<String, String> = if wanted.is_empty() {
+        BTreeMap::new()
+    } else {
+        replica
+            .table(SWITCH_PORT)
+            .filter_map(|(uuid, row)| {
+                let name = row
+                    .get("name")
+                    .and_then(Value::as_atom)
+                    .and_then(Atom::as_str)?;
+                wanted
+                    .contains(name)
+                    .then(|| (name.to_owned(), uuid.clone()))
+            })
+            .collect()
+    };
     let group_name = desired.port_group.as_ref().map(|(name, _)| name.clone());
     let rows = desired
         .port_group

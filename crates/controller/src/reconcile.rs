@@ -87,6 +87,30 @@ pub struct Reconciler<O> {
     pub mode: BfdMode,
     /// The gateway image when the spec names none.
     pub image: String,
+    /// Every gateway's last claim (sources, selected ports), refreshed when that gateway is
+    /// reconciled: an overlap check then costs one resolution, not one per gateway. A claim
+    /// is stale only until its own gateway's pass, which the same trigger schedules.
+    pub claims: std::sync::Mutex<BTreeMap<String, Claim>>,
+}
+
+impl<O> Reconciler<O> {
+    /// A reconciler with an empty claims cache.
+    pub fn new(nb: Client, outputs: O, mode: BfdMode, image: impl Into<String>) -> Self {
+        Self {
+            nb,
+            outputs,
+            mode,
+            image: image.into(),
+            claims: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Forgets a gateway's claim (it was deleted).
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut claims) = self.claims.lock() {
+            claims.remove(key);
+        }
+    }
 }
 
 /// BFD state of the NB BFD rows of a gateway, by instance address (native mode).
@@ -140,6 +164,7 @@ impl<O: Outputs> Reconciler<O> {
             })
             .cloned()
         else {
+            self.forget(&key);
             let operations = self.cleanup(namespace, name).await?;
             return Ok(Outcome {
                 nb_operations: operations,
@@ -147,6 +172,7 @@ impl<O: Outputs> Reconciler<O> {
             });
         };
         if gateway.metadata.deletion_timestamp.is_some() {
+            self.forget(&key);
             let operations = self.cleanup(namespace, name).await?;
             return Ok(Outcome {
                 nb_operations: operations,
@@ -229,27 +255,30 @@ impl<O: Outputs> Reconciler<O> {
         gateway: &VpcEgressGateway,
         inputs: &GatewayInputs,
     ) -> Vec<conflict::Overlap> {
-        let mut claims = vec![Claim::of(
-            inputs,
-            gateway.metadata.creation_timestamp.clone(),
-        )];
+        let mine = Claim::of(inputs, gateway.metadata.creation_timestamp.clone());
+        let Ok(mut cache) = self.claims.lock() else {
+            return Vec::new();
+        };
+        cache.insert(mine.key.clone(), mine.clone());
+        let mut claims = vec![mine];
         for other in snapshot.gateways() {
-            if other.metadata.namespace == gateway.metadata.namespace
-                && other.metadata.name == gateway.metadata.name
-            {
+            let key = names::gateway_key(
+                other.metadata.namespace.as_deref().unwrap_or_default(),
+                other.metadata.name.as_deref().unwrap_or_default(),
+            );
+            if key == inputs.key || other.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let same_vpc = other.spec.vpc == gateway.spec.vpc
-                || (other.spec.vpc.is_empty() && gateway.spec.vpc == names::DEFAULT_VPC)
-                || (gateway.spec.vpc.is_empty() && other.spec.vpc == names::DEFAULT_VPC);
-            if !same_vpc || other.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            if let Ok(other_inputs) = context::resolve(other, snapshot) {
-                claims.push(Claim::of(
-                    &other_inputs,
-                    other.metadata.creation_timestamp.clone(),
-                ));
+            let claim = match cache.get(&key) {
+                Some(claim) => Some(claim.clone()),
+                None => context::resolve(other, snapshot).ok().map(|other_inputs| {
+                    let claim = Claim::of(&other_inputs, other.metadata.creation_timestamp.clone());
+                    cache.insert(key.clone(), claim.clone());
+                    claim
+                }),
+            };
+            if let Some(claim) = claim.filter(|claim| claim.vpc == inputs.vpc) {
+                claims.push(claim);
             }
         }
         conflict::overlaps(&claims)

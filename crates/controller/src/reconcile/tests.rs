@@ -117,12 +117,7 @@ async fn a_gateway_from_create_to_delete() -> anyhow::Result<()> {
     }
     let (_servers, client) = nb().await?;
     let recorder = Recorder::default();
-    let reconciler = Reconciler {
-        nb: client.clone(),
-        outputs: &recorder,
-        mode: BfdMode::Native,
-        image: "veg:test".into(),
-    };
+    let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
     let mut snapshot = cluster();
     let mut gateway1 = gateway(base_spec());
     gateway1.metadata.creation_timestamp = Some(at(10));

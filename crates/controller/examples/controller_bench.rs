@@ -1,0 +1,331 @@
+//! Controller benchmark driver (`bench/controller.sh` runs it against a fresh ovsdb-server):
+//! a snapshot of PODS Pods in NAMESPACES namespaces and GATEWAYS gateways selecting them by
+//! namespace label; a full resync of every gateway, then EVENTS Pod additions, each timed from
+//! "Pod added to the snapshot" to "its port is in the gateway's Port_Group" in the replica
+//! (trigger index → reconcile → one NB transaction → monitor update). Prints the full resync
+//! time, latency median/p99, NB bytes per Pod event (the JSON of the operations sent) and the
+//! process's peak RSS.
+//!   usage: controller_bench REMOTE PODS NAMESPACES GATEWAYS EVENTS
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{Value as Json, json};
+use veg_api::names;
+use veg_controller::triggers::{Change, Index};
+use veg_controller::{BfdMode, MemorySnapshot, Outputs, Reconciler, nb, ovn, resolve};
+use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
+
+struct NoOutputs;
+
+impl Outputs for NoOutputs {
+    async fn apply_deployment(
+        &self,
+        _: &k8s_openapi::api::apps::v1::Deployment,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    async fn patch_status(
+        &self,
+        _: &str,
+        _: &str,
+        _: &veg_api::VpcEgressGatewayStatus,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    async fn event(&self, _: &str, _: &str, _: &veg_controller::status::Event) {}
+}
+
+fn from<T: serde::de::DeserializeOwned>(value: Json) -> Result<T> {
+    Ok(serde_json::from_value(value)?)
+}
+
+fn pod(namespace: &str, name: &str) -> Result<k8s_openapi::api::core::v1::Pod> {
+    from(json!({
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "web"},
+            "annotations": {"ovn.kubernetes.io/allocated": "true",
+                            "ovn.kubernetes.io/logical_router": "ovn-cluster"}},
+        "spec": {"containers": [], "nodeName": "worker1"},
+        "status": {"phase": "Running"}
+    }))
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn port_uuid(client: &Client, port: &str) -> Option<String> {
+    client
+        .replica()
+        .table("Logical_Switch_Port")
+        .find(|(_, row)| {
+            row.get("name")
+                .and_then(Value::as_atom)
+                .and_then(Atom::as_str)
+                == Some(port)
+        })
+        .map(|(uuid, _)| uuid.clone())
+}
+
+fn port_in_group(client: &Client, group: &str, uuid: &str) -> bool {
+    let replica = client.replica();
+    replica.table("Port_Group").any(|(_, row)| {
+        row.get("name")
+            .and_then(Value::as_atom)
+            .and_then(Atom::as_str)
+            == Some(group)
+            && row
+                .get("ports")
+                .map(Value::as_set)
+                .unwrap_or_default()
+                .contains(&Atom::Uuid(uuid.to_owned()))
+    })
+}
+
+async fn insert_ports(client: &Client, names: &[String]) -> Result<()> {
+    for chunk in names.chunks(1000) {
+        let mut operations = Vec::new();
+        let mut refs = std::collections::BTreeSet::new();
+        for (index, name) in chunk.iter().enumerate() {
+            let uuid_name = format!("lsp{index}");
+            operations.push(Operation::Insert {
+                table: "Logical_Switch_Port".into(),
+                row: Row::from([("name".to_owned(), Value::string(name.as_str()))]),
+                uuid_name: Some(uuid_name.clone()),
+            });
+            refs.insert(Atom::NamedUuid(uuid_name));
+        }
+        operations.push(Operation::Mutate {
+            table: "Logical_Switch".into(),
+            conditions: vec![veg_ovsdb::Condition::equals(
+                "name",
+                Value::string("ovn-default"),
+            )],
+            mutations: vec![veg_ovsdb::Mutation::insert("ports", Value::Set(refs))],
+        });
+        client.transact(&operations).await?;
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let remote = args.next().context("REMOTE")?;
+    let mut number = |what: &str| -> Result<usize> {
+        Ok(args.next().with_context(|| what.to_owned())?.parse()?)
+    };
+    let (pods, namespaces, gateways, events) = (
+        number("PODS")?,
+        number("NAMESPACES")?,
+        number("GATEWAYS")?,
+        number("EVENTS")?,
+    );
+    let mut monitor = nb::monitor_spec();
+    monitor.insert("Logical_Switch".into(), vec!["name".into(), "ports".into()]);
+    let client = Client::connect(
+        ClientConfig {
+            remotes: Remote::parse_list(&remote)?,
+            database: "OVN_Northbound".into(),
+            leader_only: true,
+            probe_interval: Duration::from_secs(30),
+            monitor,
+            tls: None,
+        },
+        Duration::from_secs(10),
+    )
+    .await?;
+    client
+        .transact(&[
+            Operation::Insert {
+                table: "NB_Global".into(),
+                row: Row::new(),
+                uuid_name: None,
+            },
+            Operation::Insert {
+                table: "Logical_Router".into(),
+                row: Row::from([("name".to_owned(), Value::string("ovn-cluster"))]),
+                uuid_name: None,
+            },
+            Operation::Insert {
+                table: "Logical_Switch".into(),
+                row: Row::from([("name".to_owned(), Value::string("ovn-default"))]),
+                uuid_name: None,
+            },
+        ])
+        .await?;
+
+    // The snapshot.
+    eprintln!("==> building a snapshot: {pods} Pods, {namespaces} namespaces, {gateways} gateways");
+    let mut snapshot = MemorySnapshot::default();
+    snapshot.put_vpc(from(json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc",
+        "metadata": {"name": "ovn-cluster"}, "spec": {},
+        "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default"}}))?);
+    for (name, cidr, gateway, provider) in [
+        ("ovn-default", "198.18.0.0/16", "198.18.0.1", "ovn"),
+        (
+            "macvlan1",
+            "198.51.100.0/24",
+            "198.51.100.1",
+            "eth1.default",
+        ),
+    ] {
+        snapshot.put_subnet(from(
+            json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+            "metadata": {"name": name},
+            "spec": {"cidrBlock": cidr, "gateway": gateway, "provider": provider}}),
+        )?);
+    }
+    snapshot.put_nad(from(json!({"apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": "eth1", "namespace": "default"}, "spec": {"config": "{}"}}))?);
+    let mut port_names = Vec::new();
+    for n in 0..namespaces {
+        let namespace = format!("ns-{n}");
+        snapshot.put_namespace(from(json!({"metadata": {"name": namespace,
+            "labels": {"group": format!("g-{}", n % gateways.max(1))}}}))?);
+    }
+    for p in 0..pods {
+        let namespace = format!("ns-{}", p % namespaces.max(1));
+        let name = format!("pod-{p}");
+        port_names.push(format!("{name}.{namespace}"));
+        snapshot.put_pod(pod(&namespace, &name)?);
+    }
+    for g in 0..gateways {
+        let name = format!("gw-{g}");
+        snapshot.put_gateway(from(json!({
+            "apiVersion": "kubeovn.io/v1", "kind": "VpcEgressGateway",
+            "metadata": {"name": name, "namespace": "default",
+                "creationTimestamp": "2026-11-27T00:00:00Z"},
+            "spec": {"replicas": 2, "externalSubnet": "macvlan1",
+                "selectors": [{"namespaceSelector": {"matchLabels": {"group": format!("g-{g}")}}}],
+                "policies": [{"snat": true, "ipBlocks": [format!("198.19.{}.0/24", g % 256)]}]}
+        }))?);
+        for i in 0..2 {
+            let ip = format!("198.18.{}.{}", 1 + g / 100, 10 + (g % 100) * 2 + i);
+            snapshot.put_pod(from(json!({
+                "metadata": {"name": format!("{name}-{i}"), "namespace": "default",
+                    "labels": {"app": "vpc-egress-gateway",
+                               "ovn.kubernetes.io/vpc-egress-gateway": name},
+                    "annotations": {"k8s.v1.cni.cncf.io/network-status":
+                        json!([{"name": "default/eth1", "ips": ["198.51.100.11"]}]).to_string()}},
+                "spec": {"containers": [], "nodeName": format!("worker{i}")},
+                "status": {"phase": "Running", "podIPs": [{"ip": ip}],
+                    "conditions": [{"type": "Ready", "status": "True"}]}
+            }))?);
+        }
+    }
+    eprintln!("==> inserting {} logical switch ports", port_names.len());
+    insert_ports(&client, &port_names).await?;
+
+    let reconciler = Reconciler::new(client.clone(), NoOutputs, BfdMode::Native, "veg");
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+
+    // Full resync: every gateway once.
+    eprintln!("==> full resync of {gateways} gateways");
+    let started = Instant::now();
+    for g in 0..gateways {
+        let outcome = reconciler
+            .reconcile(&snapshot, "default", &format!("gw-{g}"), &now)
+            .await?;
+        if outcome.nb_operations == 0 {
+            anyhow::bail!("gw-{g} wrote nothing on the first pass: {outcome:?}");
+        }
+    }
+    let resync = started.elapsed();
+
+    // Pod events.
+    eprintln!("==> {events} Pod additions");
+    let index = Index::build(&snapshot);
+    let mut latencies = Vec::new();
+    let mut bytes = 0usize;
+    for e in 0..events {
+        let namespace = format!("ns-{}", e % namespaces.max(1));
+        let name = format!("new-{e}");
+        let port = format!("{name}.{namespace}");
+        // Kube-OVN creates the port first; the Pod event follows.
+        insert_ports(&client, std::slice::from_ref(&port)).await?;
+        let uuid = port_uuid(&client, &port).context("the new port is not in the replica")?;
+        let new_pod = pod(&namespace, &name)?;
+        let started = Instant::now();
+        let mut excluded = Duration::ZERO;
+        snapshot.put_pod(new_pod.clone());
+        let affected = index.affected(
+            &snapshot,
+            &Change::Pod {
+                old: None,
+                new: Some(&new_pod),
+            },
+        );
+        for key in &affected {
+            let (ns, gw) = key.split_once('/').context("key")?;
+            // The bytes this event costs: the operations of its transaction (computed aside;
+            // the time it takes is not counted).
+            let aside = Instant::now();
+            if let Some(gateway) = snapshot_gateway(&snapshot, ns, gw)
+                && let Ok(inputs) = resolve(&gateway, &snapshot)
+            {
+                let operations = nb::operations(
+                    &client.replica(),
+                    &client.schema(),
+                    &ovn::plan(&inputs, BfdMode::Native),
+                );
+                bytes += operations
+                    .iter()
+                    .map(|op| op.to_json().to_string().len())
+                    .sum::<usize>();
+            }
+            excluded += aside.elapsed();
+            reconciler.reconcile(&snapshot, ns, gw, &now).await?;
+        }
+        let group = affected
+            .iter()
+            .next()
+            .and_then(|key| key.split_once('/'))
+            .map(|(ns, gw)| names::port_group(ns, gw))
+            .context("no gateway selects the new Pod")?;
+        client
+            .wait_for(Duration::from_secs(5), |_| {
+                port_in_group(&client, &group, &uuid)
+            })
+            .await?;
+        latencies.push(started.elapsed().saturating_sub(excluded));
+    }
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "full resync of {gateways} gateways ({pods} Pods, {namespaces} namespaces): {:.1} ms",
+        resync.as_secs_f64() * 1e3
+    );
+    println!(
+        "Pod added -> port in Port_Group over {events} events: median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        at(0.5).as_secs_f64() * 1e3,
+        at(0.99).as_secs_f64() * 1e3,
+        at(1.0).as_secs_f64() * 1e3
+    );
+    println!("NB bytes per Pod event: {}", bytes / events.max(1));
+    println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
+    Ok(())
+}
+
+fn snapshot_gateway(
+    snapshot: &MemorySnapshot,
+    namespace: &str,
+    name: &str,
+) -> Option<veg_api::VpcEgressGateway> {
+    use veg_controller::Snapshot as _;
+    snapshot
+        .gateways()
+        .into_iter()
+        .find(|g| {
+            g.metadata.namespace.as_deref() == Some(namespace)
+                && g.metadata.name.as_deref() == Some(name)
+        })
+        .cloned()
+}
