@@ -37,6 +37,6 @@ pub mod triggers;
 pub mod workload;
 
 pub use context::{GatewayInputs, Problem, resolve};
-pub use ovn::{BfdMode, GatewayOvn};
+pub use ovn::{BfdMode, BfdModeSetting, GatewayOvn};
 pub use reconcile::{Outcome, Outputs, ReconcileError, Reconciler};
 pub use snapshot::{MemorySnapshot, Snapshot};

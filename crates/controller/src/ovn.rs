@@ -32,6 +32,32 @@ pub enum BfdMode {
     Monitor,
 }
 
+/// The controller's `--bfd-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BfdModeSetting {
+    /// Always native.
+    Native,
+    /// Always monitor.
+    Monitor,
+    /// Native only when the NB schema has `Logical_Router_Policy.bfd_sessions` and the
+    /// operator says the OVN build honours BFD on the dedicated port; else monitor.
+    Auto,
+}
+
+impl BfdModeSetting {
+    /// The mode to run with.
+    pub fn choose(self, schema_has_bfd_sessions: bool, dedicated_port_honoured: bool) -> BfdMode {
+        match self {
+            BfdModeSetting::Native => BfdMode::Native,
+            BfdModeSetting::Monitor => BfdMode::Monitor,
+            BfdModeSetting::Auto if schema_has_bfd_sessions && dedicated_port_honoured => {
+                BfdMode::Native
+            }
+            BfdModeSetting::Auto => BfdMode::Monitor,
+        }
+    }
+}
+
 /// external_ids key under which monitor mode publishes a policy's candidate nexthops.
 pub const CANDIDATES: &str = "veg-candidates";
 /// external_ids key of the monitor's BFD timers for those candidates.

@@ -210,3 +210,29 @@ async fn the_port_and_its_group_follow_the_nodes_and_go_when_disabled() -> anyho
     anyhow::ensure!(client.replica().table("HA_Chassis_Group").count() == 0);
     Ok(())
 }
+
+#[test]
+fn a_node_change_reaches_the_vpcs_whose_port_it_may_move() {
+    let selected = vpc(Some(json!({"matchLabels": {"bfd": "yes"}})));
+    let mut chosen: Vpc = vpc(Some(json!({"matchLabels": {"bfd": "yes"}})));
+    chosen.metadata.name = Some("vpc1".into());
+    chosen.status = Some(from(
+        json!({"bfdPort": {"name": "bfd@vpc1", "ip": "203.0.113.254",
+        "nodes": ["worker1"]}}),
+    ));
+    let vpcs = [&selected, &chosen];
+    // Gains the label: the selecting VPCs.
+    let labelled = node("worker9", json!({"bfd": "yes"}), Some("ch-9"));
+    assert_eq!(affected_by_node(&vpcs, &labelled).len(), 2);
+    // Lost the label but was chosen for vpc1: vpc1 must drop it.
+    let unlabelled = node("worker1", json!({}), Some("ch-1"));
+    assert_eq!(
+        affected_by_node(&vpcs, &unlabelled)
+            .into_iter()
+            .collect::<Vec<_>>(),
+        ["vpc1"]
+    );
+    // Unrelated.
+    let other = node("worker5", json!({}), None);
+    assert!(affected_by_node(&vpcs, &other).is_empty());
+}

@@ -269,3 +269,13 @@ fn monitor_timers_round_trip_and_reject_garbage() {
         assert_eq!(MonitorTimers::decode(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn auto_mode_is_native_only_with_bfd_sessions_and_the_operators_word() {
+    use BfdModeSetting::*;
+    assert_eq!(Auto.choose(true, true), BfdMode::Native);
+    assert_eq!(Auto.choose(true, false), BfdMode::Monitor);
+    assert_eq!(Auto.choose(false, true), BfdMode::Monitor);
+    assert_eq!(Native.choose(false, false), BfdMode::Native);
+    assert_eq!(Monitor.choose(true, true), BfdMode::Monitor);
+}

@@ -232,3 +232,110 @@ async fn a_gateway_from_create_to_delete() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Specs that fail validation (veg-api's rules) or reference what is not there: each gets
+/// Validated=False with its reason and no NB write, and the working gateway's rows stay.
+#[tokio::test]
+async fn bad_specs_get_conditions_and_no_nb_write() -> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = nb().await?;
+    let recorder = Recorder::default();
+    let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
+    let mut snapshot = cluster();
+    snapshot.put_gateway(gateway(base_spec()));
+    snapshot.put_pod(instance(
+        "gw-a",
+        "worker1",
+        "198.18.0.12",
+        Some("198.51.100.11"),
+        true,
+    ));
+    reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(100))
+        .await?;
+    let dump = |client: &Client| -> Vec<String> {
+        let replica = client.replica();
+        let mut rows: Vec<String> = ["Address_Set", "Port_Group", "Logical_Router_Policy", "BFD"]
+            .iter()
+            .flat_map(|table| {
+                replica
+                    .table(table)
+                    .map(move |(uuid, _)| format!("{table} {uuid}"))
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    let before = dump(&client);
+    anyhow::ensure!(!before.is_empty());
+    let cases: Vec<serde_json::Value> = vec![
+        json!({"internalIPs": ["198.51.100.300"]}),
+        json!({"internalIPs": ["198.18.16.11,198.18.16.12"]}),
+        json!({"externalIPs": ["198.51.100.11,2001:db8::11,198.51.100.12"]}),
+        json!({"externalIPs": ["198.51.100.0/24"]}),
+        json!({"internalIPs": ["::ffff:198.18.16.11"]}),
+        json!({"replicas": 3, "internalIPs": ["198.18.16.11", "198.18.16.12"]}),
+        json!({"externalIPs": ["198.51.100.11"]}),
+        json!({"replicas": 1, "internalIPs": ["198.18.16.11"], "internalIPPool": "pool1"}),
+        json!({"internalIPs": ["198.18.16.11", "198.18.16.11"]}),
+        json!({"policies": [{"ipBlocks": ["198.18.0.0/33"]}]}),
+        json!({"policies": [{"ipBlocks": ["subnet1"]}]}),
+        json!({"policies": [{"snat": true, "ipBlocks": ["2001:db8::/129"]}]}),
+        json!({"policies": [], "selectors": []}),
+        json!({"policies": [{"snat": true}]}),
+        json!({"policies": [{"subnets": [""]}]}),
+        json!({"selectors": [{"namespaceSelector": {}}]}),
+        json!({"replicas": 11}),
+        json!({"replicas": -1}),
+        json!({"bfd": {"enabled": true, "minRX": 0}}),
+        json!({"bfd": {"minTX": 3_600_001}}),
+        json!({"bfd": {"multiplier": 256}}),
+        json!({"bfd": {"multiplier": 0}}),
+        json!({"externalSubnet": ""}),
+        json!({"prefix": "Veg-"}),
+        json!({"bandwidth": {"ingress": -1}}),
+        json!({"bandwidth": {"egress": "1T"}}),
+        json!({"nodeSelector": [{}]}),
+        // References that are not there.
+        json!({"vpc": "vpc9"}),
+        json!({"externalSubnet": "nope"}),
+        json!({"internalSubnet": "nope"}),
+        json!({"policies": [{"snat": true, "subnets": ["nope"]}]}),
+        json!({"bfd": {"enabled": true}}),
+        json!({"replicas": 1, "internalIPPool": "pool9"}),
+    ];
+    anyhow::ensure!(cases.len() >= 30);
+    for (index, patch) in cases.iter().enumerate() {
+        let mut spec = base_spec();
+        merge(&mut spec, patch.clone());
+        let mut bad = gateway(spec);
+        let name = format!("bad{index}");
+        bad.metadata.name = Some(name.clone());
+        snapshot.put_gateway(bad);
+        let outcome = reconciler
+            .reconcile(&snapshot, "default", &name, &at(200))
+            .await?;
+        anyhow::ensure!(
+            outcome.nb_operations == 0 && !outcome.ready,
+            "{patch}: {outcome:?}"
+        );
+        let status = last_status(&recorder, &name).unwrap_or_default();
+        let validated = status.conditions.iter().find(|c| c.type_ == "Validated");
+        anyhow::ensure!(
+            validated.is_some_and(
+                |c| c.status == veg_api::ConditionStatus::False && !c.message.is_empty()
+            ),
+            "{patch}: {:?}",
+            status.conditions
+        );
+        anyhow::ensure!(dump(&client) == before, "{patch}: the NB changed");
+        snapshot.remove_gateway("default", &name);
+    }
+    anyhow::ensure!(
+        recorder.deployments.lock().map(|d| d.len()).unwrap_or(0) == 1,
+        "a bad spec got a Deployment"
+    );
+    Ok(())
+}
