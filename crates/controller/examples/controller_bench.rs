@@ -35,6 +35,9 @@ impl Outputs for NoOutputs {
         Ok(())
     }
     async fn event(&self, _: &str, _: &str, _: &veg_controller::status::Event) {}
+    async fn annotate_pod(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn from<T: serde::de::DeserializeOwned>(value: Json) -> Result<T> {

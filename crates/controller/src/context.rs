@@ -417,14 +417,14 @@ pub fn resolve(
     }
     instances.sort_by(|a, b| a.pod.cmp(&b.pod));
     for instance in &instances {
-        for ip in &instance.internal_ips {
-            if let Some(family) = families.get_mut(&AddressFamily::of(*ip))
-                && !family.nexthops.get(&instance.node).is_some_and(|set| {
-                    set.iter()
-                        .any(|n| AddressFamily::of(*n) == AddressFamily::of(*ip))
-                })
-            {
-                // The first address of each family per instance, as Kube-OVN.
+        // The first address of each family of every instance. Kube-OVN keeps one per node,
+        // so with `podAntiAffinity: Preferred` two instances on a node share one nexthop.
+        for family_kind in AddressFamily::ALL {
+            let first = instance
+                .internal_ips
+                .iter()
+                .find(|ip| AddressFamily::of(**ip) == family_kind);
+            if let (Some(ip), Some(family)) = (first, families.get_mut(&family_kind)) {
                 family
                     .nexthops
                     .entry(instance.node.clone())

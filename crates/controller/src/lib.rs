@@ -7,6 +7,7 @@
 //! - `context` — a gateway resolved against the snapshot, or the problem that stops it.
 //! - `ovn` — the NB rows of one gateway (pure).
 //! - `workload` — its Deployment (pure).
+//! - `drain` — graceful scale-down: out of the nexthops first, then scaled (pure).
 //! - `conflict` — gateways of one VPC whose sources overlap (pure).
 //! - `status` — the status and the events of its transitions (pure).
 //! - `triggers` — which gateways a change of a Pod, Namespace, Subnet, … affects (pure).
@@ -19,6 +20,7 @@
 pub mod bfd_port;
 pub mod conflict;
 pub mod context;
+pub mod drain;
 #[cfg(test)]
 mod fixtures;
 pub mod monitor;

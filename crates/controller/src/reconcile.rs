@@ -19,6 +19,7 @@ use veg_ovsdb::{Atom, Client, Value};
 
 use crate::conflict::{self, Claim};
 use crate::context::{self, GatewayInputs};
+use crate::drain;
 use crate::nb;
 use crate::ovn::{self, BfdMode};
 use crate::snapshot::Snapshot;
@@ -39,6 +40,14 @@ pub trait Outputs {
     ) -> Result<(), String>;
     /// Records an event on the gateway.
     async fn event(&self, namespace: &str, name: &str, event: &Event);
+    /// Sets an annotation on a gateway Pod (the deletion cost of a leaving instance).
+    async fn annotate_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), String>;
 }
 
 /// Why a pass failed (it is retried with backoff); problems of the spec are not errors.
@@ -75,6 +84,8 @@ pub struct Outcome {
     pub ready: bool,
     /// The reason of the Ready condition.
     pub reason: String,
+    /// Come back after this long (a drain window runs).
+    pub requeue_after: Option<std::time::Duration>,
 }
 
 /// The reconciler of one controller.
@@ -91,6 +102,10 @@ pub struct Reconciler<O> {
     /// reconciled: an overlap check then costs one resolution, not one per gateway. A claim
     /// is stale only until its own gateway's pass, which the same trigger schedules.
     pub claims: std::sync::Mutex<BTreeMap<String, Claim>>,
+    /// How long a leaving instance is out of the nexthops before its Pod is removed.
+    pub drain_window: std::time::Duration,
+    /// When each running scale-down started.
+    pub drains: std::sync::Mutex<BTreeMap<String, k8s_openapi::jiff::Timestamp>>,
 }
 
 impl<O> Reconciler<O> {
@@ -102,6 +117,8 @@ impl<O> Reconciler<O> {
             mode,
             image: image.into(),
             claims: std::sync::Mutex::new(BTreeMap::new()),
+            drain_window: drain::DEFAULT_WINDOW,
+            drains: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -186,21 +203,37 @@ impl<O: Outputs> Reconciler<O> {
             Err(_) => Vec::new(),
         };
         let mut nb_operations = 0;
+        let mut requeue_after = None;
+        let deployment_name = names::deployment_name(&gateway.spec.prefix, name);
         if let Ok(inputs) = &resolved {
             if conflict::held_back(&overlaps) {
                 nb_operations = nb::cleanup(&self.nb, namespace, name).await?;
                 warn!(gateway = %key, ?overlaps, "held back by an older gateway with overlapping sources");
             } else {
-                let desired = ovn::plan(inputs, self.mode);
+                let current = snapshot
+                    .deployment(namespace, &deployment_name)
+                    .and_then(|d| d.spec.as_ref()?.replicas);
+                let drain = self.drain_step(&key, current, gateway.spec.replicas, inputs, now);
+                for pod in &drain.leaving {
+                    self.outputs
+                        .annotate_pod(namespace, pod, drain::DELETION_COST, drain::LEAVING_COST)
+                        .await
+                        .map_err(ReconcileError::Deployment)?;
+                }
+                let planned = without_instances(inputs, &drain.leaving);
+                let desired = ovn::plan(&planned, self.mode);
                 nb_operations = nb::apply(&self.nb, &desired).await?;
-                let deployment = workload::render(&gateway, inputs, &self.image);
+                let mut deployment = workload::render(&gateway, inputs, &self.image);
+                if let Some(spec) = deployment.spec.as_mut() {
+                    spec.replicas = Some(drain.replicas);
+                }
                 self.outputs
                     .apply_deployment(&deployment)
                     .await
                     .map_err(ReconcileError::Deployment)?;
+                requeue_after = drain.requeue_after;
             }
         }
-        let deployment_name = names::deployment_name(&gateway.spec.prefix, name);
         let bfd = match self.mode {
             BfdMode::Native => nb_bfd_states(&self.nb, &key),
             BfdMode::Monitor => BTreeMap::new(),
@@ -237,7 +270,50 @@ impl<O: Outputs> Reconciler<O> {
             nb_operations,
             ready: next.ready,
             reason: ready_reason,
+            requeue_after,
         })
+    }
+
+    /// One scaling step, remembering when a scale-down started.
+    fn drain_step(
+        &self,
+        key: &str,
+        current: Option<i32>,
+        wanted: i32,
+        inputs: &GatewayInputs,
+        now: &Time,
+    ) -> drain::Drain {
+        let Ok(mut drains) = self.drains.lock() else {
+            return drain::decide(
+                current,
+                wanted,
+                &inputs.instances,
+                None,
+                now.0,
+                self.drain_window,
+            );
+        };
+        let step = drain::decide(
+            current,
+            wanted,
+            &inputs.instances,
+            drains.get(key).copied(),
+            now.0,
+            self.drain_window,
+        );
+        match step.started {
+            Some(started) => {
+                if !drains.contains_key(key) {
+                    info!(gateway = %key, leaving = ?step.leaving, window_ms = self.drain_window.as_millis() as u64,
+                        "scaling down: leaving instances are out of the nexthops first");
+                }
+                drains.insert(key.to_owned(), started);
+            }
+            None => {
+                drains.remove(key);
+            }
+        }
+        step
     }
 
     /// Removes every NB row of a gateway (the finalizer's work).
@@ -285,6 +361,30 @@ impl<O: Outputs> Reconciler<O> {
             .remove(&inputs.key)
             .unwrap_or_default()
     }
+}
+
+/// The inputs without some instances' nexthops (they are leaving).
+fn without_instances(
+    inputs: &GatewayInputs,
+    leaving: &std::collections::BTreeSet<String>,
+) -> GatewayInputs {
+    let mut planned = inputs.clone();
+    if leaving.is_empty() {
+        return planned;
+    }
+    let gone: std::collections::BTreeSet<IpAddr> = inputs
+        .instances
+        .iter()
+        .filter(|instance| leaving.contains(&instance.pod))
+        .flat_map(|instance| instance.internal_ips.iter().copied())
+        .collect();
+    for family in planned.families.values_mut() {
+        for hops in family.nexthops.values_mut() {
+            hops.retain(|hop| !gone.contains(hop));
+        }
+        family.nexthops.retain(|_, hops| !hops.is_empty());
+    }
+    planned
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! writes nothing; a bad spec → its condition and no NB write, others unaffected; an
 //! overlapping newer gateway is held back; delete → every row gone.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,7 +19,8 @@ use crate::test_server as server;
 
 #[derive(Default)]
 struct Recorder {
-    deployments: Mutex<Vec<String>>,
+    deployments: Mutex<Vec<(String, i32)>>,
+    annotations: Mutex<Vec<(String, String)>>,
     statuses: Mutex<Vec<(String, VpcEgressGatewayStatus)>>,
     events: Mutex<Vec<(String, String, String)>>,
 }
@@ -26,7 +28,14 @@ struct Recorder {
 impl Outputs for &Recorder {
     async fn apply_deployment(&self, deployment: &Deployment) -> Result<(), String> {
         if let Ok(mut list) = self.deployments.lock() {
-            list.push(deployment.metadata.name.clone().unwrap_or_default());
+            list.push((
+                deployment.metadata.name.clone().unwrap_or_default(),
+                deployment
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(0),
+            ));
         }
         Ok(())
     }
@@ -38,6 +47,18 @@ impl Outputs for &Recorder {
     ) -> Result<(), String> {
         if let Ok(mut list) = self.statuses.lock() {
             list.push((name.to_owned(), status.clone()));
+        }
+        Ok(())
+    }
+    async fn annotate_pod(
+        &self,
+        _namespace: &str,
+        pod: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), String> {
+        if let Ok(mut list) = self.annotations.lock() {
+            list.push((pod.to_owned(), format!("{key}={value}")));
         }
         Ok(())
     }
@@ -141,7 +162,7 @@ async fn a_gateway_from_create_to_delete() -> anyhow::Result<()> {
             .lock()
             .map(|d| d.clone())
             .unwrap_or_default()
-            == ["gateway1"]
+            == [("gateway1".to_owned(), 2)]
     );
     store_status(&mut snapshot, &gateway1, last_status(&recorder, "gateway1"));
 
@@ -336,6 +357,87 @@ async fn bad_specs_get_conditions_and_no_nb_write() -> anyhow::Result<()> {
     anyhow::ensure!(
         recorder.deployments.lock().map(|d| d.len()).unwrap_or(0) == 1,
         "a bad spec got a Deployment"
+    );
+    Ok(())
+}
+
+/// Scale 3 → 2: the leaving instance is out of the nexthops at once and marked for deletion;
+/// the Deployment keeps 3 replicas for the drain window, then gets 2.
+#[tokio::test]
+async fn scale_down_drains_before_the_pod_goes() -> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = nb().await?;
+    let recorder = Recorder::default();
+    let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
+    let mut snapshot = cluster();
+    let mut spec = base_spec();
+    merge(&mut spec, json!({"replicas": 2}));
+    snapshot.put_gateway(gateway(spec));
+    for (pod, ip) in [
+        ("gw-a", "198.18.0.12"),
+        ("gw-b", "198.18.0.13"),
+        ("gw-c", "198.18.0.14"),
+    ] {
+        snapshot.put_pod(instance(pod, "worker1", ip, Some("198.51.100.11"), true));
+    }
+    snapshot.put_deployment(from(json!({
+        "metadata": {"name": "gateway1", "namespace": "default", "generation": 1},
+        "spec": {"replicas": 3, "selector": {}, "template": {}},
+        "status": {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3}
+    })));
+    let nexthops = |client: &Client| -> BTreeSet<String> {
+        client
+            .replica()
+            .table("Logical_Router_Policy")
+            .flat_map(|(_, row)| row.get("nexthops").map(Value::as_set).unwrap_or_default())
+            .filter_map(|atom| atom.as_str().map(str::to_owned))
+            .collect()
+    };
+    let first = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(100))
+        .await?;
+    anyhow::ensure!(
+        first.requeue_after == Some(Duration::from_secs(5)),
+        "{first:?}"
+    );
+    anyhow::ensure!(
+        nexthops(&client) == BTreeSet::from(["198.18.0.12".to_owned(), "198.18.0.13".to_owned()]),
+        "the leaving instance still gets traffic: {:?}",
+        nexthops(&client)
+    );
+    anyhow::ensure!(
+        recorder
+            .annotations
+            .lock()
+            .map(|a| a.clone())
+            .unwrap_or_default()
+            == [(
+                "gw-c".to_owned(),
+                "controller.kubernetes.io/pod-deletion-cost=-1000".to_owned()
+            )]
+    );
+    let replicas = |recorder: &Recorder| {
+        recorder
+            .deployments
+            .lock()
+            .ok()
+            .and_then(|d| d.last().map(|(_, r)| *r))
+    };
+    anyhow::ensure!(replicas(&recorder) == Some(3), "scaled before the window");
+    let during = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(103))
+        .await?;
+    anyhow::ensure!(
+        during.requeue_after == Some(Duration::from_secs(2)) && replicas(&recorder) == Some(3)
+    );
+    let after = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(105))
+        .await?;
+    anyhow::ensure!(
+        after.requeue_after.is_none() && replicas(&recorder) == Some(2),
+        "{after:?}"
     );
     Ok(())
 }
