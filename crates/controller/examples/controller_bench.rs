@@ -38,6 +38,13 @@ impl Outputs for NoOutputs {
     async fn annotate_pod(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), String> {
         Ok(())
     }
+    async fn patch_vpc_bfd_port(
+        &self,
+        _: &str,
+        _: Option<&veg_api::kubeovn::BfdPortStatus>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 fn from<T: serde::de::DeserializeOwned>(value: Json) -> Result<T> {

@@ -408,7 +408,11 @@ pub async fn cleanup(
     commit(client, operations).await
 }
 
-async fn commit(client: &Client, operations: Vec<Operation>) -> Result<usize, veg_ovsdb::Error> {
+/// Runs `operations` as one transaction and waits until the replica shows it.
+pub(crate) async fn commit(
+    client: &Client,
+    operations: Vec<Operation>,
+) -> Result<usize, veg_ovsdb::Error> {
     if operations.is_empty() {
         return Ok(0);
     }

@@ -17,6 +17,7 @@ use veg_api::names;
 use veg_api::{BfdState, VpcEgressGateway, VpcEgressGatewayStatus};
 use veg_ovsdb::{Atom, Client, Value};
 
+use crate::bfd_port;
 use crate::conflict::{self, Claim};
 use crate::context::{self, GatewayInputs};
 use crate::drain;
@@ -40,6 +41,12 @@ pub trait Outputs {
     ) -> Result<(), String>;
     /// Records an event on the gateway.
     async fn event(&self, namespace: &str, name: &str, event: &Event);
+    /// Writes a VPC's `status.bfdPort` (`None`: the port is off).
+    async fn patch_vpc_bfd_port(
+        &self,
+        vpc: &str,
+        status: Option<&veg_api::kubeovn::BfdPortStatus>,
+    ) -> Result<(), String>;
     /// Sets an annotation on a gateway Pod (the deletion cost of a leaving instance).
     async fn annotate_pod(
         &self,
@@ -272,6 +279,47 @@ impl<O: Outputs> Reconciler<O> {
             reason: ready_reason,
             requeue_after,
         })
+    }
+
+    /// Reconciles a VPC's BFD port (its LRP and HA_Chassis_Group), then `status.bfdPort`.
+    pub async fn reconcile_vpc(
+        &self,
+        snapshot: &dyn Snapshot,
+        vpc_name: &str,
+    ) -> Result<usize, ReconcileError> {
+        let Some(vpc) = snapshot.vpc(vpc_name) else {
+            return Ok(0);
+        };
+        let plan = bfd_port::plan(vpc, &snapshot.nodes());
+        if let Some(plan) = &plan {
+            if !plan.missing_chassis.is_empty() {
+                warn!(vpc = %vpc_name, nodes = ?plan.missing_chassis,
+                    "chosen nodes without the ovn.kubernetes.io/chassis annotation are left out");
+            }
+            if plan.nodes.is_empty() {
+                warn!(vpc = %vpc_name, "no node for the BFD port: its HA_Chassis_Group is empty");
+            }
+        }
+        let operations = bfd_port::operations(
+            &self.nb.replica(),
+            &self.nb.schema(),
+            vpc_name,
+            plan.as_ref(),
+        );
+        let count = nb::commit(&self.nb, operations).await?;
+        let wanted = plan.map(|plan| veg_api::kubeovn::BfdPortStatus {
+            name: plan.port,
+            ip: plan.networks.join(","),
+            nodes: plan.nodes,
+        });
+        let current = vpc.status.as_ref().and_then(|s| s.bfd_port.clone());
+        if current != wanted {
+            self.outputs
+                .patch_vpc_bfd_port(vpc_name, wanted.as_ref())
+                .await
+                .map_err(ReconcileError::Status)?;
+        }
+        Ok(count)
     }
 
     /// One scaling step, remembering when a scale-down started.

@@ -27,6 +27,8 @@ pub trait Snapshot {
     fn pods_in(&self, namespace: &str) -> Vec<&Pod>;
     /// A node by name.
     fn node(&self, name: &str) -> Option<&Node>;
+    /// Every node.
+    fn nodes(&self) -> Vec<&Node>;
     /// A Deployment.
     fn deployment(&self, namespace: &str, name: &str) -> Option<&Deployment>;
 }
@@ -140,6 +142,9 @@ impl Snapshot for MemorySnapshot {
     }
     fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(name)
+    }
+    fn nodes(&self) -> Vec<&Node> {
+        self.nodes.values().collect()
     }
     fn deployment(&self, namespace: &str, name: &str) -> Option<&Deployment> {
         self.deployments

@@ -21,6 +21,7 @@ use crate::test_server as server;
 struct Recorder {
     deployments: Mutex<Vec<(String, i32)>>,
     annotations: Mutex<Vec<(String, String)>>,
+    vpc_statuses: Mutex<Vec<(String, Option<veg_api::kubeovn::BfdPortStatus>)>>,
     statuses: Mutex<Vec<(String, VpcEgressGatewayStatus)>>,
     events: Mutex<Vec<(String, String, String)>>,
 }
@@ -47,6 +48,16 @@ impl Outputs for &Recorder {
     ) -> Result<(), String> {
         if let Ok(mut list) = self.statuses.lock() {
             list.push((name.to_owned(), status.clone()));
+        }
+        Ok(())
+    }
+    async fn patch_vpc_bfd_port(
+        &self,
+        vpc: &str,
+        status: Option<&veg_api::kubeovn::BfdPortStatus>,
+    ) -> Result<(), String> {
+        if let Ok(mut list) = self.vpc_statuses.lock() {
+            list.push((vpc.to_owned(), status.cloned()));
         }
         Ok(())
     }
@@ -438,6 +449,74 @@ async fn scale_down_drains_before_the_pod_goes() -> anyhow::Result<()> {
     anyhow::ensure!(
         after.requeue_after.is_none() && replicas(&recorder) == Some(2),
         "{after:?}"
+    );
+    Ok(())
+}
+
+/// A VPC's BFD port: created on the VPC's router with its HA group, status.bfdPort written
+/// once; nothing on a second pass; removed (and the status cleared) when disabled.
+#[tokio::test]
+async fn a_vpc_bfd_port_and_its_status() -> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = nb().await?;
+    let recorder = Recorder::default();
+    let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
+    let mut snapshot = cluster();
+    snapshot.put_vpc(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+        "spec": {"bfdPort": {"enabled": true, "ip": "203.0.113.254"}},
+        "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default"}
+    })));
+    for node in ["worker1", "worker2"] {
+        snapshot.put_node(from(json!({"metadata": {"name": node,
+            "annotations": {"ovn.kubernetes.io/chassis": format!("chassis-{node}")}}})));
+    }
+    anyhow::ensure!(reconciler.reconcile_vpc(&snapshot, "ovn-cluster").await? > 0);
+    let written = recorder
+        .vpc_statuses
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_default();
+    let expected = veg_api::kubeovn::BfdPortStatus {
+        name: "bfd@ovn-cluster".into(),
+        ip: "203.0.113.254".into(),
+        nodes: vec!["worker1".into(), "worker2".into()],
+    };
+    anyhow::ensure!(
+        written == [("ovn-cluster".to_owned(), Some(expected.clone()))],
+        "{written:?}"
+    );
+    anyhow::ensure!(client.replica().table("Logical_Router_Port").count() == 1);
+    anyhow::ensure!(client.replica().table("HA_Chassis").count() == 2);
+    // The status is stored: a second pass changes and writes nothing.
+    snapshot.put_vpc(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+        "spec": {"bfdPort": {"enabled": true, "ip": "203.0.113.254"}},
+        "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default",
+                   "bfdPort": {"name": "bfd@ovn-cluster", "ip": "203.0.113.254",
+                               "nodes": ["worker1", "worker2"]}}
+    })));
+    anyhow::ensure!(reconciler.reconcile_vpc(&snapshot, "ovn-cluster").await? == 0);
+    anyhow::ensure!(recorder.vpc_statuses.lock().map(|v| v.len()).unwrap_or(0) == 1);
+    // Disabled: the port goes, the status is cleared.
+    snapshot.put_vpc(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+        "spec": {"bfdPort": {"enabled": false}},
+        "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default",
+                   "bfdPort": {"name": "bfd@ovn-cluster", "ip": "203.0.113.254",
+                               "nodes": ["worker1", "worker2"]}}
+    })));
+    reconciler.reconcile_vpc(&snapshot, "ovn-cluster").await?;
+    anyhow::ensure!(client.replica().table("Logical_Router_Port").count() == 0);
+    anyhow::ensure!(
+        recorder
+            .vpc_statuses
+            .lock()
+            .ok()
+            .and_then(|v| v.last().cloned())
+            == Some(("ovn-cluster".to_owned(), None))
     );
     Ok(())
 }
