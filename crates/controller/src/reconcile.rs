@@ -137,6 +137,43 @@ impl<O> Reconciler<O> {
     }
 }
 
+/// BFD state as the monitor leaves it in the NB (monitor mode): a candidate in a reroute
+/// policy's nexthops has its session Up; a candidate left out is Down.
+fn monitor_bfd_states(client: &Client, key: &str) -> BTreeMap<IpAddr, BfdState> {
+    let owner = ovn::external_ids(key, None);
+    let replica = client.replica();
+    let mut states = BTreeMap::new();
+    for (_, row) in replica.owned_by("Logical_Router_Policy", &owner) {
+        let ids = row
+            .get("external_ids")
+            .map(Value::as_map)
+            .unwrap_or_default();
+        let Some(candidates) = ids
+            .get(&Atom::string(ovn::CANDIDATES))
+            .and_then(|v| v.as_str().map(str::to_owned))
+        else {
+            continue;
+        };
+        let hops: std::collections::BTreeSet<String> = row
+            .get("nexthops")
+            .map(Value::as_set)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect();
+        for candidate in candidates.split(',').filter(|c| !c.is_empty()) {
+            if let Ok(ip) = candidate.parse::<IpAddr>() {
+                let up = hops.contains(candidate);
+                let state = states.entry(ip).or_insert(BfdState::Down);
+                if up {
+                    *state = BfdState::Up;
+                }
+            }
+        }
+    }
+    states
+}
+
 /// BFD state of the NB BFD rows of a gateway, by instance address (native mode).
 fn nb_bfd_states(client: &Client, key: &str) -> BTreeMap<IpAddr, BfdState> {
     let owner = ovn::external_ids(key, None);
@@ -243,7 +280,7 @@ impl<O: Outputs> Reconciler<O> {
         }
         let bfd = match self.mode {
             BfdMode::Native => nb_bfd_states(&self.nb, &key),
-            BfdMode::Monitor => BTreeMap::new(),
+            BfdMode::Monitor => monitor_bfd_states(&self.nb, &key),
         };
         let previous = gateway.status.clone();
         let next = status::status(

@@ -520,3 +520,106 @@ async fn a_vpc_bfd_port_and_its_status() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Monitor mode: the policies carry candidates and timers, the controller leaves the nexthops
+/// alone, and the status reads each instance's BFD state from what the monitor wrote.
+#[tokio::test]
+async fn monitor_mode_status_follows_the_monitors_nexthops() -> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = nb().await?;
+    let recorder = Recorder::default();
+    let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Monitor, "veg:test");
+    let mut snapshot = cluster();
+    snapshot.put_vpc(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+        "spec": {},
+        "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default",
+                   "bfdPort": {"name": "bfd@ovn-cluster", "ip": "203.0.113.254"}}
+    })));
+    let mut spec = base_spec();
+    merge(
+        &mut spec,
+        json!({"bfd": {"enabled": true, "minRX": 100, "minTX": 100}}),
+    );
+    let gateway1 = gateway(spec);
+    snapshot.put_gateway(gateway1.clone());
+    snapshot.put_pod(instance(
+        "gw-a",
+        "worker1",
+        "198.18.0.12",
+        Some("198.51.100.11"),
+        true,
+    ));
+    snapshot.put_pod(instance(
+        "gw-b",
+        "worker2",
+        "198.18.0.13",
+        Some("198.51.100.12"),
+        true,
+    ));
+    reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(100))
+        .await?;
+    // What `veg monitor` does when only gw-a's session is Up.
+    let reroutes: Vec<String> = client
+        .replica()
+        .table("Logical_Router_Policy")
+        .filter(|(_, row)| {
+            row.get("external_ids")
+                .map(Value::as_map)
+                .unwrap_or_default()
+                .contains_key(&veg_ovsdb::Atom::string("veg-candidates"))
+        })
+        .map(|(uuid, _)| uuid.clone())
+        .collect();
+    anyhow::ensure!(reroutes.len() == 2, "{reroutes:?}");
+    let updates: Vec<Operation> = reroutes
+        .iter()
+        .map(|uuid| Operation::Update {
+            table: "Logical_Router_Policy".into(),
+            conditions: vec![veg_ovsdb::Condition::uuid(uuid.as_str())],
+            row: Row::from([("nexthops".to_owned(), Value::string_set(["198.18.0.12"]))]),
+        })
+        .collect();
+    client.transact(&updates).await?;
+    client
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica
+                .table("Logical_Router_Policy")
+                .filter(|(_, row)| {
+                    row.get("nexthops")
+                        .map(Value::as_set)
+                        .unwrap_or_default()
+                        .len()
+                        == 1
+                })
+                .count()
+                == 2
+        })
+        .await?;
+    store_status(&mut snapshot, &gateway1, last_status(&recorder, "gateway1"));
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(110))
+        .await?;
+    anyhow::ensure!(
+        outcome.nb_operations == 0,
+        "the controller rewrote the monitor's nexthops"
+    );
+    let status = last_status(&recorder, "gateway1").unwrap_or_default();
+    let states: Vec<(String, Option<BfdState>)> = status
+        .gateways
+        .iter()
+        .map(|g| (g.pod.clone(), g.bfd))
+        .collect();
+    anyhow::ensure!(
+        states
+            == [
+                ("gw-a".to_owned(), Some(BfdState::Up)),
+                ("gw-b".to_owned(), Some(BfdState::Down))
+            ],
+        "{states:?}"
+    );
+    Ok(())
+}
