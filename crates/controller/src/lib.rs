@@ -15,12 +15,14 @@
 //! - `bfd_port` — a VPC's BFD port `bfd@<vpc>` and its HA_Chassis_Group.
 //! - `monitor` — `veg monitor`: BFD to the candidates, nexthops = the Up ones, a writer lease.
 //! - `reconcile` — one pass of one gateway through all of the above, with an adapter's outputs.
+//! - `queue`, `driver` — the loop both adapters run: updates → keys → passes, with backoff.
 #![warn(missing_docs)]
 
 pub mod bfd_port;
 pub mod conflict;
 pub mod context;
 pub mod drain;
+pub mod driver;
 #[cfg(test)]
 mod fixtures;
 pub mod monitor;
@@ -31,6 +33,7 @@ pub mod nb;
 mod test_server;
 
 pub mod ovn;
+pub mod queue;
 pub mod reconcile;
 pub mod selector;
 pub mod snapshot;

@@ -15,6 +15,8 @@ pub trait Snapshot {
     fn gateways(&self) -> Vec<&VpcEgressGateway>;
     /// A VPC by name.
     fn vpc(&self, name: &str) -> Option<&Vpc>;
+    /// Every VPC.
+    fn vpcs(&self) -> Vec<&Vpc>;
     /// A subnet by name.
     fn subnet(&self, name: &str) -> Option<&Subnet>;
     /// An IP pool by name.
@@ -121,6 +123,9 @@ impl Snapshot for MemorySnapshot {
     }
     fn vpc(&self, name: &str) -> Option<&Vpc> {
         self.vpcs.get(name)
+    }
+    fn vpcs(&self) -> Vec<&Vpc> {
+        self.vpcs.values().collect()
     }
     fn subnet(&self, name: &str) -> Option<&Subnet> {
         self.subnets.get(name)
