@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bfd;
+mod controller;
 mod gateway;
 mod logging;
 mod monitor;
@@ -35,6 +36,8 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Monitor mode: BFD to every gateway instance of a VPC, nexthops = the Up ones.
     Monitor(monitor::MonitorArgs),
+    /// The reconciler: gateways and their surroundings -> OVN rows, Deployments, status.
+    Controller(controller::ControllerArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Bfdctl(args) => bfd::run_control(args),
         Command::Gateway(args) => gateway::run(args),
         Command::Monitor(args) => monitor::run(args),
+        Command::Controller(args) => controller::run(args),
     };
     match outcome {
         Ok(code) => code,

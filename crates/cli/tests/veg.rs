@@ -145,7 +145,14 @@ fn help_lists_the_working_commands() -> Result<()> {
     ensure!(
         commands
             == [
-                "crd", "validate", "bfdd", "bfdctl", "gateway", "monitor", "help"
+                "crd",
+                "validate",
+                "bfdd",
+                "bfdctl",
+                "gateway",
+                "monitor",
+                "controller",
+                "help"
             ],
         "{commands:?}"
     );

@@ -168,6 +168,7 @@ pub async fn run<S: Source, O: Outputs>(
 ) {
     let mut queue = WorkQueue::default();
     let mut index = Index::build(source.snapshot());
+    let mut known = gateway_keys(source.snapshot());
     for key in keys(&index, source.snapshot(), &Update::Resync) {
         queue.push(key, Instant::now());
     }
@@ -189,6 +190,12 @@ pub async fn run<S: Source, O: Outputs>(
                 Some(update) => {
                     if matches!(update, Update::Gateway { .. } | Update::Subnet(_) | Update::Vpc(_) | Update::Resync) {
                         index = Index::build(source.snapshot());
+                        // A gateway gone from the snapshot still needs its cleanup pass.
+                        let current = gateway_keys(source.snapshot());
+                        for gone in known.difference(&current) {
+                            queue.push(gone.clone(), Instant::now());
+                        }
+                        known = current;
                     }
                     let found = keys(&index, source.snapshot(), &update);
                     debug!(?update, keys = ?found, "update");
@@ -206,6 +213,19 @@ pub async fn run<S: Source, O: Outputs>(
             } => {}
         }
     }
+}
+
+fn gateway_keys(snapshot: &dyn Snapshot) -> std::collections::BTreeSet<Key> {
+    snapshot
+        .gateways()
+        .iter()
+        .map(|g| {
+            Key::Gateway(
+                g.metadata.namespace.clone().unwrap_or_default(),
+                g.metadata.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 async fn pass<O: Outputs>(

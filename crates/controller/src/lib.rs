@@ -16,6 +16,7 @@
 //! - `monitor` — `veg monitor`: BFD to the candidates, nexthops = the Up ones, a writer lease.
 //! - `reconcile` — one pass of one gateway through all of the above, with an adapter's outputs.
 //! - `queue`, `driver` — the loop both adapters run: updates → keys → passes, with backoff.
+//! - `files` — the file adapter of the embedded mode: manifests in, JSON decisions out.
 #![warn(missing_docs)]
 
 pub mod bfd_port;
@@ -23,6 +24,7 @@ pub mod conflict;
 pub mod context;
 pub mod drain;
 pub mod driver;
+pub mod files;
 #[cfg(test)]
 mod fixtures;
 pub mod monitor;

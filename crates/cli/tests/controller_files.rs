@@ -1,0 +1,217 @@
+//! `veg controller --source dir:…` end to end: the product description's manifests in a
+//! directory, a real `ovsdb-server` (Debian's NB schema, so `--bfd-mode auto` picks monitor),
+//! the controller as a process: it writes gateway1's OVN rows, its Deployment and status;
+//! a deleted manifest removes every row. Needs ovsdb-server; under CI=true a missing one fails.
+
+#[path = "../../ovsdb/tests/server/mod.rs"]
+mod server;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
+
+const CLUSTER: &str = r#"
+apiVersion: kubeovn.io/v1
+kind: Vpc
+metadata: {name: ovn-cluster}
+spec: {}
+status: {router: ovn-cluster, defaultLogicalSwitch: ovn-default}
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: ovn-default}
+spec: {cidrBlock: 198.18.0.0/16, gateway: 198.18.0.1, provider: ovn}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {kubernetes.io/metadata.name: default}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: default
+  annotations: {ovn.kubernetes.io/allocated: "true", ovn.kubernetes.io/logical_router: ovn-cluster}
+spec: {containers: [], nodeName: kube-ovn-worker}
+status: {phase: Running}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: gateway1-0
+  namespace: default
+  labels: {app: vpc-egress-gateway, ovn.kubernetes.io/vpc-egress-gateway: gateway1}
+  annotations:
+    k8s.v1.cni.cncf.io/network-status: '[{"name": "default/eth1", "ips": ["198.51.100.11"]}]'
+spec: {containers: [], nodeName: kube-ovn-worker}
+status:
+  phase: Running
+  podIPs: [{ip: 198.18.0.12}]
+  conditions: [{type: Ready, status: "True"}]
+"#;
+
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn text(row: &Row, column: &str) -> String {
+    row.get(column)
+        .and_then(Value::as_atom)
+        .and_then(Atom::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn names(client: &Client, table: &str, column: &str) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .replica()
+        .table(table)
+        .map(|(_, row)| text(row, column))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let servers = server::Servers::standalone()?;
+    let nb = format!("unix:{}", servers.socket(0).display());
+    let mut monitor = veg_ovsdb::MonitorSpec::new();
+    for table in [
+        "Logical_Router_Policy",
+        "Address_Set",
+        "Port_Group",
+        "Logical_Switch_Port",
+    ] {
+        monitor.insert(table.to_owned(), Vec::new());
+    }
+    let client = Client::connect(
+        ClientConfig {
+            remotes: Remote::parse_list(&nb)?,
+            database: "OVN_Northbound".into(),
+            leader_only: true,
+            probe_interval: Duration::from_secs(5),
+            monitor,
+            tls: None,
+        },
+        Duration::from_secs(5),
+    )
+    .await?;
+    client
+        .transact(&[
+            Operation::Insert {
+                table: "NB_Global".into(),
+                row: Row::new(),
+                uuid_name: None,
+            },
+            Operation::Insert {
+                table: "Logical_Switch_Port".into(),
+                row: Row::from([("name".to_owned(), Value::string("web.default"))]),
+                uuid_name: Some("web".into()),
+            },
+            Operation::Insert {
+                table: "Logical_Switch".into(),
+                row: Row::from([
+                    ("name".to_owned(), Value::string("ovn-default")),
+                    (
+                        "ports".to_owned(),
+                        Value::Set([Atom::NamedUuid("web".into())].into()),
+                    ),
+                ]),
+                uuid_name: None,
+            },
+            Operation::Insert {
+                table: "Logical_Router".into(),
+                row: Row::from([("name".to_owned(), Value::string("ovn-cluster"))]),
+                uuid_name: None,
+            },
+        ])
+        .await?;
+
+    let dir = std::env::temp_dir().join(format!("vcf{}-manifests", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for file in ["nad.yaml", "subnets.yaml", "gateway.yaml"] {
+        std::fs::copy(examples.join(file), dir.join(file))?;
+    }
+    std::fs::write(dir.join("cluster.yaml"), CLUSTER)?;
+    let output = dir.join("out");
+    let log = std::fs::File::create(dir.join("controller.log"))?;
+    let _controller = Controller(
+        Command::new(env!("CARGO_BIN_EXE_veg"))
+            .args(["controller", "--source", &format!("dir:{}", dir.display())])
+            .args(["--output", &output.to_string_lossy(), "--nb", &nb])
+            .args([
+                "--bfd-mode",
+                "auto",
+                "--poll-ms",
+                "100",
+                "--log-format",
+                "json",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?,
+    );
+    let log = || std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default();
+
+    // gateway1 of the product description: its rows, as Kube-OVN names them.
+    client
+        .wait_for(Duration::from_secs(10), |replica| {
+            replica.table("Logical_Router_Policy").count() == 2
+        })
+        .await
+        .with_context(|| format!("no policies:\n{}", log()))?;
+    ensure!(
+        names(&client, "Logical_Router_Policy", "match")
+            == [
+                "ip4.src == $VEG.8ca38ae7da18.ipv4",
+                "ip4.src == $VEG.8ca38ae7da18_ip4"
+            ]
+    );
+    ensure!(names(&client, "Address_Set", "name") == ["VEG.8ca38ae7da18.ipv4"]);
+    ensure!(names(&client, "Port_Group", "name") == ["VEG.8ca38ae7da18"]);
+    ensure!(
+        log().contains("\"mode\":\"Monitor\""),
+        "auto on Debian's schema must pick monitor:\n{}",
+        log()
+    );
+    // Its Deployment and status are written for the lab's kubelet.
+    let deployment = output.join("deployments/default.gateway1.json");
+    let status = output.join("status/default.gateway1.json");
+    ensure!(
+        server::wait_until(Duration::from_secs(5), || deployment.exists()
+            && status.exists()),
+        "no Deployment/status under {}:\n{}",
+        output.display(),
+        log()
+    );
+    let status: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&status)?)?;
+    ensure!(status["phase"] == "Processing", "{status}");
+
+    // The manifest is deleted: every row goes.
+    std::fs::remove_file(dir.join("gateway.yaml"))?;
+    client
+        .wait_for(Duration::from_secs(10), |replica| {
+            replica.table("Logical_Router_Policy").count() == 0
+                && replica.table("Address_Set").count() == 0
+                && replica.table("Port_Group").count() == 0
+        })
+        .await
+        .with_context(|| format!("rows left after the delete:\n{}", log()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
