@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tracing::info;
 use veg_controller::files::{FileOutputs, FileSource};
 use veg_controller::{BfdModeSetting, Reconciler, driver, nb};
-use veg_ovsdb::{Client, ClientConfig, Remote};
+use veg_ovsdb::{Client, ClientConfig};
 
 use crate::logging::{self, LogFormat};
 
@@ -72,14 +72,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let client = Client::connect(
-            ClientConfig {
-                remotes: Remote::parse_list(&args.nb).context("--nb")?,
-                database: "OVN_Northbound".into(),
-                leader_only: true,
-                probe_interval: Duration::from_secs(5),
-                monitor: nb::monitor_spec(),
-                tls: None,
-            },
+            ClientConfig::northbound(&args.nb, nb::monitor_spec()).context("--nb")?,
             Duration::from_secs(10),
         )
         .await

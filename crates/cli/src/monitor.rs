@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use veg_controller::monitor::{self, MonitorConfig};
-use veg_ovsdb::{ClientConfig, MonitorSpec, Remote};
+use veg_ovsdb::{ClientConfig, MonitorSpec};
 
 use crate::logging::{self, LogFormat};
 
@@ -65,14 +65,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| format!("monitor-{}", std::process::id())),
     };
     let config = MonitorConfig {
-        nb: ClientConfig {
-            remotes: Remote::parse_list(&args.nb).context("--nb")?,
-            database: "OVN_Northbound".into(),
-            leader_only: true,
-            probe_interval: Duration::from_secs(5),
-            monitor: MonitorSpec::new(),
-            tls: None,
-        },
+        nb: ClientConfig::northbound(&args.nb, MonitorSpec::new()).context("--nb")?,
         router: args.vpc,
         locals: args.locals,
         holder,

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
+use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Row, Value};
 
 const CLUSTER: &str = r#"
 apiVersion: kubeovn.io/v1
@@ -97,14 +97,7 @@ async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
         monitor.insert(table.to_owned(), Vec::new());
     }
     let client = Client::connect(
-        ClientConfig {
-            remotes: Remote::parse_list(&nb)?,
-            database: "OVN_Northbound".into(),
-            leader_only: true,
-            probe_interval: Duration::from_secs(5),
-            monitor,
-            tls: None,
-        },
+        ClientConfig::northbound(&nb, monitor)?,
         Duration::from_secs(5),
     )
     .await?;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use support::run;
-use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
+use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Row, Value};
 
 const GATEWAYS: [&str; 2] = ["198.18.0.12", "198.18.0.13"];
 
@@ -242,14 +242,7 @@ async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result
         monitor.insert(table.to_owned(), Vec::new());
     }
     let client = Client::connect(
-        ClientConfig {
-            remotes: Remote::parse_list(&nb)?,
-            database: "OVN_Northbound".into(),
-            leader_only: true,
-            probe_interval: Duration::from_secs(5),
-            monitor,
-            tls: None,
-        },
+        ClientConfig::northbound(&nb, monitor)?,
         Duration::from_secs(5),
     )
     .await?;

@@ -18,7 +18,7 @@ use veg_api::TrafficPolicy;
 use veg_api::names::AddressFamily;
 use veg_controller::context::{BfdInputs, FamilyInputs, GatewayInputs};
 use veg_controller::{BfdMode, nb, ovn};
-use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
+use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Row, Value};
 
 fn ip(text: &str) -> IpAddr {
     text.parse()
@@ -147,14 +147,7 @@ impl Nb {
     }
 
     async fn client(&self) -> Result<Client> {
-        let config = ClientConfig {
-            remotes: Remote::parse_list(&self.remote)?,
-            database: "OVN_Northbound".into(),
-            leader_only: true,
-            probe_interval: Duration::from_secs(5),
-            monitor: nb::monitor_spec(),
-            tls: None,
-        };
+        let config = ClientConfig::northbound(&self.remote, nb::monitor_spec())?;
         Ok(Client::connect(config, Duration::from_secs(5)).await?)
     }
 }
@@ -572,14 +565,7 @@ async fn child_applier() -> Result<()> {
     let Ok(remote) = std::env::var("VEG_NB_CHILD_REMOTE") else {
         return Ok(());
     };
-    let config = ClientConfig {
-        remotes: Remote::parse_list(&remote)?,
-        database: "OVN_Northbound".into(),
-        leader_only: true,
-        probe_interval: Duration::from_secs(5),
-        monitor: nb::monitor_spec(),
-        tls: None,
-    };
+    let config = ClientConfig::northbound(&remote, nb::monitor_spec())?;
     let client = Client::connect(config, Duration::from_secs(5)).await?;
     let desired = ovn::plan(
         &inputs("ovn-cluster", &["198.18.0.12", "198.18.0.13"], None),

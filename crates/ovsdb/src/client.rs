@@ -56,6 +56,21 @@ pub struct ClientConfig {
     pub tls: Option<crate::tls::TlsFiles>,
 }
 
+impl ClientConfig {
+    /// OVN's Northbound database at `remotes` (a comma-separated list, e.g.
+    /// `unix:/run/ovn/ovnnb_db.sock`), leader only, 5 s probes, no TLS, keeping `monitor`.
+    pub fn northbound(remotes: &str, monitor: MonitorSpec) -> Result<Self, Error> {
+        Ok(Self {
+            remotes: Remote::parse_list(remotes)?,
+            database: "OVN_Northbound".into(),
+            leader_only: true,
+            probe_interval: Duration::from_secs(5),
+            monitor,
+            tls: None,
+        })
+    }
+}
+
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 

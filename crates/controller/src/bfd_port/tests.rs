@@ -1,10 +1,8 @@
 //! The BFD port: deterministic node choice, chassis from annotations, and the LRP with its
 //! HA_Chassis_Group against a real ovsdb-server (create, follow node changes, no-op, remove).
 
-use std::time::Duration;
-
 use serde_json::json;
-use veg_ovsdb::{Client, ClientConfig, Remote};
+use veg_ovsdb::Client;
 
 use super::*;
 use crate::fixtures::from;
@@ -129,27 +127,7 @@ async fn the_port_and_its_group_follow_the_nodes_and_go_when_disabled() -> anyho
     if !server::prerequisites() {
         return Ok(());
     }
-    let servers = server::Servers::standalone()?;
-    let monitor = crate::nb::monitor_spec();
-    let client = Client::connect(
-        ClientConfig {
-            remotes: Remote::parse_list(&format!("unix:{}", servers.socket(0).display()))?,
-            database: "OVN_Northbound".into(),
-            leader_only: true,
-            probe_interval: Duration::from_secs(5),
-            monitor,
-            tls: None,
-        },
-        Duration::from_secs(5),
-    )
-    .await?;
-    client
-        .transact(&[Operation::Insert {
-            table: "Logical_Router".into(),
-            row: Row::from([("name".to_owned(), Value::string("ovn-cluster"))]),
-            uuid_name: None,
-        }])
-        .await?;
+    let (_servers, client) = crate::fixtures::test_nb().await?;
     let apply = |plan: Option<BfdPortPlan>| {
         let client = client.clone();
         async move {

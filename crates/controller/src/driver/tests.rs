@@ -11,12 +11,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use veg_api::VpcEgressGatewayStatus;
 use veg_api::kubeovn::BfdPortStatus;
-use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
+use veg_ovsdb::{Atom, Client, Operation, Row, Value};
 
 use super::*;
 use crate::BfdMode;
 use crate::fixtures::*;
-use crate::nb;
+
 use crate::snapshot::MemorySnapshot;
 use crate::status::Event;
 use crate::test_server as server;
@@ -93,19 +93,7 @@ async fn updates_become_passes_with_backoff_until_the_source_ends() -> anyhow::R
     if !server::prerequisites() {
         return Ok(());
     }
-    let servers = server::Servers::standalone()?;
-    let client = Client::connect(
-        ClientConfig {
-            remotes: Remote::parse_list(&format!("unix:{}", servers.socket(0).display()))?,
-            database: "OVN_Northbound".into(),
-            leader_only: true,
-            probe_interval: Duration::from_secs(5),
-            monitor: nb::monitor_spec(),
-            tls: None,
-        },
-        Duration::from_secs(5),
-    )
-    .await?;
+    let (_servers, client) = test_nb().await?;
     let lsp = |name: &str, id: &str| Operation::Insert {
         table: "Logical_Switch_Port".into(),
         row: Row::from([("name".to_owned(), Value::string(name))]),
@@ -113,11 +101,6 @@ async fn updates_become_passes_with_backoff_until_the_source_ends() -> anyhow::R
     };
     client
         .transact(&[
-            Operation::Insert {
-                table: "NB_Global".into(),
-                row: Row::new(),
-                uuid_name: None,
-            },
             lsp("web.default", "l1"),
             lsp("api.default", "l2"),
             Operation::Insert {
@@ -131,11 +114,6 @@ async fn updates_become_passes_with_backoff_until_the_source_ends() -> anyhow::R
                         ),
                     ),
                 ]),
-                uuid_name: None,
-            },
-            Operation::Insert {
-                table: "Logical_Router".into(),
-                row: Row::from([("name".to_owned(), Value::string("ovn-cluster"))]),
                 uuid_name: None,
             },
         ])

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
-use veg_ovsdb::{ClientConfig, Operation, Remote, Row};
+use veg_ovsdb::{Operation, Row};
 
 use super::*;
 use crate::fixtures::*;
@@ -88,34 +88,6 @@ fn at(second: i64) -> Time {
     Time(Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
-async fn nb() -> anyhow::Result<(server::Servers, Client)> {
-    let servers = server::Servers::standalone()?;
-    let config = ClientConfig {
-        remotes: Remote::parse_list(&format!("unix:{}", servers.socket(0).display()))?,
-        database: "OVN_Northbound".into(),
-        leader_only: true,
-        probe_interval: Duration::from_secs(5),
-        monitor: nb::monitor_spec(),
-        tls: None,
-    };
-    let client = Client::connect(config, Duration::from_secs(5)).await?;
-    client
-        .transact(&[
-            Operation::Insert {
-                table: "NB_Global".into(),
-                row: Row::new(),
-                uuid_name: None,
-            },
-            Operation::Insert {
-                table: "Logical_Router".into(),
-                row: Row::from([("name".to_owned(), Value::string("ovn-cluster"))]),
-                uuid_name: None,
-            },
-        ])
-        .await?;
-    Ok((servers, client))
-}
-
 fn policy_count(client: &Client) -> usize {
     client.replica().table("Logical_Router_Policy").count()
 }
@@ -147,7 +119,7 @@ async fn a_gateway_from_create_to_delete() -> anyhow::Result<()> {
     if !server::prerequisites() {
         return Ok(());
     }
-    let (_servers, client) = nb().await?;
+    let (_servers, client) = test_nb().await?;
     let recorder = Recorder::default();
     let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
     let mut snapshot = cluster();
@@ -272,7 +244,7 @@ async fn bad_specs_get_conditions_and_no_nb_write() -> anyhow::Result<()> {
     if !server::prerequisites() {
         return Ok(());
     }
-    let (_servers, client) = nb().await?;
+    let (_servers, client) = test_nb().await?;
     let recorder = Recorder::default();
     let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
     let mut snapshot = cluster();
@@ -379,7 +351,7 @@ async fn scale_down_drains_before_the_pod_goes() -> anyhow::Result<()> {
     if !server::prerequisites() {
         return Ok(());
     }
-    let (_servers, client) = nb().await?;
+    let (_servers, client) = test_nb().await?;
     let recorder = Recorder::default();
     let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
     let mut snapshot = cluster();
@@ -460,7 +432,7 @@ async fn a_vpc_bfd_port_and_its_status() -> anyhow::Result<()> {
     if !server::prerequisites() {
         return Ok(());
     }
-    let (_servers, client) = nb().await?;
+    let (_servers, client) = test_nb().await?;
     let recorder = Recorder::default();
     let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
     let mut snapshot = cluster();
@@ -528,7 +500,7 @@ async fn monitor_mode_status_follows_the_monitors_nexthops() -> anyhow::Result<(
     if !server::prerequisites() {
         return Ok(());
     }
-    let (_servers, client) = nb().await?;
+    let (_servers, client) = test_nb().await?;
     let recorder = Recorder::default();
     let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Monitor, "veg:test");
     let mut snapshot = cluster();
