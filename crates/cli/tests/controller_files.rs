@@ -55,6 +55,15 @@ status:
 
 struct Controller(Child);
 
+/// Removes the test's directory, also when the test fails.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -135,6 +144,7 @@ async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("vcf{}-manifests", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
+    let _cleanup = TempDir(dir.clone());
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     for file in ["nad.yaml", "subnets.yaml", "gateway.yaml"] {
         std::fs::copy(examples.join(file), dir.join(file))?;
@@ -205,6 +215,5 @@ async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
         })
         .await
         .with_context(|| format!("rows left after the delete:\n{}", log()))?;
-    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
