@@ -18,7 +18,10 @@ PACKAGES=(
   util-linux        # setpriv: the gateway tests run the agent with only NET_ADMIN/NET_RAW
   iperf3            # bench/gateway.sh
   openvswitch-common  # ovsdb-server, ovsdb-tool, ovs-appctl for the OVSDB client tests
-  ovn-central       # the OVN Northbound schema
+  ovn-central       # the OVN Northbound schema, ovn-northd
+  openvswitch-switch  # ovs-vswitchd (userspace netdev datapath) for the embedded lab
+  ovn-host          # ovn-controller for the embedded lab
+  ethtool           # the lab turns TX checksum offload off on veths attached to OVS
 )
 
 as_root() {
@@ -32,7 +35,17 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "==> installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # Packages like openvswitch-switch and frr start system services on install; veg runs its own
+  # daemons with private paths, so keep the system ones from starting (policy-rc.d, 101 = no).
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+    || { [ -n "$policy" ] && as_root rm -f "$policy"; exit 1; }
+  [ -n "$policy" ] && as_root rm -f "$policy"
 else
   echo "==> Debian packages: all present"
 fi

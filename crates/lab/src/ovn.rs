@@ -1,0 +1,415 @@
+//! A real single-host OVN under one state directory (`ovn-lab.md` in the shared reference has
+//! the traps): NB and SB databases with `ovn-northd`; a chassis made of an OVS `ovsdb-server`,
+//! `ovs-vswitchd` running inside the lab's host namespace (so its taps never appear in the root
+//! namespace), `br-int` with the netdev datapath, and `ovn-controller` (given its run
+//! directory through `OVN_RUNDIR`: 23.03 has no `--unixctl`). Nothing uses the system's
+//! `/var/run/openvswitch` or services.
+//!
+//! Every daemon is started with a pidfile under the state directory and stopped by that pid
+//! after checking its command line names the directory; `stop` works from the directory alone,
+//! so a crashed lab can be cleaned up.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::error::LabError;
+
+/// Where and how the lab runs.
+#[derive(Clone, Debug)]
+pub struct OvnConfig {
+    /// The private state directory (created; removed by `stop`).
+    pub state_dir: PathBuf,
+    /// Prefix of every network namespace the lab creates.
+    pub prefix: String,
+    /// The chassis name (`system-id`).
+    pub chassis: String,
+}
+
+/// The daemons, in start order (stopped in reverse).
+const DAEMONS: [(&str, &str); 6] = [
+    ("nb", "ovsdb-server"),
+    ("sb", "ovsdb-server"),
+    ("northd", "ovn-northd"),
+    ("ovs", "ovsdb-server"),
+    ("vswitchd", "ovs-vswitchd"),
+    ("controller", "ovn-controller"),
+];
+
+/// What the lab needs, with the Debian package of each.
+const PROGRAMS: [(&str, &str); 8] = [
+    ("ovsdb-server", "openvswitch-common"),
+    ("ovsdb-tool", "openvswitch-common"),
+    ("ovs-vsctl", "openvswitch-common"),
+    ("ovs-vswitchd", "openvswitch-switch"),
+    ("ovn-northd", "ovn-central"),
+    ("ovn-nbctl", "ovn-central"),
+    ("ovn-controller", "ovn-host"),
+    ("ip", "iproute2"),
+];
+
+/// A running OVN.
+#[derive(Debug)]
+pub struct Ovn {
+    dir: PathBuf,
+    host: String,
+    stopped: bool,
+}
+
+fn find(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(program).is_file())
+}
+
+/// Refuses cleanly when the lab cannot run here.
+pub fn check_prerequisites() -> Result<(), LabError> {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().nth(1).map(str::to_owned))
+        .unwrap_or_default();
+    if uid != "0" {
+        return Err(LabError::NotRoot);
+    }
+    for (program, package) in PROGRAMS {
+        if !find(program) {
+            return Err(LabError::Missing { program, package });
+        }
+    }
+    Ok(())
+}
+
+fn run(step: &str, command: &mut Command) -> Result<String, LabError> {
+    let output = command.output().map_err(|error| LabError::Step {
+        step: step.to_owned(),
+        detail: error.to_string(),
+    })?;
+    if !output.status.success() {
+        return Err(LabError::Step {
+            step: step.to_owned(),
+            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn wait(
+    what: &'static str,
+    log: PathBuf,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), LabError> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(LabError::Timeout {
+        what,
+        seconds: limit.as_secs(),
+        log,
+    })
+}
+
+impl Ovn {
+    /// Starts everything; on failure, stops what was started and removes the directory.
+    pub fn start(
+        config: &OvnConfig,
+        progress: &mut dyn FnMut(&str, Duration),
+    ) -> Result<Ovn, LabError> {
+        check_prerequisites()?;
+        let mut ovn = Ovn {
+            dir: config.state_dir.clone(),
+            host: format!("{}host", config.prefix),
+            stopped: false,
+        };
+        match ovn.bring_up(config, progress) {
+            Ok(()) => Ok(ovn),
+            Err(error) => {
+                ovn.stop();
+                Err(error)
+            }
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `unix:` remote of the Northbound database.
+    pub fn nb_remote(&self) -> String {
+        format!("unix:{}", self.path("nb.sock").display())
+    }
+
+    /// `unix:` remote of the Southbound database.
+    pub fn sb_remote(&self) -> String {
+        format!("unix:{}", self.path("sb.sock").display())
+    }
+
+    /// `unix:` remote of the chassis's OVS database.
+    pub fn ovs_remote(&self) -> String {
+        format!("unix:{}", self.path("ovs.sock").display())
+    }
+
+    /// The network namespace `ovs-vswitchd` and `ovn-controller` run in.
+    pub fn host_namespace(&self) -> &str {
+        &self.host
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn daemon(
+        &self,
+        name: &str,
+        program: &str,
+        extra: &[String],
+        namespace: Option<&str>,
+    ) -> Result<(), LabError> {
+        let mut command = match namespace {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, program]);
+                command
+            }
+            None => Command::new(program),
+        };
+        command
+            .args(extra)
+            .arg("--detach")
+            .arg("--no-chdir")
+            .arg(format!(
+                "--pidfile={}",
+                self.path(&format!("{name}.pid")).display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                self.path(&format!("{name}.log")).display()
+            ))
+            .env("OVS_RUNDIR", &self.dir)
+            .env("OVS_DBDIR", &self.dir)
+            .env("OVS_LOGDIR", &self.dir)
+            .env("OVN_RUNDIR", &self.dir)
+            .env("OVN_DBDIR", &self.dir)
+            .env("OVN_LOGDIR", &self.dir);
+        run(&format!("starting {name} ({program})"), &mut command).map(|_| ())
+    }
+
+    fn bring_up(
+        &mut self,
+        config: &OvnConfig,
+        progress: &mut dyn FnMut(&str, Duration),
+    ) -> Result<(), LabError> {
+        let started = Instant::now();
+        std::fs::create_dir_all(&self.dir).map_err(|error| LabError::Step {
+            step: format!("creating {}", self.dir.display()),
+            detail: error.to_string(),
+        })?;
+        let dir = self.dir.display().to_string();
+        // Central: the databases and northd.
+        for (name, schema) in [
+            ("nb", "/usr/share/ovn/ovn-nb.ovsschema"),
+            ("sb", "/usr/share/ovn/ovn-sb.ovsschema"),
+            ("ovs", "/usr/share/openvswitch/vswitch.ovsschema"),
+        ] {
+            run(
+                &format!("creating the {name} database"),
+                Command::new("ovsdb-tool").args(["create", &format!("{dir}/{name}.db"), schema]),
+            )?;
+        }
+        for name in ["nb", "sb"] {
+            self.daemon(
+                name,
+                "ovsdb-server",
+                &[
+                    format!("--remote=punix:{dir}/{name}.sock"),
+                    format!("--unixctl={dir}/{name}.ctl"),
+                    format!("{dir}/{name}.db"),
+                ],
+                None,
+            )?;
+        }
+        self.daemon(
+            "northd",
+            "ovn-northd",
+            &[
+                format!("--ovnnb-db={}", self.nb_remote()),
+                format!("--ovnsb-db={}", self.sb_remote()),
+                format!("--unixctl={dir}/northd.ctl"),
+            ],
+            None,
+        )?;
+        progress("OVN central (NB, SB, northd)", started.elapsed());
+
+        // The chassis: OVS in its own namespace, then ovn-controller.
+        run(
+            "creating the host namespace",
+            Command::new("ip").args(["netns", "add", &self.host]),
+        )?;
+        run(
+            "lo up",
+            Command::new("ip").args(["-n", &self.host, "link", "set", "lo", "up"]),
+        )?;
+        self.daemon(
+            "ovs",
+            "ovsdb-server",
+            &[
+                format!("--remote=punix:{dir}/ovs.sock"),
+                format!("--unixctl={dir}/ovs.ctl"),
+                format!("{dir}/ovs.db"),
+            ],
+            None,
+        )?;
+        let vsctl = |args: &[&str]| -> Result<String, LabError> {
+            let mut command = Command::new("ovs-vsctl");
+            command
+                .arg(format!("--db={}", self.ovs_remote()))
+                .args(args);
+            run(&format!("ovs-vsctl {}", args.join(" ")), &mut command)
+        };
+        vsctl(&["--no-wait", "init"])?;
+        self.daemon(
+            "vswitchd",
+            "ovs-vswitchd",
+            &[self.ovs_remote(), format!("--unixctl={dir}/vswitchd.ctl")],
+            Some(&self.host),
+        )?;
+        vsctl(&[
+            "add-br",
+            "br-int",
+            "--",
+            "set",
+            "bridge",
+            "br-int",
+            "datapath_type=netdev",
+            "fail_mode=secure",
+        ])?;
+        vsctl(&[
+            "set",
+            "open_vswitch",
+            ".",
+            &format!("external_ids:system-id={}", config.chassis),
+            &format!("external_ids:ovn-remote={}", self.sb_remote()),
+            "external_ids:ovn-encap-type=geneve",
+            "external_ids:ovn-encap-ip=127.0.0.1",
+            "external_ids:ovn-bridge-datapath-type=netdev",
+        ])?;
+        self.daemon(
+            "controller",
+            "ovn-controller",
+            &[self.ovs_remote()],
+            Some(&self.host),
+        )?;
+        progress(
+            "OVN chassis (OVS netdev, ovn-controller)",
+            started.elapsed(),
+        );
+
+        let sb = self.sb_remote();
+        let chassis = config.chassis.clone();
+        wait(
+            "the chassis in the Southbound database",
+            self.path("controller.log"),
+            Duration::from_secs(15),
+            || {
+                Command::new("ovn-sbctl")
+                    .args([
+                        &format!("--db={sb}"),
+                        "--bare",
+                        "--columns=name",
+                        "list",
+                        "Chassis",
+                    ])
+                    .output()
+                    .is_ok_and(|out| {
+                        String::from_utf8_lossy(&out.stdout)
+                            .lines()
+                            .any(|l| l.trim() == chassis)
+                    })
+            },
+        )?;
+        progress("chassis registered", started.elapsed());
+        info!(dir = %dir, took_ms = started.elapsed().as_millis() as u64, "OVN up");
+        Ok(())
+    }
+
+    /// Stops every daemon this lab started and removes its namespaces and directory.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        stop_dir(&self.dir, std::slice::from_ref(&self.host));
+    }
+}
+
+impl Drop for Ovn {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether `pid` runs (an exited daemon may stay a zombie until init reaps it: `--detach`
+/// reparents it).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .next()?
+                .to_owned();
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// Stops the daemons whose pidfiles are in `dir` (only processes whose command line names
+/// `dir`), deletes `namespaces`, and removes `dir`. Safe to run after a crash.
+pub fn stop_dir(dir: &Path, namespaces: &[String]) {
+    let marker = dir.display().to_string();
+    for (name, _) in DAEMONS.iter().rev() {
+        let pidfile = dir.join(format!("{name}.pid"));
+        let Ok(text) = std::fs::read_to_string(&pidfile) else {
+            continue;
+        };
+        let Ok(pid) = text.trim().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(&marker) {
+            continue; // not ours (a reused pid)
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if alive(pid) {
+            warn!(pid, name, "did not stop on SIGTERM; killing");
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+    for namespace in namespaces {
+        let _ = Command::new("ip")
+            .args(["netns", "del", namespace])
+            .status();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
