@@ -5,13 +5,17 @@
 //!
 //! # Layout
 //! - `ovn` — bringing OVN up and down.
+//! - `topology` — the VPC router, subnets with their allow policies, Pods as namespaces.
 //! - `error` — [`LabError`].
 //!
-//! The topology, the Pods and the `veg lab` commands are still to come (issue 8).
+//! The lab's kubelet, the external network and the `veg lab` commands are still to come
+//! (issue 8).
 #![warn(missing_docs)]
 
 mod error;
 pub mod ovn;
+pub mod topology;
 
 pub use error::LabError;
 pub use ovn::{Ovn, OvnConfig};
+pub use topology::{LabPod, LabSubnet};

@@ -38,6 +38,9 @@ const DAEMONS: [(&str, &str); 6] = [
     ("controller", "ovn-controller"),
 ];
 
+/// The file listing the namespaces the lab created.
+const NAMESPACES: &str = "namespaces";
+
 /// What the lab needs, with the Debian package of each.
 const PROGRAMS: [(&str, &str); 8] = [
     ("ovsdb-server", "openvswitch-common"),
@@ -54,6 +57,7 @@ const PROGRAMS: [(&str, &str); 8] = [
 #[derive(Debug)]
 pub struct Ovn {
     dir: PathBuf,
+    prefix: String,
     host: String,
     stopped: bool,
 }
@@ -128,6 +132,7 @@ impl Ovn {
         check_prerequisites()?;
         let mut ovn = Ovn {
             dir: config.state_dir.clone(),
+            prefix: config.prefix.clone(),
             host: format!("{}host", config.prefix),
             stopped: false,
         };
@@ -162,6 +167,11 @@ impl Ovn {
     /// The network namespace `ovs-vswitchd` and `ovn-controller` run in.
     pub fn host_namespace(&self) -> &str {
         &self.host
+    }
+
+    /// The prefix of the lab's namespaces and interfaces.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The state directory.
@@ -252,14 +262,8 @@ impl Ovn {
         progress("OVN central (NB, SB, northd)", started.elapsed());
 
         // The chassis: OVS in its own namespace, then ovn-controller.
-        run(
-            "creating the host namespace",
-            Command::new("ip").args(["netns", "add", &self.host]),
-        )?;
-        run(
-            "lo up",
-            Command::new("ip").args(["-n", &self.host, "link", "set", "lo", "up"]),
-        )?;
+        let host = self.host.clone();
+        self.create_namespace(&host)?;
         self.daemon(
             "ovs",
             "ovsdb-server",
@@ -343,6 +347,30 @@ impl Ovn {
         Ok(())
     }
 
+    /// Creates a network namespace (lo up) and records it, so `stop` deletes it even after a
+    /// crash.
+    pub fn create_namespace(&self, name: &str) -> Result<(), LabError> {
+        use std::io::Write as _;
+        run(
+            &format!("creating namespace {name}"),
+            Command::new("ip").args(["netns", "add", name]),
+        )?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(NAMESPACES))
+            .map_err(|error| LabError::Step {
+                step: "recording a namespace".into(),
+                detail: error.to_string(),
+            })?;
+        let _ = writeln!(file, "{name}");
+        run(
+            "lo up",
+            Command::new("ip").args(["-n", name, "link", "set", "lo", "up"]),
+        )?;
+        Ok(())
+    }
+
     /// Stops every daemon this lab started and removes its namespaces and directory.
     pub fn stop(&mut self) {
         if self.stopped {
@@ -406,9 +434,18 @@ pub fn stop_dir(dir: &Path, namespaces: &[String]) {
                 .status();
         }
     }
-    for namespace in namespaces {
+    let recorded = std::fs::read_to_string(dir.join(NAMESPACES)).unwrap_or_default();
+    let recorded = recorded
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned);
+    let all: std::collections::BTreeSet<String> =
+        namespaces.iter().cloned().chain(recorded).collect();
+    for namespace in all {
         let _ = Command::new("ip")
-            .args(["netns", "del", namespace])
+            .args(["netns", "del", &namespace])
+            .stderr(std::process::Stdio::null())
             .status();
     }
     let _ = std::fs::remove_dir_all(dir);

@@ -1,0 +1,201 @@
+//! Pods as namespaces on a real OVN: two subnets on one VPC router; a Pod of each talks to the
+//! other through the router over TCP and UDP, IPv4 and IPv6, and the peer sees the Pod's own
+//! address. Needs root, the OVN/OVS packages, python3 and ethtool; under CI=true a missing one
+//! fails the test.
+
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use veg_lab::{LabPod, LabSubnet, Ovn, OvnConfig};
+
+const ECHO: &str = r#"
+import socket, sys, threading
+port = int(sys.argv[1])
+def serve(family, kind, address):
+    s = socket.socket(family, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((address, port))
+    if kind == socket.SOCK_STREAM:
+        s.listen(16)
+        while True:
+            c, peer = s.accept(); c.sendall((peer[0] + "\n").encode()); c.close()
+    while True:
+        data, peer = s.recvfrom(2048); s.sendto((peer[0] + "\n").encode(), peer)
+for family, address in [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        threading.Thread(target=serve, args=(family, kind, address), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+
+const ASK: &str = r#"
+import socket, sys
+proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+for attempt in range(20):
+    try:
+        if proto == "tcp":
+            s = socket.create_connection((host, port), timeout=1)
+            print(s.recv(100).decode().strip()); break
+        s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(0.5)
+        s.sendto(b"?", (host, port)); print(s.recvfrom(100)[0].decode().strip()); break
+    except OSError:
+        continue
+"#;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn net(text: &str) -> ipnet::IpNet {
+    text.parse()
+        .unwrap_or_else(|_| ipnet::IpNet::from(IpAddr::from([0, 0, 0, 0])))
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+#[test]
+fn pods_of_two_subnets_talk_through_the_vpc_router() -> Result<()> {
+    match veg_lab::ovn::check_prerequisites() {
+        Ok(()) => {}
+        Err(error) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("the lab cannot run under CI: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipped: {error}");
+            return Ok(());
+        }
+    }
+    let id = format!("vt{}", std::process::id() % 10000);
+    let dir = std::env::temp_dir().join(format!("{id}-ovn"));
+    let ovn = Ovn::start(
+        &OvnConfig {
+            state_dir: dir.clone(),
+            prefix: id.clone(),
+            chassis: format!("{id}-chassis"),
+        },
+        &mut |_, _| {},
+    )?;
+    let started = Instant::now();
+    ovn.add_router("ovn-cluster")?;
+    for (name, v4, v6, gw4, gw6) in [
+        (
+            "subnet-a",
+            "198.18.1.0/24",
+            "2001:db8:1::/64",
+            "198.18.1.1",
+            "2001:db8:1::1",
+        ),
+        (
+            "subnet-b",
+            "198.18.2.0/24",
+            "2001:db8:2::/64",
+            "198.18.2.1",
+            "2001:db8:2::1",
+        ),
+    ] {
+        ovn.add_subnet(
+            "ovn-cluster",
+            &LabSubnet {
+                name: name.into(),
+                cidrs: vec![net(v4), net(v6)],
+                gateways: vec![ip(gw4), ip(gw6)],
+            },
+        )?;
+    }
+    let pod = |name: &str, v4: &str, v6: &str, gw4: &str, gw6: &str| LabPod {
+        name: name.into(),
+        namespace: "default".into(),
+        addresses: vec![net(v4), net(v6)],
+        gateways: vec![ip(gw4), ip(gw6)],
+    };
+    let a = ovn.add_pod(
+        "subnet-a",
+        &pod(
+            "a1",
+            "198.18.1.10/24",
+            "2001:db8:1::10/64",
+            "198.18.1.1",
+            "2001:db8:1::1",
+        ),
+        0,
+    )?;
+    let b = ovn.add_pod(
+        "subnet-b",
+        &pod(
+            "b1",
+            "198.18.2.10/24",
+            "2001:db8:2::10/64",
+            "198.18.2.1",
+            "2001:db8:2::1",
+        ),
+        1,
+    )?;
+    ovn.sync()?;
+    eprintln!("topology and two Pods in {:?}", started.elapsed());
+
+    let scripts = dir.join("scripts");
+    std::fs::create_dir_all(&scripts)?;
+    std::fs::write(scripts.join("echo.py"), ECHO)?;
+    std::fs::write(scripts.join("ask.py"), ASK)?;
+    let log = scripts.join("echo.log");
+    let _server = Server(
+        Command::new("ip")
+            .args(["netns", "exec", &b, "python3"])
+            .arg(scripts.join("echo.py"))
+            .arg("7777")
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        ensure!(Instant::now() < deadline, "the echo service did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (proto, target, want) in [
+        ("tcp", "198.18.2.10", "198.18.1.10"),
+        ("udp", "198.18.2.10", "198.18.1.10"),
+        ("tcp", "2001:db8:2::10", "2001:db8:1::10"),
+        ("udp", "2001:db8:2::10", "2001:db8:1::10"),
+    ] {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &a, "python3"])
+            .arg(scripts.join("ask.py"))
+            .args([proto, target, "7777"])
+            .output()?;
+        let seen = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        ensure!(
+            seen == want,
+            "{proto} a1 → {target}: seen as {seen:?}, want {want} ({})",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // The port names are Kube-OVN's.
+    let ports = ovn.nbctl(&["--bare", "--columns=name", "list", "Logical_Switch_Port"])?;
+    ensure!(ports.lines().any(|l| l.trim() == "a1.default"), "{ports}");
+    let policies = ovn.nbctl(&["lr-policy-list", "ovn-cluster"])?;
+    ensure!(policies.matches("31000").count() == 4, "{policies}");
+    drop(ovn);
+    ensure!(!dir.exists(), "the lab left {}", dir.display());
+    let namespaces = Command::new("ip").args(["netns", "list"]).output()?;
+    ensure!(
+        !String::from_utf8_lossy(&namespaces.stdout).contains(&id),
+        "namespaces left"
+    );
+    Ok(())
+}
