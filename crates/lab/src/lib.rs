@@ -6,13 +6,16 @@
 //! # Layout
 //! - `ovn` — bringing OVN up and down.
 //! - `topology` — the VPC router, subnets with their allow policies, Pods as namespaces.
+//! - `external` — the external network (a bridge) and gateway Pods' second leg.
+//! - `kubelet` — gateway Deployments → gateway Pods with their containers as processes.
 //! - `error` — [`LabError`].
 //!
-//! The lab's kubelet, the external network and the `veg lab` commands are still to come
-//! (issue 8).
+//! The `veg lab` commands and the demo are still to come (issue 8).
 #![warn(missing_docs)]
 
 mod error;
+pub mod external;
+pub mod kubelet;
 pub mod ovn;
 pub mod topology;
 

@@ -130,6 +130,9 @@ impl Ovn {
         progress: &mut dyn FnMut(&str, Duration),
     ) -> Result<Ovn, LabError> {
         check_prerequisites()?;
+        // `--detach` reparents the daemons; as their subreaper this process reaps them when
+        // they stop, so no zombie is left behind.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
         let mut ovn = Ovn {
             dir: config.state_dir.clone(),
             prefix: config.prefix.clone(),
@@ -432,6 +435,21 @@ pub fn stop_dir(dir: &Path, namespaces: &[String]) {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();
+        }
+        // Reap it if it is ours (we are the subreaper of detached daemons we started).
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = nix::sys::wait::waitpid(
+                nix::unistd::Pid::from_raw(raw),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(raw),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
     let recorded = std::fs::read_to_string(dir.join(NAMESPACES)).unwrap_or_default();

@@ -1,0 +1,102 @@
+//! The external network: a namespace with a bridge (what macvlan Pods share) and the external
+//! host's addresses on it; gateway Pods get their second leg (`net1`) as a veth into it, as
+//! Multus would attach them.
+
+use std::process::Command;
+
+use ipnet::IpNet;
+
+use crate::error::LabError;
+use crate::ovn::Ovn;
+
+fn ip(args: &[&str]) -> Result<(), LabError> {
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|error| LabError::Step {
+            step: format!("ip {}", args.join(" ")),
+            detail: error.to_string(),
+        })?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Step {
+            step: format!("ip {}", args.join(" ")),
+            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
+impl Ovn {
+    /// The external network's namespace name.
+    pub fn external_namespace(&self) -> String {
+        format!("{}ext", self.prefix())
+    }
+
+    /// Creates the external network with the external host's `addresses` on its bridge.
+    pub fn add_external(&self, addresses: &[IpNet]) -> Result<String, LabError> {
+        let ns = self.external_namespace();
+        self.create_namespace(&ns)?;
+        for key in ["default", "all"] {
+            let sysctl = format!("net.ipv6.conf.{key}.accept_dad=0");
+            let output = Command::new("ip")
+                .args(["netns", "exec", &ns, "sysctl", "-qw", &sysctl])
+                .output()
+                .map_err(|error| LabError::Step {
+                    step: sysctl.clone(),
+                    detail: error.to_string(),
+                })?;
+            if !output.status.success() {
+                return Err(LabError::Step {
+                    step: sysctl,
+                    detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                });
+            }
+        }
+        ip(&["-n", &ns, "link", "add", "br-ext", "type", "bridge"])?;
+        for address in addresses {
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &address.to_string(),
+                "dev",
+                "br-ext",
+                "nodad",
+            ])?;
+        }
+        ip(&["-n", &ns, "link", "set", "br-ext", "up"])?;
+        Ok(ns)
+    }
+
+    /// Gives the Pod namespace `pod_ns` an interface `net1` on the external bridge, with
+    /// `addresses`. `index` keeps the bridge-side names apart.
+    pub fn attach_external(
+        &self,
+        pod_ns: &str,
+        addresses: &[IpNet],
+        index: usize,
+    ) -> Result<(), LabError> {
+        let ns = self.external_namespace();
+        let port = format!("{}x{index}", self.prefix());
+        ip(&[
+            "-n", &ns, "link", "add", &port, "type", "veth", "peer", "name", "net1", "netns",
+            pod_ns,
+        ])?;
+        ip(&["-n", &ns, "link", "set", &port, "master", "br-ext", "up"])?;
+        for address in addresses {
+            ip(&[
+                "-n",
+                pod_ns,
+                "addr",
+                "add",
+                &address.to_string(),
+                "dev",
+                "net1",
+                "nodad",
+            ])?;
+        }
+        ip(&["-n", pod_ns, "link", "set", "net1", "up"])
+    }
+}
