@@ -145,7 +145,10 @@ fn annotations(gateway: &VpcEgressGateway, inputs: &GatewayInputs) -> BTreeMap<S
     };
     let mut internal_routes = BTreeSet::new();
     for ip in &workload.bfd_ips {
-        if let Some(gw) = internal_gateway(family_of(ip)) {
+        // On-link (monitor mode, the monitor on the gateways' switch): no route via the router,
+        // which would cost the BFD packets a hop.
+        let on_link = workload.internal_cidrs.iter().any(|cidr| cidr.contains(ip));
+        if let Some(gw) = internal_gateway(family_of(ip)).filter(|_| !on_link) {
             internal_routes.insert((IpNet::from(*ip).to_string(), gw.to_string()));
         }
     }

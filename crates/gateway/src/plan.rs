@@ -281,7 +281,13 @@ fn plan_family(config: &GatewayConfig, family: Family, input: &FamilyConfig, pla
     for source in sources.into_iter().filter(|net| !inside(net)) {
         plan.routes.push(via_internal(source));
     }
-    for peer in &input.bfd_peers {
+    // A peer on the internal subnet (`veg monitor` on the gateways' switch) is on-link: a
+    // route through the router would cost its packets a hop (TTL 254) and break GTSM.
+    for peer in input
+        .bfd_peers
+        .iter()
+        .filter(|peer| !inside(&IpNet::from(**peer)))
+    {
         plan.routes.push(via_internal(IpNet::from(*peer)));
     }
 

@@ -254,3 +254,33 @@ fn bandwidth_quantities_become_mbps() {
         assert_eq!(mbps(&rate), want, "{rate:?}");
     }
 }
+
+#[test]
+fn an_on_link_bfd_address_gets_no_route_via_the_router() {
+    let mut snapshot = cluster();
+    snapshot.put_vpc(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+        "spec": {},
+        "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default",
+                   "bfdPort": {"name": "bfd@ovn-cluster", "ip": "198.18.0.253"}}
+    })));
+    snapshot.put_subnet(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "ovn-default"},
+        "spec": {"cidrBlock": "198.18.0.0/16", "gateway": "198.18.0.1", "provider": "ovn"}})));
+    snapshot.put_subnet(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "macvlan1"},
+        "spec": {"cidrBlock": "198.51.100.0/24", "gateway": "198.51.100.1", "provider": "eth1.default"}})));
+    let mut spec = base_spec();
+    merge(&mut spec, json!({"bfd": {"enabled": true}}));
+    let gateway = gateway(spec);
+    let inputs = match resolve(&gateway, &snapshot) {
+        Ok(inputs) => inputs,
+        Err(problem) => panic!("{problem}"),
+    };
+    let deployment = render(&gateway, &inputs, "veg:test");
+    let routes = template_annotations(&deployment)
+        .get("ovn.kubernetes.io/routes")
+        .cloned()
+        .unwrap_or_default();
+    assert!(!routes.contains("198.18.0.253"), "{routes}");
+}

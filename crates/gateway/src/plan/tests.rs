@@ -280,3 +280,20 @@ fn rendered_tables_pass_nft_check() -> Result<(), Box<dyn std::error::Error>> {
     }
     Ok(())
 }
+
+/// A BFD peer on the internal subnet (`veg monitor` next to the gateways) is on-link: no route
+/// through the router, which would cost its packets a hop and fail GTSM.
+#[test]
+fn an_on_link_bfd_peer_gets_no_route() -> Result<(), PlanError> {
+    let mut family = v4();
+    family.bfd_peers = vec![ip("198.18.0.253"), ip("203.0.113.254")];
+    let plan = plan(&config(Some(family), None))?;
+    let peers: Vec<String> = plan
+        .routes
+        .iter()
+        .filter(|r| r.destination.prefix_len() == 32)
+        .map(|r| r.destination.to_string())
+        .collect();
+    assert_eq!(peers, ["203.0.113.254/32"]);
+    Ok(())
+}
