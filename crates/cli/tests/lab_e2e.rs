@@ -172,7 +172,7 @@ fn a_selected_pod_leaves_through_the_gateway_snat() -> Result<()> {
             .stderr(Stdio::null())
             .spawn()?,
     );
-    let controller_log = dir.join("controller.log");
+    let controller_log = dir.join("veg-controller.log");
     guard.0.push(
         Command::new(env!("CARGO_BIN_EXE_veg"))
             .args([
@@ -195,8 +195,8 @@ fn a_selected_pod_leaves_through_the_gateway_snat() -> Result<()> {
                 "json",
             ])
             .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&controller_log)?)
-            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&controller_log)?)
             .spawn()?,
     );
     let log = || std::fs::read_to_string(&controller_log).unwrap_or_default();
@@ -279,6 +279,323 @@ fn a_selected_pod_leaves_through_the_gateway_snat() -> Result<()> {
             .unwrap_or_default()
     );
     eprintln!("the external host saw {seen} (the gateway's net1)");
+    drop(guard);
+    drop(kubelet);
+    drop(ovn);
+    ensure!(!dir.exists(), "the lab left {}", dir.display());
+    Ok(())
+}
+
+const BFD_MANIFESTS: &str = r#"
+apiVersion: kubeovn.io/v1
+kind: Vpc
+metadata: {name: ovn-cluster}
+spec: {}
+status:
+  router: ovn-cluster
+  defaultLogicalSwitch: ovn-default
+  bfdPort: {name: bfd@ovn-cluster, ip: 198.18.0.253}
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: ovn-default}
+spec: {cidrBlock: 198.18.0.0/16, gateway: 198.18.0.1, provider: ovn}
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: macvlan1}
+spec: {cidrBlock: 198.51.100.0/24, gateway: 198.51.100.1, provider: eth1.default}
+---
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: eth1, namespace: default}
+spec: {config: '{"cniVersion": "0.3.0", "type": "macvlan"}'}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {kubernetes.io/metadata.name: default}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: default
+  annotations: {ovn.kubernetes.io/allocated: "true", ovn.kubernetes.io/logical_router: ovn-cluster}
+spec: {containers: [], nodeName: lab-node}
+status: {phase: Running, podIPs: [{ip: 198.18.0.20}]}
+---
+apiVersion: kubeovn.io/v1
+kind: VpcEgressGateway
+metadata: {name: gateway1, namespace: default}
+spec:
+  replicas: 2
+  externalSubnet: macvlan1
+  podAntiAffinity: Preferred
+  bfd: {enabled: true, minRX: 100, minTX: 100, multiplier: 3}
+  selectors:
+    - namespaceSelector:
+        matchLabels: {kubernetes.io/metadata.name: default}
+"#;
+
+fn ask(web: &str, dir: &Path) -> Option<String> {
+    let output = Command::new("ip")
+        .args(["netns", "exec", web, "python3"])
+        .arg(dir.join("ask1.py"))
+        .args(["198.51.100.1", "7777"])
+        .output()
+        .ok()?;
+    let seen = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (!seen.is_empty()).then_some(seen)
+}
+
+/// Monitor mode end to end: two BFD-enabled instances, `veg monitor` on the gateways' switch
+/// at the VPC's BFD address; both instances become nexthops once their sessions are Up; one
+/// instance crashes → the monitor removes it and the client's traffic keeps leaving through
+/// the other.
+#[test]
+fn a_crashed_instance_is_withdrawn_by_the_monitor() -> Result<()> {
+    match veg_lab::ovn::check_prerequisites() {
+        Ok(()) => {}
+        Err(error) if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("the lab cannot run under CI: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipped: {error}");
+            return Ok(());
+        }
+    }
+    let id = format!("vf{}", std::process::id() % 10000);
+    let dir = std::env::temp_dir().join(format!("{id}-lab"));
+    let ovn = Ovn::start(
+        &OvnConfig {
+            state_dir: dir.clone(),
+            prefix: id.clone(),
+            chassis: format!("{id}-chassis"),
+        },
+        &mut |_, _| {},
+    )?;
+    ovn.add_router("ovn-cluster")?;
+    let internal = LabSubnet {
+        name: "ovn-default".into(),
+        cidrs: vec![net("198.18.0.0/16")],
+        gateways: vec![ip("198.18.0.1")],
+    };
+    ovn.add_subnet("ovn-cluster", &internal)?;
+    ovn.nbctl(&["lr-route-add", "ovn-cluster", "0.0.0.0/0", "198.18.255.254"])?;
+    let external_ns = ovn.add_external(&[net("198.51.100.1/24")])?;
+    let pod = |name: &str, namespace: &str, address: &str, index: usize| {
+        ovn.add_pod(
+            "ovn-default",
+            &LabPod {
+                name: name.into(),
+                namespace: namespace.into(),
+                addresses: vec![net(address)],
+                gateways: vec![ip("198.18.0.1")],
+            },
+            index,
+        )
+    };
+    let web = pod("web", "default", "198.18.0.20/16", 0)?;
+    let monitor_ns = pod("veg-monitor", "kube-system", "198.18.0.253/16", 1)?;
+    let manifests = dir.join("manifests");
+    let output = dir.join("decisions");
+    std::fs::create_dir_all(&manifests)?;
+    std::fs::write(manifests.join("cluster.yaml"), BFD_MANIFESTS)?;
+    std::fs::write(dir.join("echo.py"), ECHO)?;
+    std::fs::write(
+        dir.join("ask1.py"),
+        "import socket, sys\ntry:\n    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.3)\n    print(s.recv(100).decode().strip())\nexcept OSError:\n    pass\n",
+    )?;
+
+    let mut guard = Guard(Vec::new());
+    let echo_log = dir.join("echo.log");
+    guard.0.push(
+        Command::new("ip")
+            .args(["netns", "exec", &external_ns, "python3"])
+            .arg(dir.join("echo.py"))
+            .arg("7777")
+            .stdout(std::fs::File::create(&echo_log)?)
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let controller_log = dir.join("veg-controller.log");
+    guard.0.push(
+        Command::new(env!("CARGO_BIN_EXE_veg"))
+            .args([
+                "controller",
+                "--source",
+                &format!("dir:{}", manifests.display()),
+            ])
+            .args([
+                "--output",
+                &output.to_string_lossy(),
+                "--nb",
+                &ovn.nb_remote(),
+            ])
+            .args([
+                "--bfd-mode",
+                "monitor",
+                "--poll-ms",
+                "100",
+                "--log-format",
+                "json",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&controller_log)?)
+            .spawn()?,
+    );
+    let monitor_log = dir.join("veg-monitor.log");
+    guard.0.push(
+        Command::new("ip")
+            .args(["netns", "exec", &monitor_ns, env!("CARGO_BIN_EXE_veg")])
+            .args(["monitor", "--nb", &ovn.nb_remote(), "--vpc", "ovn-cluster"])
+            .args(["--local", "198.18.0.253", "--holder", "lab"])
+            .args([
+                "--control-socket",
+                &dir.join("monitor.sock").to_string_lossy(),
+            ])
+            .args(["--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&monitor_log)?)
+            .spawn()?,
+    );
+    let logs = || {
+        format!(
+            "controller:\n{}\nmonitor:\n{}",
+            std::fs::read_to_string(&controller_log).unwrap_or_default(),
+            std::fs::read_to_string(&monitor_log).unwrap_or_default()
+        )
+    };
+    let mut kubelet = Kubelet::new(
+        Path::new(env!("CARGO_BIN_EXE_veg")),
+        &manifests,
+        &dir.join("pods"),
+        vec![
+            KubeletSubnet {
+                subnet: internal.clone(),
+                provider: "ovn".into(),
+            },
+            KubeletSubnet {
+                subnet: LabSubnet {
+                    name: "macvlan1".into(),
+                    cidrs: vec![net("198.51.100.0/24")],
+                    gateways: vec![ip("198.51.100.1")],
+                },
+                provider: "eth1.default".into(),
+            },
+        ],
+    );
+    kubelet.reserve(ip("198.18.0.20"));
+    kubelet.reserve(ip("198.18.0.253"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let deployment = loop {
+        if let Some(deployment) = deployments(&output).into_iter().next() {
+            break deployment;
+        }
+        ensure!(Instant::now() < deadline, "no Deployment:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    kubelet.apply_deployment(&ovn, &deployment)?;
+
+    // Both instances join the nexthops once their sessions are Up.
+    let nexthops = || -> Vec<String> {
+        ovn.nbctl(&[
+            "--bare",
+            "--columns=nexthops",
+            "find",
+            "Logical_Router_Policy",
+            "priority=29100",
+        ])
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(nexthops().len() == 2
+        && nexthops()
+            .iter()
+            .all(|hops| hops.split_whitespace().count() == 2))
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "nexthops {:?}\n{}",
+            nexthops(),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ovn.sync()?;
+    let gateway_external = |pod: &str| -> String {
+        let ns = kubelet.namespace_of(pod).unwrap_or_default().to_owned();
+        let out = Command::new("ip")
+            .args(["-n", &ns, "-4", "-o", "addr", "show", "dev", "net1"])
+            .output();
+        out.map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(3)
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_default()
+    };
+    let (first, second) = (
+        gateway_external("gateway1-0"),
+        gateway_external("gateway1-1"),
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        if let Some(address) = ask(&web, &dir) {
+            seen.insert(address);
+        }
+    }
+    ensure!(
+        !seen.is_empty() && seen.iter().all(|a| *a == first || *a == second),
+        "seen {seen:?}, gateways {first} {second}\n{}",
+        logs()
+    );
+    eprintln!("before the crash the external host saw {seen:?}");
+
+    // gateway1-0 crashes.
+    kubelet.kill_containers("gateway1-0");
+    let crashed = Instant::now();
+    let deadline = crashed + Duration::from_secs(5);
+    let mut consecutive = 0;
+    let mut last_failure = crashed;
+    while consecutive < 10 {
+        ensure!(
+            Instant::now() < deadline,
+            "traffic did not settle on the survivor\n{}",
+            logs()
+        );
+        match ask(&web, &dir) {
+            Some(address) if address == second => consecutive += 1,
+            _ => {
+                consecutive = 0;
+                last_failure = Instant::now();
+            }
+        }
+    }
+    eprintln!(
+        "after the crash: traffic only through the survivor {:?} after the crash (last miss at {:?})",
+        crashed.elapsed(),
+        last_failure.duration_since(crashed)
+    );
+    ensure!(
+        nexthops()
+            .iter()
+            .all(|hops| hops.split_whitespace().count() == 1),
+        "{:?}",
+        nexthops()
+    );
     drop(guard);
     drop(kubelet);
     drop(ovn);

@@ -149,8 +149,8 @@ pub struct RoutePlan {
     pub table: u32,
     /// Destination.
     pub destination: IpNet,
-    /// Next hop.
-    pub gateway: IpAddr,
+    /// Next hop; `None` for a route to an on-link subnet.
+    pub gateway: Option<IpAddr>,
     /// Outgoing interface.
     pub device: String,
 }
@@ -258,15 +258,25 @@ fn plan_family(config: &GatewayConfig, family: Family, input: &FamilyConfig, pla
     let via_internal = |destination: IpNet| RoutePlan {
         table: MAIN_TABLE,
         destination: destination.trunc(),
-        gateway: input.internal_gateway,
+        gateway: Some(input.internal_gateway),
         device: internal.clone(),
     };
     plan.routes.push(RoutePlan {
         table: INTERNAL_TABLE,
         destination: default_route(family),
-        gateway: input.internal_gateway,
+        gateway: Some(input.internal_gateway),
         device: internal.clone(),
     });
+    // Our own packets to on-link neighbours (a monitor on the internal switch) go straight
+    // there, not through the router: the router would cost them a hop (TTL 254).
+    if let Some(subnet) = input.internal_subnet {
+        plan.routes.push(RoutePlan {
+            table: INTERNAL_TABLE,
+            destination: subnet.trunc(),
+            gateway: None,
+            device: internal.clone(),
+        });
+    }
     let inside = |net: &IpNet| {
         input
             .internal_subnet
@@ -295,7 +305,7 @@ fn plan_family(config: &GatewayConfig, family: Family, input: &FamilyConfig, pla
         plan.routes.push(RoutePlan {
             table: MAIN_TABLE,
             destination: default_route(family),
-            gateway: external_gateway,
+            gateway: Some(external_gateway),
             device: external.clone(),
         });
         let mut forward_only: Vec<IpNet> = input.forward_only.iter().map(IpNet::trunc).collect();
@@ -468,10 +478,14 @@ impl Plan {
             } else {
                 route.table.to_string()
             };
+            let via = route
+                .gateway
+                .map(|gateway| format!(" via {gateway}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "route table {table}: {} via {} dev {}",
-                route.destination, route.gateway, route.device
+                "route table {table}: {}{via} dev {}",
+                route.destination, route.device
             );
         }
         for table in &self.nft {

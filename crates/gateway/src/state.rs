@@ -54,11 +54,16 @@ impl ObservedRoute {
         Self {
             table: route.table,
             destination: route.destination,
-            gateway: Some(route.gateway),
+            gateway: route.gateway,
             device: Some(route.device.clone()),
             protocol: ROUTE_PROTOCOL,
             metric: default_metric(&route.destination),
-            scope: 0,
+            // The kernel keeps link scope for an IPv4 route without a next hop; IPv6 routes
+            // are always reported with universe scope.
+            scope: match (route.gateway, route.destination) {
+                (None, IpNet::V4(_)) => 253,
+                _ => 0,
+            },
         }
     }
 

@@ -347,6 +347,18 @@ impl Kubelet {
         Ok(())
     }
 
+    /// Kills a Pod's containers (SIGKILL: a crash; no AdminDown, no goodbye); its namespace
+    /// and addresses stay, as a dead Pod's would until it is deleted.
+    pub fn kill_containers(&mut self, pod: &str) {
+        if let Some(running) = self.pods.get_mut(pod) {
+            for child in &mut running.children {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            running.children.clear();
+        }
+    }
+
     /// The namespace of a running Pod.
     pub fn namespace_of(&self, pod: &str) -> Option<&str> {
         self.pods.get(pod).map(|p| p.netns.as_str())

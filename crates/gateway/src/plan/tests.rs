@@ -66,6 +66,7 @@ route table main: 198.19.0.0/16 via 198.18.0.1 dev eth0
 route table main: 198.20.0.0/16 via 198.18.0.1 dev eth0
 route table main: 203.0.113.254/32 via 198.18.0.1 dev eth0
 route table 1000: 0.0.0.0/0 via 198.18.0.1 dev eth0
+route table 1000: 198.18.0.0/16 dev eth0
 table ip veg {
 \tchain prerouting {
 \t\ttype nat hook prerouting priority dstnat; policy accept;

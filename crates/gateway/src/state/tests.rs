@@ -75,6 +75,7 @@ fn an_empty_namespace_needs_everything_and_the_pod_default_route_is_replaced()
             "add route 198.19.0.0/16 table main via 198.18.0.1 dev eth0 proto 76 metric 0",
             "add route 198.20.0.0/16 table main via 198.18.0.1 dev eth0 proto 76 metric 0",
             "add route 0.0.0.0/0 table 1000 via 198.18.0.1 dev eth0 proto 76 metric 0",
+            "add route 198.18.0.0/16 table 1000 dev eth0 proto 76 metric 0",
             "add rule -4 1002: from all iif net1 lookup 1000",
             "add rule -4 1003: from 198.18.0.12/32 iif lo lookup 1000",
             "replace nftables table veg (ip)",
