@@ -354,9 +354,10 @@ fn entry_of(message: &NeighbourMessage) -> NeighbourEntry {
     }
 }
 
-/// Makes the kernel send a fresh ARP request / Neighbor Solicitation to `address` now: an
-/// entry with a link-layer address goes Stale then Probe (a state change restarts the probe
-/// timer at once); one without is replaced with "use", which starts resolution.
+/// Makes the kernel send a fresh ARP request / Neighbor Solicitation to `address` now: a
+/// confirmed entry goes Stale then Probe (a unicast probe; a state change restarts the probe
+/// timer at once); an entry whose last probe went unanswered, or none, is re-resolved by
+/// broadcast ("use" on a fresh entry).
 pub async fn probe_neighbour(
     handle: &Handle,
     index: u32,
@@ -365,7 +366,24 @@ pub async fn probe_neighbour(
 ) -> Result<(), NetlinkError> {
     match entry {
         NeighbourEntry::Static => {}
-        NeighbourEntry::Reachable | NeighbourEntry::Unconfirmed => {
+        // The last unicast probe went unanswered: the gateway may have a new MAC (a bridge's
+        // address follows its ports, a router fails over). Resolve again by broadcast, or we
+        // would keep asking a MAC that no longer answers.
+        NeighbourEntry::Unconfirmed => {
+            let mut request = handle.neighbours().add(index, address);
+            let message = request.message_mut().clone();
+            // Gone already is fine: resolution starts either way.
+            let _ = handle.neighbours().del(message).execute().await;
+            handle
+                .neighbours()
+                .add(index, address)
+                .state(NeighbourState::None)
+                .flags(NeighbourFlags::Use)
+                .replace()
+                .execute()
+                .await?;
+        }
+        NeighbourEntry::Reachable => {
             for state in [NeighbourState::Stale, NeighbourState::Probe] {
                 let mut request = handle.neighbours().add(index, address).state(state);
                 // Keep the link-layer address: "change", not "replace" with a new one.
