@@ -2,6 +2,7 @@
 //! manifests and kubelet) become keys through the trigger index; keys are reconciled one at a
 //! time from the work queue, failures retried with backoff, drain windows honoured.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -173,6 +174,10 @@ pub async fn run<S: Source, O: Outputs>(
         queue.push(key, Instant::now());
     }
     let mut source_open = true;
+    // BFD state changes in the NB (the monitor's writes, OVN's BFD status) make statuses stale.
+    let mut nb_changes = reconciler.nb.subscribe();
+    let mut bfd_seen: BTreeMap<Key, BTreeMap<std::net::IpAddr, veg_api::BfdState>> =
+        BTreeMap::new();
     tokio::pin!(shutdown);
     loop {
         // Work that is due first: a burst of updates then costs one pass per key.
@@ -205,6 +210,20 @@ pub async fn run<S: Source, O: Outputs>(
                 }
                 None => source_open = false,
             },
+            changed = nb_changes.changed() => {
+                if changed.is_ok() {
+                    for key in gateway_keys(source.snapshot()) {
+                        let Key::Gateway(namespace, name) = &key else { continue };
+                        let states = reconciler.bfd_states(&names::gateway_key(namespace, name));
+                        // The first sight is a baseline, not a change (a gateway's own first
+                        // pass writes the NB; that must not cut its backoff short).
+                        match bfd_seen.insert(key.clone(), states.clone()) {
+                            Some(before) if before != states => queue.push(key, Instant::now()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
             () = async {
                 match wakeup {
                     Some(at) => tokio::time::sleep_until(at.into()).await,

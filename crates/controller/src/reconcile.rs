@@ -318,6 +318,15 @@ impl<O: Outputs> Reconciler<O> {
         })
     }
 
+    /// The BFD state of a gateway's instances as the NB shows it (native: BFD rows; monitor:
+    /// the monitor's nexthops). A change means the status is stale.
+    pub fn bfd_states(&self, key: &str) -> BTreeMap<IpAddr, BfdState> {
+        match self.mode {
+            BfdMode::Native => nb_bfd_states(&self.nb, key),
+            BfdMode::Monitor => monitor_bfd_states(&self.nb, key),
+        }
+    }
+
     /// Reconciles a VPC's BFD port (its LRP and HA_Chassis_Group), then `status.bfdPort`.
     pub async fn reconcile_vpc(
         &self,
