@@ -54,6 +54,17 @@ impl Ovn {
             }
         }
         ip(&["-n", &ns, "link", "add", "br-ext", "type", "bridge"])?;
+        // A bridge takes the lowest MAC of its ports unless it has its own: fix it, or the
+        // external host's MAC would change whenever a gateway Pod attaches.
+        ip(&[
+            "-n",
+            &ns,
+            "link",
+            "set",
+            "br-ext",
+            "address",
+            "0a:00:00:00:00:01",
+        ])?;
         for address in addresses {
             ip(&[
                 "-n",

@@ -146,6 +146,23 @@ impl Kubelet {
                 self.start_pod(ovn, &namespace, pod, index, template)?;
             }
         }
+        // Report the Deployment as the API server would: all replicas updated and available.
+        let mut reported = deployment.clone();
+        reported["apiVersion"] = json!("apps/v1");
+        reported["kind"] = json!("Deployment");
+        reported["metadata"]["generation"] = json!(1);
+        reported["status"] = json!({
+            "observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
+            "readyReplicas": replicas, "availableReplicas": replicas
+        });
+        let path = self
+            .manifests
+            .join(format!("deployment-{namespace}-{name}.yaml"));
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&reported).unwrap_or_default(),
+        )
+        .map_err(|e| step("writing the Deployment manifest")(e.to_string()))?;
         Ok(())
     }
 
