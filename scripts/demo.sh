@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job, until the embedded lab lands: build veg, print the CRD it generates, and check
-# the example manifests (the product description's NAD, Subnet, Vpc and VpcEgressGateways) the
-# way the controller will, then show what an invalid manifest gets back.
+# The main job: build veg, print the CRD it generates, check the example manifests the way the
+# controller will (and what an invalid one gets back), then run the embedded lab's demo: a real
+# OVN on this machine, veg's controller, monitor and gateway Pods, client Pods, an external host;
+# SNAT, failover, scaling and deletion, printed as they happen. Needs root (namespaces, OVS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
@@ -25,4 +26,11 @@ code=$?
 set -e
 echo "    exit code $code"
 [ "$code" -eq 1 ]
+
+echo "==> veg lab demo (the whole system on this machine; everything is removed at the end)"
+if [ "$(id -u)" -eq 0 ]; then
+  "$veg" lab demo --examples examples
+else
+  sudo "$veg" lab demo --examples examples
+fi
 echo "==> demo done"

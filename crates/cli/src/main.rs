@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bfd;
 mod controller;
 mod gateway;
+mod lab;
 mod logging;
 mod monitor;
 mod validate;
@@ -38,6 +39,8 @@ enum Command {
     Monitor(monitor::MonitorArgs),
     /// The reconciler: gateways and their surroundings -> OVN rows, Deployments, status.
     Controller(controller::ControllerArgs),
+    /// The embedded lab: the whole system on one machine with a real OVN.
+    Lab(lab::LabArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway::run(args),
         Command::Monitor(args) => monitor::run(args),
         Command::Controller(args) => controller::run(args),
+        Command::Lab(args) => lab::run(args),
     };
     match outcome {
         Ok(code) => code,

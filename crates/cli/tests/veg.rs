@@ -152,6 +152,7 @@ fn help_lists_the_working_commands() -> Result<()> {
                 "gateway",
                 "monitor",
                 "controller",
+                "lab",
                 "help"
             ],
         "{commands:?}"

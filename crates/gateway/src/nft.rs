@@ -405,10 +405,7 @@ pub fn normalize(value: &mut Value) {
                 && let Some(items) = set.as_array()
                 && let Some(nets) = items.iter().map(set_element).collect::<Option<Vec<_>>>()
             {
-                let merged: Vec<String> = IpNet::aggregate(&nets)
-                    .iter()
-                    .map(IpNet::to_string)
-                    .collect();
+                let merged: Vec<String> = IpNet::aggregate(&nets).iter().map(canonical).collect();
                 *value = match merged.as_slice() {
                     [single] => json!(single),
                     _ => json!({ "set": merged }),
@@ -417,11 +414,20 @@ pub fn normalize(value: &mut Value) {
                 && map.contains_key("prefix")
                 && let Some(net) = set_element(value)
             {
-                *value = json!(net.to_string());
+                *value = json!(canonical(&net));
             }
         }
         Value::Array(items) => items.iter_mut().for_each(normalize),
         _ => {}
+    }
+}
+
+/// A network as nft prints it: a host prefix is the bare address.
+fn canonical(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
     }
 }
 
@@ -564,6 +570,31 @@ mod tests {
             Some(planned_shape(&table(&["198.20.0.0/16"])).shape)
         );
         assert_eq!(observed_shape(&listing(), Family::V6), None);
+    }
+
+    /// nft prints a one-address set as the bare address (`ip daddr 198.18.16.30`).
+    #[test]
+    fn a_single_host_forward_only_source_compares_equal() {
+        let planned = planned_shape(&table(&["198.18.16.30/32"]));
+        let mut printed = planned.shape.clone();
+        // What nft 1.0.6 prints for that rule's right-hand side.
+        for rule in printed["rules"].as_array_mut().into_iter().flatten() {
+            for statement in rule["expr"].as_array_mut().into_iter().flatten() {
+                if let Some(right) = statement.pointer_mut("/match/right")
+                    && right == "198.18.16.30"
+                {
+                    *right = json!("198.18.16.30");
+                }
+            }
+        }
+        let mut observed = printed.clone();
+        normalize(&mut observed);
+        assert_eq!(observed, planned.shape);
+        assert!(
+            planned.shape.to_string().contains("\"198.18.16.30\""),
+            "{}",
+            planned.shape
+        );
     }
 
     #[test]
