@@ -45,6 +45,10 @@ pub struct ControllerArgs {
     /// The OVN build honours BFD on the dedicated `bfd@<vpc>` port (Kube-OVN's OVN).
     #[arg(long, env = "VEG_OVN_HONOURS_BFD_PORT")]
     ovn_honours_bfd_port: bool,
+    /// Monitor mode: the address of every `veg monitor` (comma separated) besides the VPC's
+    /// BFD address; gateway Pods accept BFD from all of them.
+    #[arg(long, env = "VEG_MONITOR_ADDRESSES", value_delimiter = ',')]
+    monitor_addresses: Vec<std::net::IpAddr>,
     /// The gateway image when a gateway names none.
     #[arg(long, env = "VEG_GATEWAY_IMAGE", default_value = "veg:latest")]
     image: String,
@@ -87,7 +91,9 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         info!(?mode, has_bfd_sessions, source = %dir.display(), output = %output.display(), "controller started");
         let mut source = FileSource::new(&dir, &output, Duration::from_millis(args.poll_ms.max(50)))
             .context("reading the manifests")?;
-        let reconciler = Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
+        let mut reconciler =
+            Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
+        reconciler.monitor_addresses = args.monitor_addresses.clone();
         let shutdown = crate::bfd::shutdown_signal()?;
         driver::run(
             &reconciler,

@@ -105,6 +105,9 @@ pub struct Reconciler<O> {
     pub mode: BfdMode,
     /// The gateway image when the spec names none.
     pub image: String,
+    /// Monitor mode: the addresses of every `veg monitor` of the VPCs (two may run, each at
+    /// its own address); gateway Pods accept BFD from them besides the VPC's BFD address.
+    pub monitor_addresses: Vec<IpAddr>,
     /// Every gateway's last claim (sources, selected ports), refreshed when that gateway is
     /// reconciled: an overlap check then costs one resolution, not one per gateway. A claim
     /// is stale only until its own gateway's pass, which the same trigger schedules.
@@ -123,6 +126,7 @@ impl<O> Reconciler<O> {
             outputs,
             mode,
             image: image.into(),
+            monitor_addresses: Vec::new(),
             claims: std::sync::Mutex::new(BTreeMap::new()),
             drain_window: drain::DEFAULT_WINDOW,
             drains: std::sync::Mutex::new(BTreeMap::new()),
@@ -267,7 +271,15 @@ impl<O: Outputs> Reconciler<O> {
                 let planned = without_instances(inputs, &drain.leaving);
                 let desired = ovn::plan(&planned, self.mode);
                 nb_operations = nb::apply(&self.nb, &desired).await?;
-                let mut deployment = workload::render(&gateway, inputs, &self.image);
+                let mut rendered = inputs.clone();
+                if self.mode == BfdMode::Monitor && rendered.bfd.is_some() {
+                    for address in &self.monitor_addresses {
+                        if !rendered.workload.bfd_ips.contains(address) {
+                            rendered.workload.bfd_ips.push(*address);
+                        }
+                    }
+                }
+                let mut deployment = workload::render(&gateway, &rendered, &self.image);
                 if let Some(spec) = deployment.spec.as_mut() {
                     spec.replicas = Some(drain.replicas);
                 }

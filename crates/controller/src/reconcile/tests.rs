@@ -20,6 +20,7 @@ use crate::test_server as server;
 #[derive(Default)]
 struct Recorder {
     deployments: Mutex<Vec<(String, i32)>>,
+    last_deployment: Mutex<Option<Deployment>>,
     annotations: Mutex<Vec<(String, String)>>,
     vpc_statuses: Mutex<Vec<(String, Option<veg_api::kubeovn::BfdPortStatus>)>>,
     statuses: Mutex<Vec<(String, VpcEgressGatewayStatus)>>,
@@ -37,6 +38,9 @@ impl Outputs for &Recorder {
                     .and_then(|s| s.replicas)
                     .unwrap_or(0),
             ));
+        }
+        if let Ok(mut last) = self.last_deployment.lock() {
+            *last = Some(deployment.clone());
         }
         Ok(())
     }
@@ -593,5 +597,49 @@ async fn monitor_mode_status_follows_the_monitors_nexthops() -> anyhow::Result<(
             ],
         "{states:?}"
     );
+    Ok(())
+}
+
+/// Two monitors, each at its own address: the gateway Pods' bfdd accepts both besides the
+/// VPC's BFD address.
+#[tokio::test]
+async fn gateways_accept_bfd_from_every_monitor() -> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = test_nb().await?;
+    let recorder = Recorder::default();
+    let mut reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Monitor, "veg:test");
+    reconciler.monitor_addresses = vec!["198.18.0.252".parse()?, "198.18.0.253".parse()?];
+    let mut snapshot = cluster();
+    snapshot.put_vpc(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+        "spec": {},
+        "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default",
+                   "bfdPort": {"name": "bfd@ovn-cluster", "ip": "198.18.0.253"}}
+    })));
+    let mut spec = base_spec();
+    merge(&mut spec, json!({"bfd": {"enabled": true}}));
+    snapshot.put_gateway(gateway(spec));
+    reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(100))
+        .await?;
+    let deployment = recorder.last_deployment.lock().ok().and_then(|d| d.clone());
+    let args: Vec<String> = deployment
+        .and_then(|d| d.spec)
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.name == "bfdd")
+        .and_then(|c| c.args)
+        .unwrap_or_default();
+    let allow = args
+        .iter()
+        .position(|a| a == "--allow")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_default();
+    anyhow::ensure!(allow == "198.18.0.253,198.18.0.252", "{args:?}");
     Ok(())
 }
