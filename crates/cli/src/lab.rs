@@ -1,191 +1,755 @@
-//! `veg lab demo`: the product description's scenario on one machine — a real OVN, veg's
-//! controller (monitor mode), `veg monitor`, the lab's kubelet running gateway Pods with
-//! `veg gateway` and `veg bfdd`, client Pods, an external host — then failover, scaling and
-//! deletion, with what happens printed as it happens. Everything is removed at the end, also
-//! when a step fails.
+//! `veg lab`: the embedded lab. `up` starts a supervisor process (`veg lab serve`, hidden)
+//! that holds the lab — OVN, the topology, veg's controller and monitor, the kubelet — until
+//! `down`; the other commands work from the state directory (`<state>/lab.json`, the API
+//! objects in `<state>/api`) and send `kill`/`cut` to the supervisor as request files.
+//! `demo` runs the product's scenario in-process from nothing to nothing.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
-use clap::{Args, Subcommand};
-use veg_lab::kubelet::{Kubelet, KubeletSubnet};
-use veg_lab::{LabPod, LabSubnet, Ovn, OvnConfig};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::Value as Json;
+use veg_lab::session::read_status;
+use veg_lab::{Lab, LabOptions, LabState, Topology};
 
 /// `veg lab`.
 #[derive(Debug, Args)]
 pub struct LabArgs {
+    /// The lab's state directory.
+    #[arg(
+        long,
+        global = true,
+        env = "VEG_LAB_STATE",
+        default_value = "/tmp/veg-lab"
+    )]
+    state: PathBuf,
     #[command(subcommand)]
     command: LabCommand,
 }
 
 #[derive(Debug, Subcommand)]
 enum LabCommand {
+    /// Start a lab in the background (needs root; scripts/install-deps.sh installs the packages).
+    Up(UpArgs),
+    /// Stop everything the lab started and remove its namespaces and files (also after a crash).
+    Down,
+    /// List gateways (`veg`) or Pods (`pods`), like kubectl get.
+    Get {
+        /// `veg` (VpcEgressGateway) or `pods`.
+        what: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Apply a manifest file (objects replace those of the same kind/namespace/name).
+    Apply {
+        /// The file.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Delete the objects of a manifest file, or `veg NAME`.
+    Delete {
+        /// The file whose objects to delete.
+        #[arg(short = 'f', long, conflicts_with_all = ["kind", "name"])]
+        file: Option<PathBuf>,
+        /// `veg`.
+        kind: Option<String>,
+        /// The gateway's name.
+        name: Option<String>,
+        /// The gateway's namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Set a gateway's replicas.
+    Scale {
+        /// `veg`.
+        kind: String,
+        /// The gateway's name.
+        name: String,
+        /// The replicas.
+        #[arg(long)]
+        replicas: u32,
+        /// The gateway's namespace.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// Run a command in a Pod's network namespace (`POD` or `NAMESPACE/POD`).
+    Exec {
+        /// The Pod.
+        pod: String,
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Kill a gateway Pod as a crashed node would (processes killed, links cut); the lab's
+    /// kubelet restarts it after the restart delay.
+    Kill {
+        /// The Pod.
+        pod: String,
+    },
+    /// Cut a gateway Pod's links while its processes run (`--uplink`: only the external leg);
+    /// `--restore` undoes it.
+    Cut {
+        /// The Pod.
+        pod: String,
+        /// Only the external leg.
+        #[arg(long)]
+        uplink: bool,
+        /// Undo the cut.
+        #[arg(long)]
+        restore: bool,
+    },
+    /// `ovn-nbctl` against the lab's Northbound database.
+    Nb {
+        /// ovn-nbctl's arguments.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run the demo end to end (needs root; scripts/install-deps.sh installs the packages).
     Demo {
         /// The examples directory (its nad.yaml, subnets.yaml and lab/).
         #[arg(long, default_value = "examples")]
         examples: PathBuf,
     },
+    /// The supervisor `up` starts (not for direct use).
+    #[command(hide = true)]
+    Serve(UpArgs),
+}
+
+#[derive(Clone, Debug, Args)]
+struct UpArgs {
+    /// Manifest files or directories (default: the examples' NAD, subnets and lab cluster and
+    /// gateway).
+    #[arg(long = "manifests", value_delimiter = ',')]
+    manifests: Vec<PathBuf>,
+    /// The topology file: nodes, namespaces' labels, client Pods.
+    #[arg(long, default_value = "examples/lab/topology.yaml")]
+    topology: PathBuf,
+    /// How long the kubelet waits before restarting a killed Pod (0: never).
+    #[arg(long, default_value_t = 3000)]
+    restart_delay_ms: u64,
+    /// Prefix of the lab's namespaces and interfaces (at most 6 characters).
+    #[arg(long)]
+    prefix: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Wide,
+    Json,
 }
 
 /// Runs a `veg lab` command.
 pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
+    let state = args.state;
     match args.command {
+        LabCommand::Up(up_args) => up(&state, &up_args),
+        LabCommand::Serve(up_args) => serve(&state, &up_args),
+        LabCommand::Down => down(&state),
+        LabCommand::Get { what, output } => get(&state, &what, output),
+        LabCommand::Apply { file } => {
+            let lab = LabState::read(&state)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            for (kind, namespace, name) in veg_lab::api::apply(&lab.api, &text)? {
+                println!(
+                    "{} {} applied",
+                    kind.to_lowercase(),
+                    qualified(&namespace, &name)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Delete {
+            file,
+            kind,
+            name,
+            namespace,
+        } => {
+            let lab = LabState::read(&state)?;
+            let keys = match (file, kind.as_deref(), name) {
+                (Some(file), _, _) => {
+                    let text = std::fs::read_to_string(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    veg_api::read_manifests(&text)?
+                        .iter()
+                        .map(|m| veg_lab::api::key_of(&m.object))
+                        .collect()
+                }
+                (None, Some("veg" | "vpc-egress-gateway" | "vpcegressgateway"), Some(name)) => {
+                    vec![("VpcEgressGateway".to_owned(), namespace, name)]
+                }
+                _ => bail!("say what to delete: -f FILE, or veg NAME"),
+            };
+            let mut missing = false;
+            for key in keys {
+                let (kind, ns, name) = &key;
+                if veg_lab::api::delete(&lab.api, &key)? {
+                    println!("{} {} deleted", kind.to_lowercase(), qualified(ns, name));
+                } else {
+                    eprintln!("{} {} not found", kind.to_lowercase(), qualified(ns, name));
+                    missing = true;
+                }
+            }
+            Ok(if missing {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        LabCommand::Scale {
+            kind,
+            name,
+            replicas,
+            namespace,
+        } => {
+            if !matches!(
+                kind.as_str(),
+                "veg" | "vpc-egress-gateway" | "vpcegressgateway"
+            ) {
+                bail!("only gateways scale: veg lab scale veg NAME --replicas N");
+            }
+            let lab = LabState::read(&state)?;
+            veg_lab::api::scale(&lab.api, &namespace, &name, replicas)?;
+            println!("vpcegressgateway {namespace}/{name} scaled to {replicas}");
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Exec { pod, command } => {
+            let lab = LabState::read(&state)?;
+            let netns = pod_netns(&lab, &pod)?;
+            let status = Command::new("ip")
+                .args(["netns", "exec", &netns])
+                .args(&command)
+                .status()
+                .with_context(|| format!("running {}", command.join(" ")))?;
+            Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ))
+        }
+        LabCommand::Kill { pod } => request(&state, &pod, serde_json::json!({"do": "kill"})),
+        LabCommand::Cut {
+            pod,
+            uplink,
+            restore,
+        } => request(
+            &state,
+            &pod,
+            serde_json::json!({"do": if restore { "restore" } else { "cut" }, "uplink": uplink}),
+        ),
+        LabCommand::Nb { args } => {
+            let lab = LabState::read(&state)?;
+            let status = Command::new("ovn-nbctl")
+                .arg(format!("--db={}", lab.nb))
+                .args(&args)
+                .status()
+                .context("running ovn-nbctl")?;
+            Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ))
+        }
         LabCommand::Demo { examples } => demo(&examples),
     }
 }
 
-const ECHO: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7777)); s.listen(64)
-print("ready", flush=True)
-while True:
-    c, peer = s.accept(); c.sendall((peer[0] + "\n").encode()); c.close()
-"#;
-
-/// One TCP connection to the external host; prints the source it saw (nothing on failure).
-const ASK: &str = r#"
-import socket, sys
-try:
-    s = socket.create_connection(("198.51.100.1", 7777), timeout=float(sys.argv[1]))
-    print(s.recv(100).decode().strip())
-except OSError:
-    pass
-"#;
-
-fn net(text: &str) -> anyhow::Result<ipnet::IpNet> {
-    text.parse()
-        .with_context(|| format!("{text} is not a CIDR"))
+fn qualified(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{namespace}/{name}")
+    }
 }
 
-fn ip(text: &str) -> anyhow::Result<IpAddr> {
-    text.parse()
-        .with_context(|| format!("{text} is not an address"))
+fn pod_key(lab: &LabState, pod: &str) -> anyhow::Result<String> {
+    if lab.pods.contains_key(pod) {
+        return Ok(pod.to_owned());
+    }
+    let matches: Vec<&String> = lab
+        .pods
+        .keys()
+        .filter(|key| key.rsplit('/').next() == Some(pod))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!(
+            "no Pod {pod} in the lab (veg lab get pods lists them: {})",
+            lab.pods.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+        _ => bail!("{pod} is ambiguous: say NAMESPACE/{pod}"),
+    }
 }
 
-struct Demo {
-    dir: PathBuf,
-    children: Vec<Child>,
-    started: Instant,
+fn pod_netns(lab: &LabState, pod: &str) -> anyhow::Result<String> {
+    let key = pod_key(lab, pod)?;
+    Ok(lab.pods[&key].netns.clone())
 }
 
-impl Drop for Demo {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+/// Sends a request to the supervisor and waits for its reply.
+fn request(state: &Path, pod: &str, mut body: Json) -> anyhow::Result<ExitCode> {
+    let lab = LabState::read(state)?;
+    let key = pod_key(&lab, pod)?;
+    if lab.pods[&key].role != "gateway" {
+        bail!("{key} is not a gateway Pod: only those can be killed or cut");
+    }
+    if !supervisor_alive(state) {
+        bail!(
+            "the lab's supervisor is not running (see {}); `veg lab down` cleans up",
+            state.join("lab.log").display()
+        );
+    }
+    body["pod"] = Json::from(key.clone());
+    let dir = state.join("commands");
+    std::fs::create_dir_all(&dir)?;
+    let id = format!(
+        "{}-{}",
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+        std::process::id()
+    );
+    let temporary = dir.join(format!("{id}.tmp"));
+    std::fs::write(&temporary, body.to_string())?;
+    std::fs::rename(&temporary, dir.join(format!("{id}.request")))?;
+    let reply_path = dir.join(format!("{id}.reply"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(&reply_path) {
+            let _ = std::fs::remove_file(&reply_path);
+            let reply: Json = serde_json::from_str(&text).unwrap_or_default();
+            if reply["ok"] == true {
+                println!("{key}: {}", body["do"].as_str().unwrap_or_default());
+                return Ok(ExitCode::SUCCESS);
+            }
+            bail!("{key}: {}", reply["error"].as_str().unwrap_or("failed"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("the lab's supervisor did not answer within 15 s")
+}
+
+fn supervisor_pid(state: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(state.join("serve.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    (veg_lab::ovn::alive(pid) && cmdline.contains("serve")).then_some(pid)
+}
+
+fn supervisor_alive(state: &Path) -> bool {
+    supervisor_pid(state).is_some()
+}
+
+fn default_manifests() -> Vec<PathBuf> {
+    [
+        "examples/nad.yaml",
+        "examples/subnets.yaml",
+        "examples/lab/cluster.yaml",
+        "examples/lab/gateway.yaml",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
+}
+
+fn up(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
+    veg_lab::ovn::check_prerequisites()?;
+    if state.exists() {
+        if supervisor_alive(state) {
+            bail!(
+                "a lab is already up under {}: `veg lab down` stops it",
+                state.display()
+            );
+        }
+        bail!(
+            "{} holds what is left of an earlier lab: `veg lab down` removes it",
+            state.display()
+        );
+    }
+    // Read the inputs now, so a typo is reported before anything starts.
+    let manifests = if args.manifests.is_empty() {
+        default_manifests()
+    } else {
+        args.manifests.clone()
+    };
+    for path in &manifests {
+        if !path.exists() {
+            bail!("{} does not exist", path.display());
         }
     }
-}
-
-impl Demo {
-    fn say(&self, text: &str) {
-        println!("[{:>6.2}s] {text}", self.started.elapsed().as_secs_f64());
+    Topology::read(&args.topology)?;
+    std::fs::create_dir_all(state)?;
+    let log = state.join("lab.log");
+    let veg = std::env::current_exe().context("where is veg?")?;
+    let mut command = Command::new(&veg);
+    command
+        .arg("lab")
+        .arg("--state")
+        .arg(state)
+        .arg("serve")
+        .arg("--topology")
+        .arg(&args.topology)
+        .arg(format!("--restart-delay-ms={}", args.restart_delay_ms));
+    for path in &manifests {
+        command.arg("--manifests").arg(path);
     }
-
-    fn ask(&self, netns: &str, timeout: f64) -> Option<String> {
-        let output = Command::new("ip")
-            .args(["netns", "exec", netns, "python3"])
-            .arg(self.dir.join("ask.py"))
-            .arg(timeout.to_string())
-            .output()
-            .ok()?;
-        let seen = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-        (!seen.is_empty()).then_some(seen)
+    if let Some(prefix) = &args.prefix {
+        command.arg("--prefix").arg(prefix);
     }
-
-    fn status(&self, decisions: &Path) -> serde_json::Value {
-        std::fs::read_to_string(decisions.join("status/default.gateway1.json"))
-            .ok()
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default()
-    }
-}
-
-fn deployment(decisions: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(decisions.join("deployments/default.gateway1.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-fn wait(
-    what: &str,
-    limit: Duration,
-    mut done: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
+    // Its own process group: a Ctrl-C at this terminal does not take the lab down.
+    use std::os::unix::process::CommandExt as _;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(state.join("lab.err"))?)
+        .process_group(0)
+        .spawn()
+        .context("starting the lab's supervisor")?;
+    std::fs::write(state.join("serve.pid"), child.id().to_string())?;
+    let mut shown = 0;
+    let show = |shown: &mut usize| {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        for line in text.lines().skip(*shown) {
+            println!("{line}");
+            *shown += 1;
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        if done()? {
-            return Ok(());
+        show(&mut shown);
+        if state.join("ready").exists() {
+            show(&mut shown);
+            println!(
+                "the lab is up under {}: veg lab get veg -o wide, veg lab get pods, veg lab down",
+                state.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            show(&mut shown);
+            let errors = std::fs::read_to_string(state.join("lab.err")).unwrap_or_default();
+            let tail: Vec<&str> = errors.lines().rev().take(10).collect();
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+            let _ = std::fs::remove_dir_all(state);
+            bail!("the lab did not come up ({status}); nothing was left behind");
         }
         if Instant::now() > deadline {
-            bail!("{what}: not within {limit:?}");
+            let _ = child.kill();
+            let _ = child.wait();
+            veg_lab::ovn::stop_dir(state, &[]);
+            bail!("the lab did not come up within 180 s; it was taken down");
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-/// The `kubectl get veg -o wide` line of the gateway's status.
-fn table(status: &serde_json::Value) -> String {
-    let list = |key: &str| {
-        status[key]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|i| i.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default()
+fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
+    crate::logging::init(crate::logging::LogFormat::Text);
+    let stop = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    {
+        let stop = stop.clone();
+        runtime.spawn(async move {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    // The runtime's thread runs the signal task; this one runs the lab.
+    let signals = std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
+    drop(signals);
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("vl{}", std::process::id() % 10000));
+    let manifests = if args.manifests.is_empty() {
+        default_manifests()
+    } else {
+        args.manifests.clone()
     };
-    let nodes = status["workload"]["nodes"]
-        .as_array()
-        .map(|n| {
-            n.iter()
-                .filter_map(|i| i.as_str())
+    let started = Instant::now();
+    let options = LabOptions {
+        state_dir: state.to_owned(),
+        prefix,
+        veg: std::env::current_exe()?,
+        manifests,
+        topology: Topology::read(&args.topology)?,
+        restart_delay: (args.restart_delay_ms > 0)
+            .then(|| Duration::from_millis(args.restart_delay_ms)),
+    };
+    let mut lab = Lab::up(options, &mut |stage, at| {
+        println!("[{:>6.2}s] {stage}", at.as_secs_f64());
+    })?;
+    // Ready when every gateway of the manifests has a status that is final for now.
+    let gateways: Vec<(String, String)> = veg_lab::api::objects(lab.api_dir())?
+        .iter()
+        .map(|(_, o)| veg_lab::api::key_of(o))
+        .filter(|(kind, _, _)| kind == "VpcEgressGateway")
+        .map(|(_, ns, name)| (ns, name))
+        .collect();
+    let outcome = lab.wait_for("the gateways", Duration::from_secs(60), |lab| {
+        Ok(gateways.iter().all(|(ns, name)| {
+            let status = lab.status(ns, name);
+            // Completed, or stuck on a problem its conditions name.
+            status["phase"] == "Completed"
+                || status["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["status"] == "False" && c["reason"] != "Processing")
+                })
+        }))
+    });
+    match outcome {
+        Ok(()) => println!(
+            "[{:>6.2}s] gateways: {}",
+            started.elapsed().as_secs_f64(),
+            gateways
+                .iter()
+                .map(|(ns, name)| format!(
+                    "{ns}/{name} {}",
+                    lab.status(ns, name)["phase"].as_str().unwrap_or("-")
+                ))
                 .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default();
-    format!(
-        "NAME       VPC          REPLICAS  BFD   EXTERNAL  PHASE       READY  INTERNAL IPS                 EXTERNAL IPS                   NODES\n\
-         gateway1   ovn-cluster  {:<8}  true  macvlan1  {:<10}  {:<5}  {:<27}  {:<29}  {nodes}",
-        status["replicas"].as_i64().unwrap_or(0),
-        status["phase"].as_str().unwrap_or("-"),
-        status["ready"].as_bool().unwrap_or(false),
-        list("internalIPs"),
-        list("externalIPs"),
-    )
+                .join(", ")
+        ),
+        Err(error) => println!("[{:>6.2}s] {error}", started.elapsed().as_secs_f64()),
+    }
+    std::fs::write(state.join("ready"), "")?;
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(error) = lab.sync() {
+            tracing::warn!(%error, "lab sync");
+        }
+        lab.serve_commands();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    lab.down();
+    Ok(ExitCode::SUCCESS)
 }
 
+fn down(state: &Path) -> anyhow::Result<ExitCode> {
+    if !state.exists() {
+        println!("no lab under {}", state.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(pid) = supervisor_pid(state) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while veg_lab::ovn::alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    if state.exists() {
+        // The supervisor crashed or did not finish: clean up from the files.
+        let namespaces: Vec<String> = LabState::read(state)
+            .map(|lab| lab.pods.values().map(|p| p.netns.clone()).collect())
+            .unwrap_or_default();
+        veg_lab::ovn::stop_dir(state, &namespaces);
+    }
+    if state.exists() {
+        bail!("{} could not be removed", state.display());
+    }
+    println!("the lab under {} is down", state.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn get(state: &Path, what: &str, output: Output) -> anyhow::Result<ExitCode> {
+    let lab = LabState::read(state)?;
+    match what {
+        "veg" | "vegs" | "vpc-egress-gateways" | "vpcegressgateways" => {
+            let gateways: Vec<Json> = veg_lab::api::objects(&lab.api)?
+                .into_iter()
+                .map(|(path, mut object)| {
+                    let (_, ns, name) = veg_lab::api::key_of(&object);
+                    object["status"] = read_status(&lab.decisions, &ns, &name);
+                    object["metadata"]["namespace"] = Json::from(ns);
+                    object["lab:age"] = Json::from(
+                        std::fs::metadata(path)
+                            .and_then(|m| m.modified())
+                            .ok()
+                            .and_then(|m| m.elapsed().ok())
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0),
+                    );
+                    object
+                })
+                .filter(|o| o["kind"] == "VpcEgressGateway")
+                .collect();
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&gateways)?),
+                _ => print!("{}", gateway_table(&gateways, output == Output::Wide)),
+            }
+        }
+        "pods" | "pod" | "po" => match output {
+            Output::Json => println!("{}", serde_json::to_string_pretty(&lab.pods)?),
+            _ => {
+                let mut rows = vec![vec![
+                    "NAMESPACE".to_owned(),
+                    "NAME".into(),
+                    "ROLE".into(),
+                    "NODE".into(),
+                    "STATE".into(),
+                    "IPS".into(),
+                ]];
+                for (key, pod) in &lab.pods {
+                    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                    rows.push(vec![
+                        ns.to_owned(),
+                        name.to_owned(),
+                        pod.role.clone(),
+                        pod.node.clone(),
+                        pod.state.clone(),
+                        pod.addresses
+                            .iter()
+                            .map(IpAddr::to_string)
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    ]);
+                }
+                print!("{}", columns(&rows));
+            }
+        },
+        other => bail!("veg lab get {other}: say veg or pods"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn columns(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The `kubectl get veg` table, from the CRD's printer columns.
+fn gateway_table(gateways: &[Json], wide: bool) -> String {
+    let text = |value: &Json| match value {
+        Json::Null => "<none>".to_owned(),
+        Json::String(s) => s.clone(),
+        Json::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    };
+    let age = |seconds: u64| match seconds {
+        0..120 => format!("{seconds}s"),
+        120..7200 => format!("{}m", seconds / 60),
+        _ => format!("{}h", seconds / 3600),
+    };
+    let mut header = vec![
+        "NAMESPACE",
+        "NAME",
+        "VPC",
+        "REPLICAS",
+        "BFD ENABLED",
+        "EXTERNAL SUBNET",
+        "PHASE",
+        "READY",
+    ];
+    if wide {
+        header.extend(["INTERNAL IPS", "EXTERNAL IPS", "WORKING NODES"]);
+    }
+    header.push("AGE");
+    let mut rows = vec![header.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()];
+    for gateway in gateways {
+        let spec = &gateway["spec"];
+        let status = &gateway["status"];
+        let mut row = vec![
+            text(&gateway["metadata"]["namespace"]),
+            text(&gateway["metadata"]["name"]),
+            text(&spec["vpc"]).replace("<none>", "ovn-cluster"),
+            text(&spec["replicas"]).replace("<none>", "1"),
+            text(&spec["bfd"]["enabled"]).replace("<none>", "false"),
+            text(&spec["externalSubnet"]),
+            text(&status["phase"]),
+            text(&status["ready"]).replace("<none>", "false"),
+        ];
+        if wide {
+            row.extend([
+                text(&status["internalIPs"]),
+                text(&status["externalIPs"]),
+                text(&status["workload"]["nodes"]),
+            ]);
+        }
+        row.push(age(gateway["lab:age"].as_u64().unwrap_or(0)));
+        rows.push(row);
+    }
+    columns(&rows)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The demo.
+
 fn demo(examples: &Path) -> anyhow::Result<ExitCode> {
-    veg_lab::ovn::check_prerequisites().map_err(|error| anyhow::anyhow!("{error}"))?;
-    let veg = std::env::current_exe().context("where is veg?")?;
+    veg_lab::ovn::check_prerequisites()?;
     let id = format!("vd{}", std::process::id() % 10000);
     let dir = std::env::temp_dir().join(format!("{id}-veg-lab"));
-    let mut demo = Demo {
-        dir: dir.clone(),
-        children: Vec::new(),
-        started: Instant::now(),
+    let started = Instant::now();
+    let say = |text: &str| println!("[{:>6.2}s] {text}", started.elapsed().as_secs_f64());
+    say(&format!("starting the lab under {}", dir.display()));
+    let options = LabOptions {
+        state_dir: dir.clone(),
+        prefix: id,
+        veg: std::env::current_exe().context("where is veg?")?,
+        manifests: [
+            "nad.yaml",
+            "subnets.yaml",
+            "lab/cluster.yaml",
+            "lab/gateway.yaml",
+        ]
+        .iter()
+        .map(|f| examples.join(f))
+        .collect(),
+        topology: Topology::read(&examples.join("lab/topology.yaml"))?,
+        restart_delay: Some(Duration::from_secs(4)),
     };
-    demo.say(&format!("starting OVN under {}", dir.display()));
-    let ovn = Ovn::start(
-        &OvnConfig {
-            state_dir: dir.clone(),
-            prefix: id.clone(),
-            chassis: "lab-node".into(),
-        },
-        &mut |stage, at| println!("[{:>6.2}s]   {stage}", at.as_secs_f64()),
-    )?;
-    let outcome = scenario(&mut demo, &ovn, &veg, examples);
+    let mut lab = Lab::up(options, &mut |stage, at| {
+        println!("[{:>6.2}s]   {stage}", at.as_secs_f64());
+    })?;
+    let outcome = scenario(&mut lab, &say);
     if outcome.is_err() {
-        let mut logs = vec![dir.join("veg-controller.log"), dir.join("veg-monitor.log")];
+        let mut logs = vec![dir.join("veg-controller.log")];
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with("veg-monitor")
+            {
+                logs.push(entry.path());
+            }
+        }
         for entry in std::fs::read_dir(dir.join("pods"))
             .into_iter()
             .flatten()
@@ -197,17 +761,15 @@ fn demo(examples: &Path) -> anyhow::Result<ExitCode> {
         }
         for log in logs {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let log = log.display();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            println!("--- last lines of {log}:");
+            println!("--- last lines of {}:", log.display());
             for line in tail.iter().rev() {
                 println!("{line}");
             }
         }
     }
-    demo.say("taking the lab down");
-    drop(demo);
-    drop(ovn);
+    say("taking the lab down");
+    lab.down();
     let leftovers = dir.exists();
     match outcome {
         Ok(()) if !leftovers => {
@@ -219,210 +781,10 @@ fn demo(examples: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn scenario(demo: &mut Demo, ovn: &Ovn, veg: &Path, examples: &Path) -> anyhow::Result<()> {
-    let dir = demo.dir.clone();
-    // Kube-OVN's part: router, subnets, a join-like default route; the external network.
-    ovn.add_router("ovn-cluster")?;
-    let ovn_default = LabSubnet {
-        name: "ovn-default".into(),
-        cidrs: vec![net("198.18.0.0/20")?],
-        gateways: vec![ip("198.18.0.1")?],
-    };
-    let subnet1 = LabSubnet {
-        name: "subnet1".into(),
-        cidrs: vec![net("198.18.16.0/20")?],
-        gateways: vec![ip("198.18.16.1")?],
-    };
-    let macvlan1 = LabSubnet {
-        name: "macvlan1".into(),
-        cidrs: vec![net("198.51.100.0/24")?],
-        gateways: vec![ip("198.51.100.1")?],
-    };
-    ovn.add_subnet("ovn-cluster", &ovn_default)?;
-    ovn.add_subnet("ovn-cluster", &subnet1)?;
-    ovn.nbctl(&["lr-route-add", "ovn-cluster", "0.0.0.0/0", "198.18.15.254"])?;
-    let external = ovn.add_external(&[net("198.51.100.1/24")?])?;
-    std::fs::write(dir.join("echo.py"), ECHO)?;
-    std::fs::write(dir.join("ask.py"), ASK)?;
-    let echo_log = dir.join("echo.log");
-    demo.children.push(
-        Command::new("ip")
-            .args(["netns", "exec", &external, "python3"])
-            .arg(dir.join("echo.py"))
-            .stdout(std::fs::File::create(&echo_log)?)
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    demo.say("OVN topology: router ovn-cluster, ovn-default 198.18.0.0/20, subnet1 198.18.16.0/20, external 198.51.100.0/24 (host .1)");
-
-    // Client Pods.
-    let clients = [
-        (
-            "web-1",
-            "default",
-            "ovn-default",
-            "198.18.0.21",
-            "selected by namespace: SNAT",
-        ),
-        (
-            "web-2",
-            "default",
-            "ovn-default",
-            "198.18.0.22",
-            "selected by namespace: SNAT",
-        ),
-        (
-            "app-1",
-            "other",
-            "subnet1",
-            "198.18.16.21",
-            "policy subnet1: SNAT",
-        ),
-        (
-            "app-2",
-            "other",
-            "subnet1",
-            "198.18.16.30",
-            "policy ipBlock, snat: false: forwarded",
-        ),
-        (
-            "db-1",
-            "other",
-            "ovn-default",
-            "198.18.0.31",
-            "not selected: no egress",
-        ),
-    ];
-    let mut manifests_text = String::new();
-    let mut client_ns = BTreeMap::new();
-    for (index, (name, namespace, subnet, address, _)) in clients.iter().enumerate() {
-        let subnet = if *subnet == "subnet1" {
-            &subnet1
-        } else {
-            &ovn_default
-        };
-        let prefix = subnet.cidrs[0].prefix_len();
-        let netns = ovn.add_pod(
-            &subnet.name,
-            &LabPod {
-                name: (*name).into(),
-                namespace: (*namespace).into(),
-                addresses: vec![net(&format!("{address}/{prefix}"))?],
-                gateways: subnet.gateways.clone(),
-            },
-            index,
-        )?;
-        client_ns.insert(*name, netns);
-        manifests_text.push_str(&format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\n  annotations: {{ovn.kubernetes.io/allocated: \"true\", ovn.kubernetes.io/logical_router: ovn-cluster}}\nspec: {{containers: [], nodeName: lab-node}}\nstatus: {{phase: Running, podIPs: [{{ip: {address}}}]}}\n"
-        ));
-    }
-    let monitor_ns = ovn.add_pod(
-        "ovn-default",
-        &LabPod {
-            name: "veg-monitor".into(),
-            namespace: "kube-system".into(),
-            addresses: vec![net("198.18.0.253/20")?],
-            gateways: vec![ip("198.18.0.1")?],
-        },
-        clients.len(),
-    )?;
-    demo.say("client Pods: web-1, web-2 (default), app-1, app-2 (other, subnet1), db-1 (other)");
-
-    // The API objects.
-    let manifests = dir.join("manifests");
-    let decisions = dir.join("decisions");
-    std::fs::create_dir_all(&manifests)?;
-    for file in ["nad.yaml", "subnets.yaml", "lab/cluster.yaml"] {
-        let target = manifests.join(file.replace('/', "-"));
-        std::fs::copy(examples.join(file), &target)
-            .with_context(|| format!("{}", examples.join(file).display()))?;
-    }
-    std::fs::write(manifests.join("clients.yaml"), manifests_text)?;
-    let gateway_manifest = manifests.join("gateway.yaml");
-    std::fs::copy(examples.join("lab/gateway.yaml"), &gateway_manifest)?;
-
-    // veg: the controller (monitor mode) and the monitor.
-    demo.children.push(
-        Command::new(veg)
-            .args([
-                "controller",
-                "--source",
-                &format!("dir:{}", manifests.display()),
-            ])
-            .args([
-                "--output",
-                &decisions.to_string_lossy(),
-                "--nb",
-                &ovn.nb_remote(),
-            ])
-            .args([
-                "--bfd-mode",
-                "monitor",
-                "--poll-ms",
-                "100",
-                "--log-format",
-                "json",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("veg-controller.log"))?)
-            .spawn()?,
-    );
-    demo.children.push(
-        Command::new("ip")
-            .args(["netns", "exec", &monitor_ns])
-            .arg(veg)
-            .args(["monitor", "--nb", &ovn.nb_remote(), "--vpc", "ovn-cluster"])
-            .args(["--local", "198.18.0.253", "--holder", "lab-monitor"])
-            .args([
-                "--control-socket",
-                &dir.join("monitor.sock").to_string_lossy(),
-            ])
-            .args(["--log-format", "json"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("veg-monitor.log"))?)
-            .spawn()?,
-    );
-    demo.say("veg controller (monitor mode) and veg monitor (198.18.0.253) started");
-
-    // The kubelet: Deployment → gateway Pods.
-    let mut kubelet = Kubelet::new(
-        veg,
-        &manifests,
-        &dir.join("pods"),
-        vec![
-            KubeletSubnet {
-                subnet: ovn_default.clone(),
-                provider: "ovn".into(),
-            },
-            KubeletSubnet {
-                subnet: subnet1.clone(),
-                provider: "ovn".into(),
-            },
-            KubeletSubnet {
-                subnet: macvlan1.clone(),
-                provider: "eth1.default".into(),
-            },
-        ],
-    );
-    for (_, _, _, address, _) in &clients {
-        kubelet.reserve(ip(address)?);
-    }
-    kubelet.reserve(ip("198.18.0.253")?);
-    let mut applied = serde_json::Value::Null;
-    let sync = |kubelet: &mut Kubelet, applied: &mut serde_json::Value| -> anyhow::Result<()> {
-        if let Some(deployment) = deployment(&decisions)
-            && deployment["spec"] != applied["spec"]
-        {
-            kubelet.apply_deployment(ovn, &deployment)?;
-            *applied = deployment;
-        }
-        Ok(())
-    };
-    let nexthops = || -> usize {
-        ovn.nbctl(&[
+/// The nexthops of the 29100 policy (all instances) of gateway1.
+fn nexthops(lab: &Lab) -> usize {
+    lab.ovn()
+        .nbctl(&[
             "--bare",
             "--columns=nexthops",
             "find",
@@ -434,29 +796,39 @@ fn scenario(demo: &mut Demo, ovn: &Ovn, veg: &Path, examples: &Path) -> anyhow::
         .map(|line| line.split_whitespace().count())
         .max()
         .unwrap_or(0)
-    };
-    wait(
+}
+
+fn scenario(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+    lab.wait_for(
         "gateway Pods and their BFD sessions",
         Duration::from_secs(30),
-        || {
-            sync(&mut kubelet, &mut applied)?;
-            Ok(nexthops() == 2)
-        },
+        |lab| Ok(nexthops(lab) == 2),
     )?;
-    ovn.sync()?;
-    wait("the gateway's status", Duration::from_secs(10), || {
-        Ok(demo.status(&decisions)["phase"] == "Completed")
+    lab.ovn().sync()?;
+    lab.wait_for("the gateway's status", Duration::from_secs(10), |lab| {
+        Ok(lab.status("default", "gateway1")["phase"] == "Completed")
     })?;
-    demo.say("gateway1 is Ready (both instances' BFD sessions Up):");
-    println!("{}", table(&demo.status(&decisions)));
+    say("gateway1 is Ready (both instances' BFD sessions Up):");
+    let mut gateway = veg_lab::api::find(
+        lab.api_dir(),
+        &(
+            "VpcEgressGateway".into(),
+            "default".into(),
+            "gateway1".into(),
+        ),
+    )?
+    .map(|(_, o)| o)
+    .unwrap_or_default();
+    gateway["status"] = lab.status("default", "gateway1");
+    gateway["metadata"]["namespace"] = Json::from("default");
+    print!("{}", gateway_table(&[gateway], true));
     println!("\n$ ovn-nbctl lr-policy-list ovn-cluster");
-    print!("{}", ovn.nbctl(&["lr-policy-list", "ovn-cluster"])?);
+    print!("{}", lab.ovn().nbctl(&["lr-policy-list", "ovn-cluster"])?);
 
     // The forward-only source needs a way back: a return route on the external host.
-    let first_external = demo.status(&decisions)["externalIPs"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let status = lab.status("default", "gateway1");
+    let first_external = status["externalIPs"][0].as_str().unwrap_or_default();
+    let external = lab.state().external;
     let _ = Command::new("ip")
         .args([
             "-n",
@@ -465,47 +837,57 @@ fn scenario(demo: &mut Demo, ovn: &Ovn, veg: &Path, examples: &Path) -> anyhow::
             "add",
             "198.18.16.30/32",
             "via",
-            &first_external,
+            first_external,
         ])
         .status();
 
     println!();
-    for (name, _, _, address, why) in &clients {
-        let netns = &client_ns[name];
-        let seen: std::collections::BTreeSet<String> =
-            (0..6).filter_map(|_| demo.ask(netns, 0.5)).collect();
+    let clients = [
+        ("default/web-1", "selected by namespace: SNAT"),
+        ("default/web-2", "selected by namespace: SNAT"),
+        ("other/app-1", "policy subnet1: SNAT"),
+        ("other/app-2", "policy ipBlock, snat: false: forwarded"),
+        ("other/db-1", "not selected: no egress"),
+    ];
+    let state = lab.state();
+    for (pod, why) in clients {
+        let address = state
+            .pods
+            .get(pod)
+            .and_then(|p| p.addresses.first().copied());
+        let seen: std::collections::BTreeSet<String> = (0..6)
+            .filter_map(|_| lab.ask(pod, true, Duration::from_millis(500)))
+            .collect();
         let seen = if seen.is_empty() {
             "nothing (no egress)".to_owned()
         } else {
             seen.into_iter().collect::<Vec<_>>().join(", ")
         };
-        println!("  {name:<6} {address:<13} {why:<40} → the external host sees {seen}");
+        println!(
+            "  {pod:<14} {:<13} {why:<40} → the external host sees {seen}",
+            address.map(|a| a.to_string()).unwrap_or_default()
+        );
     }
 
-    // Failover: an instance crashes.
-    let web = client_ns["web-1"].clone();
+    // Failover: an instance dies.
     let mut spread = BTreeMap::new();
     for _ in 0..20 {
-        if let Some(seen) = demo.ask(&web, 0.5) {
+        if let Some(seen) = lab.ask("default/web-1", true, Duration::from_millis(500)) {
             *spread.entry(seen).or_insert(0) += 1;
         }
     }
     println!("\n  20 connections from web-1, by gateway external address: {spread:?}");
-    demo.say("gateway1-0 dies (its processes are killed and its links go down)");
-    kubelet.kill_containers("gateway1-0");
-    if let Some(netns) = kubelet.namespace_of("gateway1-0") {
-        for link in ["eth0", "net1"] {
-            let _ = Command::new("ip")
-                .args(["-n", netns, "link", "set", link, "down"])
-                .status();
-        }
-    }
+    say("gateway1-0 dies (its processes are killed, its links cut)");
+    lab.kill("default/gateway1-0")?;
     let crashed = Instant::now();
     let mut longest_gap = Duration::ZERO;
     let mut last_ok = crashed;
     while crashed.elapsed() < Duration::from_secs(3) {
         let at = Instant::now();
-        if demo.ask(&web, 0.2).is_some() {
+        if lab
+            .ask("default/web-1", true, Duration::from_millis(200))
+            .is_some()
+        {
             longest_gap = longest_gap.max(at.duration_since(last_ok));
             last_ok = Instant::now();
         }
@@ -516,22 +898,23 @@ fn scenario(demo: &mut Demo, ovn: &Ovn, veg: &Path, examples: &Path) -> anyhow::
     );
     println!(
         "  nexthops now: {}",
-        ovn.nbctl(&[
-            "--bare",
-            "--columns=nexthops",
-            "find",
-            "Logical_Router_Policy",
-            "priority=29100"
-        ])?
-        .lines()
-        .next()
-        .unwrap_or_default()
+        lab.ovn()
+            .nbctl(&[
+                "--bare",
+                "--columns=nexthops",
+                "find",
+                "Logical_Router_Policy",
+                "priority=29100"
+            ])?
+            .lines()
+            .next()
+            .unwrap_or_default()
     );
-    wait(
+    lab.wait_for(
         "the status to show the crash",
         Duration::from_secs(5),
-        || {
-            Ok(demo.status(&decisions)["gateways"]
+        |lab| {
+            Ok(lab.status("default", "gateway1")["gateways"]
                 .as_array()
                 .is_some_and(|g| {
                     g.iter()
@@ -539,7 +922,7 @@ fn scenario(demo: &mut Demo, ovn: &Ovn, veg: &Path, examples: &Path) -> anyhow::
                 }))
         },
     )?;
-    for instance in demo.status(&decisions)["gateways"]
+    for instance in lab.status("default", "gateway1")["gateways"]
         .as_array()
         .into_iter()
         .flatten()
@@ -552,64 +935,59 @@ fn scenario(demo: &mut Demo, ovn: &Ovn, veg: &Path, examples: &Path) -> anyhow::
         );
     }
 
-    // Restore: the Pod is recreated.
-    kubelet.delete_pod(ovn, "default", "gateway1-0")?;
-    applied = serde_json::Value::Null;
-    wait("the recreated instance", Duration::from_secs(20), || {
-        sync(&mut kubelet, &mut applied)?;
-        Ok(nexthops() == 2)
+    // The kubelet restarts it.
+    lab.wait_for("the restarted instance", Duration::from_secs(20), |lab| {
+        Ok(nexthops(lab) == 2)
     })?;
-    demo.say("gateway1-0 recreated; both instances are nexthops again");
+    say("the kubelet restarted gateway1-0; both instances are nexthops again");
 
     // Scale to 3 and back to 2.
-    let text = std::fs::read_to_string(&gateway_manifest)?;
-    std::fs::write(
-        &gateway_manifest,
-        text.replace("replicas: 2", "replicas: 3"),
-    )?;
-    wait("three instances", Duration::from_secs(30), || {
-        sync(&mut kubelet, &mut applied)?;
-        Ok(nexthops() == 3)
+    veg_lab::api::scale(lab.api_dir(), "default", "gateway1", 3)?;
+    lab.wait_for("three instances", Duration::from_secs(30), |lab| {
+        Ok(nexthops(lab) == 3)
     })?;
-    demo.say("scaled to 3: three nexthops");
-    std::fs::write(&gateway_manifest, text)?;
-    wait("back to two instances", Duration::from_secs(30), || {
-        sync(&mut kubelet, &mut applied)?;
-        Ok(nexthops() == 2 && applied["spec"]["replicas"] == 2)
+    say("scaled to 3: three nexthops");
+    veg_lab::api::scale(lab.api_dir(), "default", "gateway1", 2)?;
+    lab.wait_for("back to two instances", Duration::from_secs(30), |lab| {
+        Ok(nexthops(lab) == 2
+            && lab
+                .state()
+                .pods
+                .keys()
+                .filter(|p| p.starts_with("default/gateway1-"))
+                .count()
+                == 2)
     })?;
-    demo.say("scaled back to 2: the leaving instance left the nexthops first, then its Pod went");
+    say("scaled back to 2: the leaving instance left the nexthops first, then its Pod went");
 
     // Delete: no OVN row is left.
-    std::fs::remove_file(&gateway_manifest)?;
-    wait(
+    veg_lab::api::delete(
+        lab.api_dir(),
+        &(
+            "VpcEgressGateway".into(),
+            "default".into(),
+            "gateway1".into(),
+        ),
+    )?;
+    lab.wait_for(
         "the gateway's OVN rows to go",
         Duration::from_secs(10),
-        || {
-            let rows = ovn.nbctl(&[
-                "--bare",
-                "--columns=_uuid",
-                "find",
-                "Logical_Router_Policy",
-                "external_ids:vpc-egress-gateway=\"default/gateway1\"",
-            ])? + &ovn.nbctl(&[
-                "--bare",
-                "--columns=_uuid",
-                "find",
-                "Address_Set",
-                "external_ids:vpc-egress-gateway=\"default/gateway1\"",
-            ])? + &ovn.nbctl(&[
-                "--bare",
-                "--columns=_uuid",
-                "find",
-                "Port_Group",
-                "external_ids:vpc-egress-gateway=\"default/gateway1\"",
-            ])?;
+        |lab| {
+            let mut rows = String::new();
+            for table in ["Logical_Router_Policy", "Address_Set", "Port_Group"] {
+                rows += &lab.ovn().nbctl(&[
+                    "--bare",
+                    "--columns=_uuid",
+                    "find",
+                    table,
+                    "external_ids:vpc-egress-gateway=\"default/gateway1\"",
+                ])?;
+            }
             Ok(rows.trim().is_empty())
         },
     )?;
-    demo.say("gateway1 deleted: no Logical_Router_Policy, Address_Set or Port_Group of it is left");
+    say("gateway1 deleted: no Logical_Router_Policy, Address_Set or Port_Group of it is left");
     println!("\n$ ovn-nbctl lr-policy-list ovn-cluster");
-    print!("{}", ovn.nbctl(&["lr-policy-list", "ovn-cluster"])?);
-    drop(kubelet);
+    print!("{}", lab.ovn().nbctl(&["lr-policy-list", "ovn-cluster"])?);
     Ok(())
 }

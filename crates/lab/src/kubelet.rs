@@ -8,12 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde_json::{Value as Json, json};
 
 use crate::error::LabError;
-use crate::ovn::Ovn;
+use crate::ovn::{Ovn, record_child};
+use crate::session::PodState;
 use crate::topology::{LabPod, LabSubnet};
 
 /// A subnet the kubelet can give addresses from.
@@ -26,9 +28,18 @@ pub struct KubeletSubnet {
 }
 
 struct RunningPod {
+    namespace: String,
     netns: String,
+    node: String,
     addresses: Vec<IpAddr>,
+    /// The far ends of its legs: the OVS port in the chassis namespace, the bridge port.
+    host_side: String,
+    bridge_side: String,
+    template: Json,
     children: Vec<Child>,
+    /// When it was killed; the kubelet restarts it after the restart delay.
+    killed: Option<Instant>,
+    cut: Option<&'static str>,
 }
 
 /// The kubelet of the lab's single node.
@@ -36,11 +47,12 @@ pub struct Kubelet {
     veg: PathBuf,
     manifests: PathBuf,
     run_dir: PathBuf,
-    node: String,
     subnets: BTreeMap<String, KubeletSubnet>,
     allocated: BTreeSet<IpAddr>,
     pods: BTreeMap<String, RunningPod>,
     next_index: usize,
+    nodes: Vec<String>,
+    record: Option<PathBuf>,
 }
 
 fn step(step: &str) -> impl Fn(String) -> LabError + '_ {
@@ -72,7 +84,6 @@ impl Kubelet {
             veg: veg.to_owned(),
             manifests: manifests.to_owned(),
             run_dir: run_dir.to_owned(),
-            node: "lab-node".into(),
             subnets: subnets
                 .into_iter()
                 .map(|s| (s.subnet.name.clone(), s))
@@ -80,7 +91,35 @@ impl Kubelet {
             allocated: BTreeSet::new(),
             pods: BTreeMap::new(),
             next_index: 100,
+            nodes: vec!["lab-node".into()],
+            record: None,
         }
+    }
+
+    /// Replaces the subnets it gives addresses from.
+    pub fn set_subnets(&mut self, subnets: Vec<KubeletSubnet>) {
+        self.subnets = subnets
+            .into_iter()
+            .map(|s| (s.subnet.name.clone(), s))
+            .collect();
+    }
+
+    /// The nodes gateway Pods are spread over (replica `i` on node `i mod n`).
+    pub fn set_nodes(&mut self, nodes: Vec<String>) {
+        if !nodes.is_empty() {
+            self.nodes = nodes;
+        }
+    }
+
+    /// Records every container's pid under `state_dir`, so a crashed lab is cleaned up.
+    pub fn set_record(&mut self, state_dir: &Path) {
+        self.record = Some(state_dir.to_owned());
+    }
+
+    /// A fresh interface index (keeps veth names apart).
+    pub fn next_index(&mut self) -> usize {
+        self.next_index += 1;
+        self.next_index
     }
 
     /// Marks an address as taken (a client Pod the lab created itself).
@@ -88,7 +127,9 @@ impl Kubelet {
         self.allocated.insert(address);
     }
 
-    fn allocate(
+    /// Addresses for a Pod of `subnet`: the `pinned` ones (comma separated, one per family) or
+    /// the next free ones.
+    pub fn allocate(
         &mut self,
         subnet: &LabSubnet,
         pinned: Option<&str>,
@@ -119,8 +160,14 @@ impl Kubelet {
         Ok(out)
     }
 
-    /// Makes the Pods of `deployment` match it: creates missing replicas, deletes extra ones.
-    pub fn apply_deployment(&mut self, ovn: &Ovn, deployment: &Json) -> Result<(), LabError> {
+    /// Makes the Pods of `deployment` match it: creates missing replicas, deletes extra ones
+    /// (lowest `controller.kubernetes.io/pod-deletion-cost` first, as a ReplicaSet does).
+    pub fn apply_deployment(
+        &mut self,
+        ovn: &Ovn,
+        deployment: &Json,
+        deletion_costs: &BTreeMap<String, i64>,
+    ) -> Result<(), LabError> {
         let name = deployment["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -131,39 +178,96 @@ impl Kubelet {
             .to_owned();
         let replicas = deployment["spec"]["replicas"].as_u64().unwrap_or(0) as usize;
         let template = &deployment["spec"]["template"];
-        let wanted: BTreeSet<String> = (0..replicas).map(|i| format!("{name}-{i}")).collect();
-        let existing: Vec<String> = self
-            .pods
-            .keys()
-            .filter(|pod| pod.rsplit_once('-').is_some_and(|(base, _)| base == name))
-            .cloned()
-            .collect();
-        for pod in existing.iter().filter(|pod| !wanted.contains(*pod)) {
-            self.delete_pod(ovn, &namespace, pod)?;
-        }
-        for (index, pod) in wanted.iter().enumerate() {
-            if !self.pods.contains_key(pod) {
-                self.start_pod(ovn, &namespace, pod, index, template)?;
+        let mut existing = self.pods_of(&namespace, &name);
+        if existing.len() > replicas {
+            existing.sort_by_key(|pod| {
+                let cost = deletion_costs
+                    .get(&format!("{namespace}/{pod}"))
+                    .copied()
+                    .unwrap_or(0);
+                (cost, std::cmp::Reverse(replica_of(pod)))
+            });
+            let leaving: Vec<String> = existing.drain(..existing.len() - replicas).collect();
+            for pod in leaving {
+                self.delete_pod(ovn, &namespace, &pod)?;
             }
         }
-        // Report the Deployment as the API server would: all replicas updated and available.
+        // New Pods take the lowest free replica numbers (the index into pinned IP lists).
+        let mut replica = 0;
+        while self.pods_of(&namespace, &name).len() < replicas {
+            let pod = format!("{name}-{replica}");
+            if !self.pods.contains_key(&pod) {
+                self.start_pod(ovn, &namespace, &pod, replica, template)?;
+            }
+            replica += 1;
+        }
+        // Pods of an older template are replaced (a rolling update, one at a time here).
+        let stale: Vec<String> = self
+            .pods_of(&namespace, &name)
+            .into_iter()
+            .filter(|pod| self.pods.get(pod).is_some_and(|p| &p.template != template))
+            .collect();
+        for pod in stale {
+            self.delete_pod(ovn, &namespace, &pod)?;
+            self.start_pod(ovn, &namespace, &pod, replica_of(&pod), template)?;
+        }
+        self.report_deployment(deployment, replicas)
+    }
+
+    fn report_deployment(&self, deployment: &Json, replicas: usize) -> Result<(), LabError> {
+        let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = deployment["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default();
+        let ready = self
+            .pods_of(namespace, name)
+            .iter()
+            .filter(|pod| self.pods.get(*pod).is_some_and(|p| p.killed.is_none()))
+            .count();
+        // As the API server would show it: updated, ready and available replicas.
         let mut reported = deployment.clone();
         reported["apiVersion"] = json!("apps/v1");
         reported["kind"] = json!("Deployment");
         reported["metadata"]["generation"] = json!(1);
         reported["status"] = json!({
             "observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
-            "readyReplicas": replicas, "availableReplicas": replicas
+            "readyReplicas": ready, "availableReplicas": ready
         });
-        let path = self
-            .manifests
-            .join(format!("deployment-{namespace}-{name}.yaml"));
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&reported).unwrap_or_default(),
+        write(
+            &self
+                .manifests
+                .join(format!("deployment-{namespace}-{name}.yaml")),
+            &reported,
         )
-        .map_err(|e| step("writing the Deployment manifest")(e.to_string()))?;
+    }
+
+    /// Deletes every Pod of a Deployment the controller removed, and its reported manifest.
+    pub fn remove_deployment(&mut self, ovn: &Ovn, deployment: &Json) -> Result<(), LabError> {
+        let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = deployment["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default();
+        for pod in self.pods_of(namespace, name) {
+            self.delete_pod(ovn, namespace, &pod)?;
+        }
+        let _ = std::fs::remove_file(
+            self.manifests
+                .join(format!("deployment-{namespace}-{name}.yaml")),
+        );
         Ok(())
+    }
+
+    fn pods_of(&self, namespace: &str, deployment: &str) -> Vec<String> {
+        self.pods
+            .iter()
+            .filter(|(pod, running)| {
+                running.namespace == namespace
+                    && pod
+                        .rsplit_once('-')
+                        .is_some_and(|(base, n)| base == deployment && n.parse::<usize>().is_ok())
+            })
+            .map(|(pod, _)| pod.clone())
+            .collect()
     }
 
     fn start_pod(
@@ -207,8 +311,7 @@ impl Kubelet {
             pinned(&format!("{provider}.kubernetes.io/ip_pool")).as_deref(),
         )?;
 
-        let index = self.next_index;
-        self.next_index += 1;
+        let index = self.next_index();
         let lab_pod = LabPod {
             name: pod.to_owned(),
             namespace: namespace.to_owned(),
@@ -216,6 +319,8 @@ impl Kubelet {
             gateways: Vec::new(),
         };
         let netns = ovn.add_pod(&internal.subnet.name, &lab_pod, index)?;
+        let node = self.nodes[replica % self.nodes.len()].clone();
+        ovn.join_node_port_group(&node, &lab_pod.port())?;
         ovn.attach_external(&netns, &external_addresses, index)?;
         // The Pod's own default route first (Kube-OVN's), then the annotations' routes.
         for gateway in &internal.subnet.gateways {
@@ -249,11 +354,66 @@ impl Kubelet {
                 ])?;
             }
         }
+        self.pods.insert(
+            pod.to_owned(),
+            RunningPod {
+                namespace: namespace.to_owned(),
+                netns,
+                node: node.clone(),
+                addresses: internal_addresses
+                    .iter()
+                    .chain(&external_addresses)
+                    .map(IpNet::addr)
+                    .collect(),
+                host_side: format!("{}v{index}", ovn.prefix()),
+                bridge_side: format!("{}x{index}", ovn.prefix()),
+                template: template.clone(),
+                children: Vec::new(),
+                killed: None,
+                cut: None,
+            },
+        );
+        self.start_containers(pod)?;
 
-        // Containers: the init container to completion, then the others.
+        // Report the Pod as the API server would show it.
+        let internal_ips: Vec<String> = internal_addresses
+            .iter()
+            .map(|a| a.addr().to_string())
+            .collect();
+        let external_ips: Vec<String> = external_addresses
+            .iter()
+            .map(|a| a.addr().to_string())
+            .collect();
+        let mut annotations = annotations.as_object().cloned().unwrap_or_default();
+        annotations.insert(
+            "k8s.v1.cni.cncf.io/network-status".into(),
+            json!(json!([{"name": "ovn", "ips": internal_ips}, {"name": attachment, "ips": external_ips}]).to_string()),
+        );
+        annotations.insert("ovn.kubernetes.io/allocated".into(), json!("true"));
+        let manifest = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": namespace,
+                "labels": template["metadata"]["labels"], "annotations": annotations},
+            "spec": {"containers": [], "nodeName": node},
+            "status": {"phase": "Running",
+                "podIPs": internal_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+                "conditions": [{"type": "Ready", "status": "True"}]}
+        });
+        write(
+            &self.manifests.join(format!("pod-{namespace}-{pod}.yaml")),
+            &manifest,
+        )
+    }
+
+    /// Runs a Pod's init containers to completion, then starts its containers.
+    fn start_containers(&mut self, pod: &str) -> Result<(), LabError> {
+        let Some(running) = self.pods.get(pod) else {
+            return Ok(());
+        };
         let run_dir = self.run_dir.join(pod);
         std::fs::create_dir_all(&run_dir).map_err(|e| step("run dir")(e.to_string()))?;
-        let spec = &template["spec"];
+        let spec = &running.template["spec"];
+        let netns = running.netns.clone();
         let command = |container: &Json| -> Command {
             let mut command = Command::new("ip");
             command.args(["netns", "exec", &netns]).arg(&self.veg);
@@ -284,7 +444,10 @@ impl Kubelet {
         let mut children = Vec::new();
         for container in spec["containers"].as_array().into_iter().flatten() {
             let name = container["name"].as_str().unwrap_or("container");
-            let log = std::fs::File::create(run_dir.join(format!("{name}.log")))
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(run_dir.join(format!("{name}.log")))
                 .map_err(|e| step("container log")(e.to_string()))?;
             let child = command(container)
                 .stdin(Stdio::null())
@@ -292,51 +455,14 @@ impl Kubelet {
                 .stderr(log)
                 .spawn()
                 .map_err(|e| step(&format!("starting container {name} of {pod}"))(e.to_string()))?;
+            if let Some(dir) = &self.record {
+                record_child(dir, child.id());
+            }
             children.push(child);
         }
-
-        // Report the Pod as the API server would show it.
-        let internal_ips: Vec<String> = internal_addresses
-            .iter()
-            .map(|a| a.addr().to_string())
-            .collect();
-        let external_ips: Vec<String> = external_addresses
-            .iter()
-            .map(|a| a.addr().to_string())
-            .collect();
-        let mut annotations = annotations.as_object().cloned().unwrap_or_default();
-        annotations.insert(
-            "k8s.v1.cni.cncf.io/network-status".into(),
-            json!(json!([{"name": "ovn", "ips": internal_ips}, {"name": attachment, "ips": external_ips}]).to_string()),
-        );
-        annotations.insert("ovn.kubernetes.io/allocated".into(), json!("true"));
-        let manifest = json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod, "namespace": namespace,
-                "labels": template["metadata"]["labels"], "annotations": annotations},
-            "spec": {"containers": [], "nodeName": self.node},
-            "status": {"phase": "Running",
-                "podIPs": internal_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
-                "conditions": [{"type": "Ready", "status": "True"}]}
-        });
-        let path = self.manifests.join(format!("pod-{namespace}-{pod}.yaml"));
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&manifest).unwrap_or_default(),
-        )
-        .map_err(|e| step("writing the Pod manifest")(e.to_string()))?;
-        self.pods.insert(
-            pod.to_owned(),
-            RunningPod {
-                netns,
-                addresses: internal_addresses
-                    .iter()
-                    .chain(&external_addresses)
-                    .map(IpNet::addr)
-                    .collect(),
-                children,
-            },
-        );
+        if let Some(running) = self.pods.get_mut(pod) {
+            running.children = children;
+        }
         Ok(())
     }
 
@@ -364,10 +490,139 @@ impl Kubelet {
         Ok(())
     }
 
-    /// Kills a Pod's containers (SIGKILL: a crash; no AdminDown, no goodbye); its namespace
-    /// and addresses stay, as a dead Pod's would until it is deleted.
-    pub fn kill_containers(&mut self, pod: &str) {
-        if let Some(running) = self.pods.get_mut(pod) {
+    /// Kills a Pod as a crashed node would: SIGKILL to its processes (no AdminDown, no
+    /// goodbye) and its links cut at the far end. It keeps its namespace and addresses and is
+    /// restarted by [`Kubelet::restart_killed`].
+    pub fn kill_pod(&mut self, ovn: &Ovn, pod: &str) -> Result<(), LabError> {
+        let running = self
+            .pods
+            .get_mut(pod)
+            .ok_or_else(|| step("kill")(format!("no gateway Pod {pod}")))?;
+        for child in &mut running.children {
+            let _ = child.kill();
+        }
+        let (host_side, bridge_side) = (running.host_side.clone(), running.bridge_side.clone());
+        ip(&[
+            "-n",
+            ovn.host_namespace(),
+            "link",
+            "set",
+            &host_side,
+            "down",
+        ])?;
+        ip(&[
+            "-n",
+            &ovn.external_namespace(),
+            "link",
+            "set",
+            &bridge_side,
+            "down",
+        ])?;
+        let running = self
+            .pods
+            .get_mut(pod)
+            .ok_or_else(|| step("kill")(format!("no gateway Pod {pod}")))?;
+        for child in &mut running.children {
+            let _ = child.wait();
+        }
+        running.children.clear();
+        running.killed = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Restarts the killed Pods whose `delay` has passed: links back, init container, containers.
+    pub fn restart_killed(&mut self, ovn: &Ovn, delay: Option<Duration>) -> Result<(), LabError> {
+        let Some(delay) = delay else {
+            return Ok(());
+        };
+        let due: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.killed.is_some_and(|at| at.elapsed() >= delay))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for pod in due {
+            self.cut_pod(ovn, &pod, false, true)?;
+            self.start_containers(&pod)?;
+            if let Some(running) = self.pods.get_mut(&pod) {
+                running.killed = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts a Pod off at the far end of its legs (`uplink`: only the external one) while its
+    /// processes keep running, or restores what was cut (`restore`).
+    pub fn cut_pod(
+        &mut self,
+        ovn: &Ovn,
+        pod: &str,
+        uplink: bool,
+        restore: bool,
+    ) -> Result<(), LabError> {
+        let running = self
+            .pods
+            .get_mut(pod)
+            .ok_or_else(|| step("cut")(format!("no gateway Pod {pod}")))?;
+        let state = if restore { "up" } else { "down" };
+        if !uplink || restore {
+            ip(&[
+                "-n",
+                ovn.host_namespace(),
+                "link",
+                "set",
+                &running.host_side,
+                state,
+            ])?;
+        }
+        ip(&[
+            "-n",
+            &ovn.external_namespace(),
+            "link",
+            "set",
+            &running.bridge_side,
+            state,
+        ])?;
+        running.cut = match (restore, uplink) {
+            (true, _) => None,
+            (false, true) => Some("UplinkCut"),
+            (false, false) => Some("Cut"),
+        };
+        Ok(())
+    }
+
+    /// The gateway Pods, as `<namespace>/<name>` → what `lab.json` shows.
+    pub fn pods(&self) -> Vec<(String, PodState)> {
+        self.pods
+            .iter()
+            .map(|(name, running)| {
+                let state = match (running.killed, running.cut) {
+                    (Some(_), _) => "Killed",
+                    (None, Some(cut)) => cut,
+                    (None, None) => "Running",
+                };
+                (
+                    format!("{}/{name}", running.namespace),
+                    PodState {
+                        netns: running.netns.clone(),
+                        role: "gateway".into(),
+                        addresses: running.addresses.clone(),
+                        node: running.node.clone(),
+                        state: state.into(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// The namespace of a running Pod.
+    pub fn namespace_of(&self, pod: &str) -> Option<&str> {
+        self.pods.get(pod).map(|p| p.netns.as_str())
+    }
+
+    /// Stops every Pod's processes (namespaces go with the lab's OVN).
+    pub fn stop_all(&mut self) {
+        for running in self.pods.values_mut() {
             for child in &mut running.children {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -375,20 +630,26 @@ impl Kubelet {
             running.children.clear();
         }
     }
+}
 
-    /// The namespace of a running Pod.
-    pub fn namespace_of(&self, pod: &str) -> Option<&str> {
-        self.pods.get(pod).map(|p| p.netns.as_str())
-    }
+fn replica_of(pod: &str) -> usize {
+    pod.rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn write(path: &Path, value: &Json) -> Result<(), LabError> {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(
+        &temporary,
+        serde_json::to_string_pretty(value).unwrap_or_default(),
+    )
+    .and_then(|()| std::fs::rename(&temporary, path))
+    .map_err(|e| step(&format!("writing {}", path.display()))(e.to_string()))
 }
 
 impl Drop for Kubelet {
     fn drop(&mut self) {
-        for running in self.pods.values_mut() {
-            for child in &mut running.children {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+        self.stop_all();
     }
 }

@@ -8,17 +8,21 @@
 //! - `topology` — the VPC router, subnets with their allow policies, Pods as namespaces.
 //! - `external` — the external network (a bridge) and gateway Pods' second leg.
 //! - `kubelet` — gateway Deployments → gateway Pods with their containers as processes.
+//! - `api` — the lab's API objects (apply, delete, scale).
+//! - `session` — a whole lab from manifests and a topology file ([`Lab`]).
 //! - `error` — [`LabError`].
 //!
-//! The `veg lab` commands and the demo are still to come (issue 8).
 #![warn(missing_docs)]
 
+pub mod api;
 mod error;
 pub mod external;
 pub mod kubelet;
 pub mod ovn;
+pub mod session;
 pub mod topology;
 
 pub use error::LabError;
 pub use ovn::{Ovn, OvnConfig};
+pub use session::{Lab, LabOptions, LabState, Topology};
 pub use topology::{LabPod, LabSubnet};

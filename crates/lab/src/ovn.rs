@@ -42,7 +42,7 @@ const DAEMONS: [(&str, &str); 6] = [
 const NAMESPACES: &str = "namespaces";
 
 /// What the lab needs, with the Debian package of each.
-const PROGRAMS: [(&str, &str); 8] = [
+const PROGRAMS: [(&str, &str); 10] = [
     ("ovsdb-server", "openvswitch-common"),
     ("ovsdb-tool", "openvswitch-common"),
     ("ovs-vsctl", "openvswitch-common"),
@@ -51,6 +51,8 @@ const PROGRAMS: [(&str, &str); 8] = [
     ("ovn-nbctl", "ovn-central"),
     ("ovn-controller", "ovn-host"),
     ("ip", "iproute2"),
+    ("ethtool", "ethtool"),
+    ("python3", "python3"),
 ];
 
 /// A running OVN.
@@ -407,10 +409,44 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Stops the daemons whose pidfiles are in `dir` (only processes whose command line names
-/// `dir`), deletes `namespaces`, and removes `dir`. Safe to run after a crash.
+/// The file listing the pids of the lab's other processes (veg, the echo service).
+const CHILDREN: &str = "children";
+
+/// Records a process the lab started, so [`stop_dir`] stops it even after a crash.
+pub fn record_child(dir: &Path, pid: u32) {
+    use std::io::Write as _;
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(CHILDREN))
+    {
+        let _ = writeln!(file, "{pid}");
+    }
+}
+
+/// Stops the daemons whose pidfiles are in `dir` and the processes recorded there (only
+/// processes whose command line names `dir`), deletes `namespaces`, and removes `dir`. Safe to
+/// run after a crash.
 pub fn stop_dir(dir: &Path, namespaces: &[String]) {
     let marker = dir.display().to_string();
+    let children = std::fs::read_to_string(dir.join(CHILDREN)).unwrap_or_default();
+    for pid in children
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+    {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if alive(pid) && String::from_utf8_lossy(&cmdline).contains(&marker) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            if let Ok(raw) = i32::try_from(pid) {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(raw),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+            }
+        }
+    }
     for (name, _) in DAEMONS.iter().rev() {
         let pidfile = dir.join(format!("{name}.pid"));
         let Ok(text) = std::fs::read_to_string(&pidfile) else {

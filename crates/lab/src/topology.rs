@@ -234,6 +234,36 @@ impl Ovn {
         Ok(netns)
     }
 
+    /// Creates Kube-OVN's port group of a node (`node.<name>`, dashes as dots) and returns
+    /// the node's `ovn.kubernetes.io/port_name` annotation (`node-<name>`), which names it.
+    pub fn add_node_port_group(&self, node: &str) -> Result<String, LabError> {
+        let port_name = format!("node-{node}");
+        self.nbctl(&["pg-add", &port_name.replace('-', ".")])?;
+        Ok(port_name)
+    }
+
+    /// Adds the logical switch port `port` to the port group of `node` (Kube-OVN puts every
+    /// Pod of the default VPC into its node's group).
+    pub fn join_node_port_group(&self, node: &str, port: &str) -> Result<(), LabError> {
+        let group = format!("node-{node}").replace('-', ".");
+        let uuid = self.nbctl(&[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Logical_Switch_Port",
+            &format!("name=\"{port}\""),
+        ])?;
+        let uuid = uuid.trim();
+        if uuid.is_empty() {
+            return Err(LabError::Step {
+                step: format!("adding {port} to {group}"),
+                detail: "no such logical switch port".into(),
+            });
+        }
+        self.nbctl(&["add", "Port_Group", &group, "ports", uuid])
+            .map(|_| ())
+    }
+
     /// Waits until every chassis has applied the Northbound database.
     pub fn sync(&self) -> Result<(), LabError> {
         self.nbctl(&["--wait=hv", "--timeout=30", "sync"])

@@ -1,0 +1,1113 @@
+//! A whole lab: OVN, the Kube-OVN-like topology the manifests need, the external host with its
+//! echo service, the client Pods of a topology file, veg's controller (monitor mode) and
+//! `veg monitor`, and the kubelet turning the controller's Deployments into gateway Pods.
+//! `veg lab up` keeps one running in a supervisor process; the demo, the e2e tests and the
+//! failover benchmark run one in-process.
+//!
+//! The manifests are the API server: the lab copies them to `<state>/api`, the controller
+//! reads that directory and writes its decisions to `<state>/decisions`, the kubelet reports
+//! Pods and Deployments back into `<state>/api`. `<state>/lab.json` says where everything is,
+//! so the other `veg lab` commands work from the state directory alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+use tracing::{info, warn};
+
+use crate::error::LabError;
+use crate::kubelet::{Kubelet, KubeletSubnet};
+use crate::ovn::{Ovn, OvnConfig, record_child};
+use crate::topology::{LabPod, LabSubnet};
+
+/// The TCP and UDP port of the external host's echo service (answers with the source address
+/// it sees).
+pub const ECHO_PORT: u16 = 7777;
+
+/// The client Pods and nodes the lab plays, beside the manifests.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Topology {
+    /// Node names; gateway Pods are spread over them in order. Default: `lab-node`.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Labels of namespaces (created when the manifests do not have them).
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// Client Pods.
+    #[serde(default)]
+    pub pods: Vec<ClientPod>,
+}
+
+/// A client Pod: a namespace bound to the logical switch port `<name>.<namespace>`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientPod {
+    /// Name.
+    pub name: String,
+    /// Namespace (`default` when absent).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The subnet (a Subnet manifest).
+    pub subnet: String,
+    /// Fixed addresses (one per family of the subnet); allocated when absent.
+    #[serde(default)]
+    pub ips: Vec<IpAddr>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The node it runs on (the first node when absent).
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+impl Topology {
+    /// Reads a topology file (YAML).
+    pub fn read(path: &Path) -> Result<Topology, LabError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LabError::Step {
+            step: format!("reading {}", path.display()),
+            detail: e.to_string(),
+        })?;
+        serde_saphyr::from_str(&text).map_err(|e| LabError::Step {
+            step: format!("reading {}", path.display()),
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// How to run a lab.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// Private state directory (created; removed when the lab goes down).
+    pub state_dir: PathBuf,
+    /// Prefix of every namespace and interface.
+    pub prefix: String,
+    /// The `veg` binary the lab runs.
+    pub veg: PathBuf,
+    /// Manifest files or directories (their `*.yaml`): the API objects.
+    pub manifests: Vec<PathBuf>,
+    /// Client Pods and nodes.
+    pub topology: Topology,
+    /// How long the kubelet waits before restarting a killed Pod (`None`: never).
+    pub restart_delay: Option<Duration>,
+}
+
+/// Where a lab's things are; written to `<state>/lab.json` on every change.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct LabState {
+    /// The prefix of the lab's namespaces.
+    pub prefix: String,
+    /// The Northbound remote.
+    pub nb: String,
+    /// The API objects.
+    pub api: PathBuf,
+    /// The controller's decisions (status, Deployments, events).
+    pub decisions: PathBuf,
+    /// The external network's namespace.
+    pub external: String,
+    /// The external host's addresses.
+    pub external_addresses: Vec<IpAddr>,
+    /// Pods by `<namespace>/<name>`.
+    pub pods: BTreeMap<String, PodState>,
+}
+
+/// One Pod of the lab.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct PodState {
+    /// Its network namespace.
+    pub netns: String,
+    /// `client`, `gateway` or `monitor`.
+    pub role: String,
+    /// Addresses.
+    pub addresses: Vec<IpAddr>,
+    /// The node.
+    pub node: String,
+    /// Running, Killed, Cut, UplinkCut.
+    pub state: String,
+}
+
+impl LabState {
+    /// Reads `<state>/lab.json`.
+    pub fn read(state_dir: &Path) -> Result<LabState, LabError> {
+        let path = state_dir.join("lab.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| LabError::Step {
+            step: format!(
+                "reading {} (is the lab up? `veg lab up` starts it)",
+                path.display()
+            ),
+            detail: e.to_string(),
+        })?;
+        serde_json::from_str(&text).map_err(|e| LabError::Step {
+            step: format!("reading {}", path.display()),
+            detail: e.to_string(),
+        })
+    }
+}
+
+fn step(step: &str) -> impl Fn(String) -> LabError + '_ {
+    move |detail| LabError::Step {
+        step: step.to_owned(),
+        detail,
+    }
+}
+
+/// A subnet as the manifests describe it.
+#[derive(Clone, Debug)]
+struct ManifestSubnet {
+    subnet: LabSubnet,
+    provider: String,
+    vpc: String,
+}
+
+impl ManifestSubnet {
+    fn internal(&self) -> bool {
+        self.provider.is_empty() || self.provider == "ovn" || self.provider.ends_with(".ovn")
+    }
+}
+
+fn split_list(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_subnet(object: &Json) -> Result<ManifestSubnet, LabError> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let fail = |detail: String| LabError::Step {
+        step: format!("Subnet {name}"),
+        detail,
+    };
+    let spec = &object["spec"];
+    let cidrs = split_list(spec["cidrBlock"].as_str().unwrap_or_default())
+        .map(|c| {
+            c.parse::<IpNet>()
+                .map_err(|e| fail(format!("cidrBlock {c}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut gateways = split_list(spec["gateway"].as_str().unwrap_or_default())
+        .map(|g| {
+            g.parse::<IpAddr>()
+                .map_err(|e| fail(format!("gateway {g}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if gateways.is_empty() {
+        // Kube-OVN's default: the first address of each CIDR.
+        gateways = cidrs.iter().filter_map(|c| c.hosts().next()).collect();
+    }
+    if cidrs.is_empty() || cidrs.len() != gateways.len() {
+        return Err(fail(
+            "needs a cidrBlock and one gateway per CIDR".to_owned(),
+        ));
+    }
+    Ok(ManifestSubnet {
+        subnet: LabSubnet {
+            name: name.to_owned(),
+            cidrs,
+            gateways,
+        },
+        provider: spec["provider"].as_str().unwrap_or("ovn").to_owned(),
+        vpc: spec["vpc"].as_str().unwrap_or("ovn-cluster").to_owned(),
+    })
+}
+
+/// Reads every manifest of `paths` (files, or directories' `*.yaml`/`*.yml`), in order.
+fn read_objects(paths: &[PathBuf]) -> Result<Vec<(String, Json)>, LabError> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut inner: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| step(&format!("reading {}", path.display()))(e.to_string()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            inner.sort();
+            files.extend(inner);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    let mut objects = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| step(&format!("reading {}", file.display()))(e.to_string()))?;
+        let manifests = veg_api::read_manifests(&text)
+            .map_err(|e| step(&format!("reading {}", file.display()))(e.to_string()))?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for manifest in manifests {
+            objects.push((name.clone(), manifest.object));
+        }
+    }
+    Ok(objects)
+}
+
+struct Daemon {
+    name: String,
+    child: Child,
+}
+
+/// A running lab.
+pub struct Lab {
+    ovn: Ovn,
+    kubelet: Kubelet,
+    options: LabOptions,
+    api: PathBuf,
+    decisions: PathBuf,
+    state: LabState,
+    daemons: Vec<Daemon>,
+    /// Deployments as last handed to the kubelet, by file name.
+    applied: BTreeMap<String, Json>,
+    routers: Vec<String>,
+}
+
+impl Lab {
+    /// Brings a lab up; on failure everything started is stopped and removed.
+    pub fn up(
+        options: LabOptions,
+        progress: &mut dyn FnMut(&str, Duration),
+    ) -> Result<Lab, LabError> {
+        let started = Instant::now();
+        let objects = read_objects(&options.manifests)?;
+        let ovn = Ovn::start(
+            &OvnConfig {
+                state_dir: options.state_dir.clone(),
+                prefix: options.prefix.clone(),
+                chassis: "lab-node".into(),
+            },
+            progress,
+        )?;
+        let api = options.state_dir.join("api");
+        let decisions = options.state_dir.join("decisions");
+        let kubelet = Kubelet::new(
+            &options.veg,
+            &api,
+            &options.state_dir.join("pods"),
+            Vec::new(),
+        );
+        let mut lab = Lab {
+            state: LabState {
+                prefix: options.prefix.clone(),
+                nb: ovn.nb_remote(),
+                api: api.clone(),
+                decisions: decisions.clone(),
+                external: ovn.external_namespace(),
+                ..LabState::default()
+            },
+            ovn,
+            kubelet,
+            options,
+            api,
+            decisions,
+            daemons: Vec::new(),
+            applied: BTreeMap::new(),
+            routers: Vec::new(),
+        };
+        // On error `lab` is dropped: its daemons, Pods and OVN go with it.
+        lab.build(&objects, started, progress)?;
+        Ok(lab)
+    }
+
+    fn build(
+        &mut self,
+        objects: &[(String, Json)],
+        started: Instant,
+        progress: &mut dyn FnMut(&str, Duration),
+    ) -> Result<(), LabError> {
+        std::fs::create_dir_all(&self.api).map_err(|e| step("api dir")(e.to_string()))?;
+        std::fs::create_dir_all(&self.decisions)
+            .map_err(|e| step("decisions dir")(e.to_string()))?;
+        let kind = |o: &Json| o["kind"].as_str().unwrap_or_default().to_owned();
+
+        // Routers: every Vpc's (status.router, else its name), and ovn-cluster.
+        let mut routers: BTreeSet<String> = BTreeSet::from(["ovn-cluster".to_owned()]);
+        let mut bfd_ports: Vec<(String, String, Vec<IpAddr>)> = Vec::new(); // router, switch, ips
+        for (_, vpc) in objects.iter().filter(|(_, o)| kind(o) == "Vpc") {
+            let name = vpc["metadata"]["name"].as_str().unwrap_or_default();
+            let router = vpc["status"]["router"]
+                .as_str()
+                .filter(|r| !r.is_empty())
+                .unwrap_or(name)
+                .to_owned();
+            routers.insert(router.clone());
+            let ips: Vec<IpAddr> =
+                split_list(vpc["status"]["bfdPort"]["ip"].as_str().unwrap_or_default())
+                    .filter_map(|ip| ip.parse().ok())
+                    .collect();
+            if !ips.is_empty() {
+                let switch = vpc["status"]["defaultLogicalSwitch"]
+                    .as_str()
+                    .unwrap_or("ovn-default")
+                    .to_owned();
+                bfd_ports.push((router, switch, ips));
+            }
+        }
+        for router in &routers {
+            self.ovn.add_router(router)?;
+        }
+        self.routers = routers.iter().cloned().collect();
+
+        // Subnets: internal ones become switches on their VPC's router, the others (a NAD's
+        // provider) the external network, whose gateways are the external host.
+        let subnets = objects
+            .iter()
+            .filter(|(_, o)| kind(o) == "Subnet")
+            .map(|(_, o)| parse_subnet(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut external_addresses = Vec::new();
+        let mut kubelet_subnets = Vec::new();
+        let mut default_routes: BTreeMap<(String, bool), IpAddr> = BTreeMap::new();
+        for subnet in &subnets {
+            if subnet.internal() {
+                let router = if subnet.vpc == "ovn-cluster" || routers.contains(&subnet.vpc) {
+                    subnet.vpc.clone()
+                } else {
+                    return Err(step(&format!("Subnet {}", subnet.subnet.name))(format!(
+                        "its VPC {} has no Vpc manifest",
+                        subnet.vpc
+                    )));
+                };
+                self.ovn.add_subnet(&router, &subnet.subnet)?;
+                // Kube-OVN's join-subnet default route, to an address nobody holds: OVN routes
+                // before it applies policies, so rerouting needs a route to start from.
+                for cidr in &subnet.subnet.cidrs {
+                    let last = match cidr {
+                        IpNet::V4(c) => c.hosts().last().map(IpAddr::V4),
+                        IpNet::V6(c) => c.hosts().last().map(IpAddr::V6),
+                    };
+                    if let Some(last) = last {
+                        default_routes
+                            .entry((router.clone(), cidr.addr().is_ipv4()))
+                            .or_insert(last);
+                    }
+                }
+            } else {
+                for (cidr, gateway) in subnet.subnet.cidrs.iter().zip(&subnet.subnet.gateways) {
+                    external_addresses.push(
+                        IpNet::new(*gateway, cidr.prefix_len())
+                            .map_err(|e| step("external address")(e.to_string()))?,
+                    );
+                }
+            }
+            kubelet_subnets.push(KubeletSubnet {
+                subnet: subnet.subnet.clone(),
+                provider: if subnet.internal() {
+                    "ovn".into()
+                } else {
+                    subnet.provider.clone()
+                },
+            });
+        }
+        for ((router, v4), via) in &default_routes {
+            let prefix = if *v4 { "0.0.0.0/0" } else { "::/0" };
+            self.ovn.nbctl(&[
+                "--may-exist",
+                "lr-route-add",
+                router,
+                prefix,
+                &via.to_string(),
+            ])?;
+        }
+        for (_, gateway) in objects.iter().filter(|(_, o)| kind(o) == "Pod") {
+            for ip in gateway["status"]["podIPs"].as_array().into_iter().flatten() {
+                if let Some(Ok(ip)) = ip["ip"].as_str().map(str::parse::<IpAddr>) {
+                    self.kubelet.reserve(ip);
+                }
+            }
+        }
+        self.kubelet.set_subnets(kubelet_subnets);
+        let nodes = if self.options.topology.nodes.is_empty() {
+            vec!["lab-node".to_owned()]
+        } else {
+            self.options.topology.nodes.clone()
+        };
+        self.kubelet.set_nodes(nodes.clone());
+        self.kubelet.set_record(&self.options.state_dir);
+        progress(
+            &format!(
+                "topology: routers {}, subnets {}",
+                self.routers.join(", "),
+                subnets
+                    .iter()
+                    .map(|s| format!(
+                        "{} {}",
+                        s.subnet.name,
+                        s.subnet
+                            .cidrs
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            started.elapsed(),
+        );
+
+        // The external host and its echo service.
+        if !external_addresses.is_empty() {
+            self.ovn.add_external(&external_addresses)?;
+            self.state.external_addresses = external_addresses.iter().map(IpNet::addr).collect();
+            let script = self.options.state_dir.join("echo.py");
+            std::fs::write(&script, ECHO).map_err(|e| step("echo.py")(e.to_string()))?;
+            std::fs::write(self.options.state_dir.join("ask.py"), ASK)
+                .map_err(|e| step("ask.py")(e.to_string()))?;
+            let log = self.options.state_dir.join("echo.log");
+            let mut command = Command::new("ip");
+            command
+                .args(["netns", "exec", &self.state.external, "python3"])
+                .arg(&script)
+                .arg(ECHO_PORT.to_string());
+            self.spawn("echo", command, &log)?;
+            progress(
+                &format!(
+                    "external host {} with its echo service on port {ECHO_PORT}",
+                    self.state
+                        .external_addresses
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                started.elapsed(),
+            );
+        }
+
+        // The API objects: the manifests, then what the lab adds (namespaces, nodes, clients).
+        for (index, (file, object)) in objects.iter().enumerate() {
+            let name = object["metadata"]["name"].as_str().unwrap_or("object");
+            let path = self.api.join(format!(
+                "{index:03}-{}-{name}.yaml",
+                kind(object).to_lowercase()
+            ));
+            write_json(&path, object).map_err(|e| step(&format!("copying {file}"))(e))?;
+        }
+        let known_namespaces: BTreeSet<String> = objects
+            .iter()
+            .filter(|(_, o)| kind(o) == "Namespace")
+            .filter_map(|(_, o)| o["metadata"]["name"].as_str().map(str::to_owned))
+            .collect();
+        let mut wanted_namespaces: BTreeSet<String> = self
+            .options
+            .topology
+            .pods
+            .iter()
+            .map(|p| p.namespace.clone())
+            .collect();
+        wanted_namespaces.extend(self.options.topology.namespaces.keys().cloned());
+        wanted_namespaces.insert("kube-system".into());
+        for namespace in wanted_namespaces.difference(&known_namespaces) {
+            let mut labels = self
+                .options
+                .topology
+                .namespaces
+                .get(namespace)
+                .cloned()
+                .unwrap_or_default();
+            labels.insert("kubernetes.io/metadata.name".into(), namespace.clone());
+            write_json(
+                &self.api.join(format!("namespace-{namespace}.yaml")),
+                &json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": namespace, "labels": labels}}),
+            )
+            .map_err(step("writing a Namespace"))?;
+        }
+        for node in &nodes {
+            let port_name = self.ovn.add_node_port_group(node)?;
+            write_json(
+                &self.api.join(format!("node-{node}.yaml")),
+                &json!({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node},
+                        "annotations": {"ovn.kubernetes.io/port_name": port_name}}}),
+            )
+            .map_err(step("writing a Node"))?;
+        }
+
+        // Client Pods.
+        let clients = self.options.topology.pods.clone();
+        for client in &clients {
+            self.add_client(client, &subnets, &nodes)?;
+        }
+        if !clients.is_empty() {
+            progress(
+                &format!(
+                    "client Pods: {}",
+                    clients
+                        .iter()
+                        .map(|c| format!("{}/{}", c.namespace, c.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                started.elapsed(),
+            );
+        }
+
+        // veg: the controller, and a monitor per VPC with a BFD address.
+        self.start_controller()?;
+        for (router, switch, ips) in &bfd_ports {
+            let Some(subnet) = subnets.iter().find(|s| &s.subnet.name == switch) else {
+                return Err(step(&format!("the BFD port of {router}"))(format!(
+                    "its default subnet {switch} has no Subnet manifest"
+                )));
+            };
+            let addresses = subnet
+                .subnet
+                .cidrs
+                .iter()
+                .filter_map(|cidr| {
+                    let ip = ips.iter().find(|ip| cidr.contains(*ip))?;
+                    IpNet::new(*ip, cidr.prefix_len()).ok()
+                })
+                .collect::<Vec<_>>();
+            for address in &addresses {
+                self.kubelet.reserve(address.addr());
+            }
+            let pod = LabPod {
+                name: format!("veg-monitor-{router}"),
+                namespace: "kube-system".into(),
+                addresses: addresses.clone(),
+                gateways: subnet.subnet.gateways.clone(),
+            };
+            let index = self.kubelet.next_index();
+            let netns = self.ovn.add_pod(&subnet.subnet.name, &pod, index)?;
+            let locals = ips
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let socket = self
+                .options
+                .state_dir
+                .join(format!("monitor-{router}.sock"));
+            let mut command = Command::new("ip");
+            command
+                .args(["netns", "exec", &netns])
+                .arg(&self.options.veg)
+                .args(["monitor", "--nb", &self.state.nb, "--vpc", router])
+                .args(["--local", &locals, "--holder", "lab-monitor"])
+                .arg("--control-socket")
+                .arg(&socket)
+                .args(["--log-format", "json"]);
+            let log = self
+                .options
+                .state_dir
+                .join(format!("veg-monitor-{router}.log"));
+            self.spawn(&format!("monitor-{router}"), command, &log)?;
+            self.state.pods.insert(
+                format!("kube-system/{}", pod.name),
+                PodState {
+                    netns,
+                    role: "monitor".into(),
+                    addresses: ips.clone(),
+                    node: nodes[0].clone(),
+                    state: "Running".into(),
+                },
+            );
+        }
+        progress(
+            &format!(
+                "veg controller (monitor mode){}",
+                if bfd_ports.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " and veg monitor on {}",
+                        bfd_ports
+                            .iter()
+                            .map(|(r, _, ips)| format!(
+                                "{r} ({})",
+                                ips.iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+            started.elapsed(),
+        );
+        self.write_state()?;
+        Ok(())
+    }
+
+    fn add_client(
+        &mut self,
+        client: &ClientPod,
+        subnets: &[ManifestSubnet],
+        nodes: &[String],
+    ) -> Result<(), LabError> {
+        let what = format!("client Pod {}/{}", client.namespace, client.name);
+        let subnet = subnets
+            .iter()
+            .find(|s| s.subnet.name == client.subnet && s.internal())
+            .ok_or_else(|| {
+                step(&what)(format!(
+                    "no internal Subnet {} in the manifests",
+                    client.subnet
+                ))
+            })?;
+        let node = client.node.clone().unwrap_or_else(|| nodes[0].clone());
+        if !nodes.contains(&node) {
+            return Err(step(&what)(format!(
+                "node {node} is not in the topology's nodes"
+            )));
+        }
+        let pinned = client
+            .ips
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let addresses = self.kubelet.allocate(
+            &subnet.subnet,
+            (!pinned.is_empty()).then_some(pinned.as_str()),
+        )?;
+        let pod = LabPod {
+            name: client.name.clone(),
+            namespace: client.namespace.clone(),
+            addresses: addresses.clone(),
+            gateways: subnet.subnet.gateways.clone(),
+        };
+        let index = self.kubelet.next_index();
+        let netns = self.ovn.add_pod(&subnet.subnet.name, &pod, index)?;
+        self.ovn.join_node_port_group(&node, &pod.port())?;
+        let ips: Vec<IpAddr> = addresses.iter().map(IpNet::addr).collect();
+        let router = if subnet.vpc.is_empty() {
+            "ovn-cluster"
+        } else {
+            &subnet.vpc
+        };
+        write_json(
+            &self
+                .api
+                .join(format!("pod-{}-{}.yaml", client.namespace, client.name)),
+            &json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": client.name, "namespace": client.namespace,
+                    "labels": client.labels,
+                    "annotations": {"ovn.kubernetes.io/allocated": "true",
+                        "ovn.kubernetes.io/logical_router": router,
+                        "ovn.kubernetes.io/logical_switch": subnet.subnet.name}},
+                "spec": {"containers": [], "nodeName": node},
+                "status": {"phase": "Running",
+                    "podIPs": ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>()}
+            }),
+        )
+        .map_err(step(&what))?;
+        self.state.pods.insert(
+            format!("{}/{}", client.namespace, client.name),
+            PodState {
+                netns,
+                role: "client".into(),
+                addresses: ips,
+                node,
+                state: "Running".into(),
+            },
+        );
+        Ok(())
+    }
+
+    fn spawn(&mut self, name: &str, mut command: Command, log: &Path) -> Result<(), LabError> {
+        let file = std::fs::File::create(log)
+            .map_err(|e| step(&format!("creating {}", log.display()))(e.to_string()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(
+                file.try_clone()
+                    .map_err(|e| step("log file")(e.to_string()))?,
+            )
+            .stderr(file)
+            .spawn()
+            .map_err(|e| step(&format!("starting {name}"))(e.to_string()))?;
+        record_child(&self.options.state_dir, child.id());
+        self.daemons.push(Daemon {
+            name: name.to_owned(),
+            child,
+        });
+        Ok(())
+    }
+
+    fn start_controller(&mut self) -> Result<(), LabError> {
+        let mut command = Command::new(&self.options.veg);
+        command
+            .arg("controller")
+            .arg("--source")
+            .arg(format!("dir:{}", self.api.display()))
+            .arg("--output")
+            .arg(&self.decisions)
+            .args(["--nb", &self.state.nb])
+            .args(["--bfd-mode", "monitor", "--poll-ms", "100"])
+            .args(["--log-format", "json"]);
+        let log = self.options.state_dir.join("veg-controller.log");
+        // Append: a restarted controller keeps its predecessor's log.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(|e| step("controller log")(e.to_string()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .map_err(|e| step("starting veg controller")(e.to_string()))?;
+        record_child(&self.options.state_dir, child.id());
+        self.daemons.push(Daemon {
+            name: "controller".into(),
+            child,
+        });
+        Ok(())
+    }
+
+    /// Kills the controller (SIGKILL, mid-whatever) and starts a new one.
+    pub fn restart_controller(&mut self) -> Result<(), LabError> {
+        if let Some(position) = self.daemons.iter().position(|d| d.name == "controller") {
+            let mut daemon = self.daemons.remove(position);
+            let _ = daemon.child.kill();
+            let _ = daemon.child.wait();
+        }
+        self.start_controller()
+    }
+
+    /// Hands the controller's Deployments to the kubelet, restarts killed Pods whose delay
+    /// has passed, and records the lab's state.
+    pub fn sync(&mut self) -> Result<(), LabError> {
+        let dir = self.decisions.join("deployments");
+        let mut seen = BTreeSet::new();
+        let gateways: BTreeSet<(String, String)> = crate::api::objects(&self.api)?
+            .iter()
+            .map(|(_, o)| crate::api::key_of(o))
+            .filter(|(kind, _, _)| kind == "VpcEgressGateway")
+            .map(|(_, ns, name)| (ns, name))
+            .collect();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let Ok(deployment) = serde_json::from_str::<Json>(&text) else {
+                continue; // being written
+            };
+            // The garbage collector's part: a Deployment whose gateway is gone goes too.
+            let namespace = deployment["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let orphan = deployment["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|owner| owner["kind"] == "VpcEgressGateway")
+                .any(|owner| {
+                    let owner = owner["name"].as_str().unwrap_or_default().to_owned();
+                    !gateways.contains(&(namespace.clone(), owner))
+                });
+            if orphan {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            seen.insert(name.clone());
+            let applied = self.applied.get(&name);
+            if applied.is_none_or(|a| a["spec"] != deployment["spec"]) {
+                let costs = deletion_costs(&self.decisions);
+                self.kubelet
+                    .apply_deployment(&self.ovn, &deployment, &costs)?;
+                self.applied.insert(name, deployment);
+            }
+        }
+        // Deployments the controller deleted (the gateway is gone): their Pods go.
+        let gone: Vec<String> = self
+            .applied
+            .keys()
+            .filter(|name| !seen.contains(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(deployment) = self.applied.remove(&name) {
+                self.kubelet.remove_deployment(&self.ovn, &deployment)?;
+            }
+        }
+        self.kubelet
+            .restart_killed(&self.ovn, self.options.restart_delay)?;
+        for (name, daemon) in self
+            .daemons
+            .iter_mut()
+            .map(|d| (d.name.clone(), &mut d.child))
+        {
+            if let Ok(Some(status)) = daemon.try_wait() {
+                warn!(daemon = %name, %status, "a lab daemon exited");
+            }
+        }
+        self.write_state()
+    }
+
+    fn write_state(&mut self) -> Result<(), LabError> {
+        let mut state = self.state.clone();
+        state.pods.retain(|_, pod| pod.role != "gateway");
+        for (key, pod) in self.kubelet.pods() {
+            state.pods.insert(key, pod);
+        }
+        let path = self.options.state_dir.join("lab.json");
+        let text = serde_json::to_string_pretty(&state).unwrap_or_default();
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            let temporary = path.with_extension("json.tmp");
+            std::fs::write(&temporary, &text)
+                .and_then(|()| std::fs::rename(&temporary, &path))
+                .map_err(|e| step("writing lab.json")(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Syncs until `done` holds, or fails after `limit` naming `what`.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&mut Lab) -> Result<bool, LabError>,
+    ) -> Result<(), LabError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.sync()?;
+            if done(self)? {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(step(what)(format!("not within {limit:?}")));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The OVN of the lab.
+    pub fn ovn(&self) -> &Ovn {
+        &self.ovn
+    }
+
+    /// Where everything is.
+    pub fn state(&self) -> LabState {
+        let mut state = self.state.clone();
+        for (key, pod) in self.kubelet.pods() {
+            state.pods.insert(key, pod);
+        }
+        state
+    }
+
+    /// The API objects' directory (`apply` = write a file there, `delete` = remove it).
+    pub fn api_dir(&self) -> &Path {
+        &self.api
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.options.state_dir
+    }
+
+    /// A gateway's status as the controller last wrote it (`Null` when none).
+    pub fn status(&self, namespace: &str, name: &str) -> Json {
+        read_status(&self.decisions, namespace, name)
+    }
+
+    /// The network namespace of `<namespace>/<pod>`.
+    pub fn netns(&self, pod: &str) -> Option<String> {
+        self.state().pods.get(pod).map(|p| p.netns.clone())
+    }
+
+    /// [`ask`] from the Pod `<namespace>/<pod>` to the external host's address of `target`'s
+    /// family (`v4`: true for IPv4).
+    pub fn ask(&self, pod: &str, v4: bool, timeout: Duration) -> Option<String> {
+        let netns = self.netns(pod)?;
+        let target = *self
+            .state
+            .external_addresses
+            .iter()
+            .find(|a| a.is_ipv4() == v4)?;
+        ask(&self.options.state_dir, &netns, target, timeout)
+    }
+
+    /// Kills a gateway Pod as a crashed node would: SIGKILL to its processes, its links down.
+    /// The kubelet brings it back after the restart delay.
+    pub fn kill(&mut self, pod: &str) -> Result<(), LabError> {
+        let name = pod.rsplit('/').next().unwrap_or(pod);
+        self.kubelet.kill_pod(&self.ovn, name)?;
+        self.write_state()
+    }
+
+    /// Cuts a gateway Pod off (`uplink`: only its external leg), or restores it (`restore`).
+    pub fn cut(&mut self, pod: &str, uplink: bool, restore: bool) -> Result<(), LabError> {
+        let name = pod.rsplit('/').next().unwrap_or(pod);
+        self.kubelet.cut_pod(&self.ovn, name, uplink, restore)?;
+        self.write_state()
+    }
+
+    /// Executes the commands `veg lab` sends to a running supervisor (`<state>/commands/`).
+    pub fn serve_commands(&mut self) {
+        let dir = self.options.state_dir.join("commands");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut requests: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "request"))
+            .collect();
+        requests.sort();
+        for request in requests {
+            let Ok(text) = std::fs::read_to_string(&request) else {
+                continue;
+            };
+            let _ = std::fs::remove_file(&request);
+            let command: Json = serde_json::from_str(&text).unwrap_or_default();
+            let pod = command["pod"].as_str().unwrap_or_default().to_owned();
+            let outcome = match command["do"].as_str().unwrap_or_default() {
+                "kill" => self.kill(&pod),
+                "cut" => self.cut(&pod, command["uplink"] == true, false),
+                "restore" => self.cut(&pod, command["uplink"] == true, true),
+                other => Err(step("lab command")(format!("unknown command {other:?}"))),
+            };
+            let reply = match outcome {
+                Ok(()) => json!({"ok": true}),
+                Err(error) => json!({"ok": false, "error": error.to_string()}),
+            };
+            info!(command = %text.trim(), reply = %reply, "lab command");
+            let _ = std::fs::write(request.with_extension("reply"), reply.to_string());
+        }
+    }
+
+    /// Stops everything and removes the state directory.
+    pub fn down(mut self) {
+        self.stop_daemons();
+        // Dropping the kubelet stops the Pods' processes; dropping the OVN removes the rest.
+    }
+
+    fn stop_daemons(&mut self) {
+        for daemon in &mut self.daemons {
+            let _ = daemon.child.kill();
+            let _ = daemon.child.wait();
+        }
+        self.daemons.clear();
+        self.kubelet.stop_all();
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.stop_daemons();
+        self.ovn.stop();
+    }
+}
+
+/// The Pods' `controller.kubernetes.io/pod-deletion-cost` the controller set, latest last.
+fn deletion_costs(decisions: &Path) -> BTreeMap<String, i64> {
+    let text = std::fs::read_to_string(decisions.join("pod-annotations.jsonl")).unwrap_or_default();
+    let mut costs = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<Json>(line) else {
+            continue;
+        };
+        let Some(pod) = entry["pod"].as_str() else {
+            continue;
+        };
+        if let Some(Ok(cost)) = entry["annotations"]["controller.kubernetes.io/pod-deletion-cost"]
+            .as_str()
+            .map(str::parse::<i64>)
+        {
+            costs.insert(pod.to_owned(), cost);
+        }
+    }
+    costs
+}
+
+/// A gateway's status from a decisions directory (`Null` when none).
+pub fn read_status(decisions: &Path, namespace: &str, name: &str) -> Json {
+    std::fs::read_to_string(
+        decisions
+            .join("status")
+            .join(format!("{namespace}.{name}.json")),
+    )
+    .ok()
+    .and_then(|text| serde_json::from_str(&text).ok())
+    .unwrap_or(Json::Null)
+}
+
+/// One TCP connection from `netns` to the external host's echo service at `target`: the
+/// source address the host saw, `None` when the connection failed within `timeout`.
+pub fn ask(state_dir: &Path, netns: &str, target: IpAddr, timeout: Duration) -> Option<String> {
+    let output = Command::new("ip")
+        .args(["netns", "exec", netns, "python3"])
+        .arg(state_dir.join("ask.py"))
+        .arg(target.to_string())
+        .arg(ECHO_PORT.to_string())
+        .arg(timeout.as_secs_f64().to_string())
+        .output()
+        .ok()?;
+    let seen = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (!seen.is_empty()).then_some(seen)
+}
+
+fn write_json(path: &Path, value: &Json) -> Result<(), String> {
+    // JSON is YAML: the controller's manifest reader takes it.
+    let temporary = path.with_extension("tmp");
+    std::fs::write(
+        &temporary,
+        serde_json::to_string_pretty(value).unwrap_or_default(),
+    )
+    .and_then(|()| std::fs::rename(&temporary, path))
+    .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// One connection to the echo service; prints what it answered (nothing on failure).
+const ASK: &str = r#"
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
+    s.settimeout(float(sys.argv[3]))
+    print(s.recv(100).decode().strip())
+except OSError:
+    pass
+"#;
+
+/// The external host's echo service: TCP and UDP on both families; answers every connection
+/// or datagram with the source address it sees (a UDP datagram's payload is echoed after it,
+/// so probes can carry sequence numbers).
+const ECHO: &str = r#"
+import socket, sys, threading
+port = int(sys.argv[1])
+def plain(peer):
+    return peer[0][7:] if peer[0].startswith("::ffff:") else peer[0]
+def tcp():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::", port)); s.listen(256)
+    while True:
+        c, peer = s.accept()
+        try:
+            c.sendall((plain(peer) + "\n").encode())
+        except OSError:
+            pass
+        c.close()
+def udp():
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    s.bind(("::", port))
+    while True:
+        data, peer = s.recvfrom(2048)
+        try:
+            s.sendto((plain(peer) + " ").encode() + data, peer)
+        except OSError:
+            pass
+threading.Thread(target=tcp, daemon=True).start()
+print("ready", flush=True)
+udp()
+"#;
