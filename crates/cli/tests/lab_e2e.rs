@@ -1013,3 +1013,218 @@ fn a_bad_manifest_gets_its_condition_and_disturbs_nothing_else() -> Result<()> {
     ensure!(seen.is_some(), "gateway1 stopped carrying traffic");
     lab.finish()
 }
+
+fn veg_lab(state: &std::path::Path, args: &[&str]) -> Result<(i32, String)> {
+    let output = Command::new(env!("CARGO_BIN_EXE_veg"))
+        .arg("lab")
+        .arg("--state")
+        .arg(state)
+        .args(args)
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok((output.status.code().unwrap_or(-1), text))
+}
+
+/// The `veg lab` commands, as a user runs them: up in the background, get, nb, exec, kill,
+/// cut, apply, delete, scale, a second up refused, the supervisor crashing, down cleaning up.
+#[test]
+fn the_lab_commands_work_from_the_state_directory() -> Result<()> {
+    if !support::require("the lab e2e", &TOOLS) {
+        return Ok(());
+    }
+    let _one = lock();
+    let input = std::env::temp_dir().join("le9-input");
+    let state = std::env::temp_dir().join("le9-veg-lab");
+    veg_lab::ovn::stop_dir(&state, &[]);
+    std::fs::create_dir_all(&input)?;
+    struct Cleanup(PathBuf, PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = veg_lab(&self.1, &["down"]);
+            veg_lab::ovn::stop_dir(&self.1, &[]);
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(input.clone(), state.clone());
+    let manifests = input.join("manifests.yaml");
+    let topology = input.join("topology.yaml");
+    std::fs::write(&manifests, V4_MANIFESTS)?;
+    std::fs::write(&topology, V4_TOPOLOGY)?;
+
+    // Not root: refused before anything is created.
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_veg"))
+        .args(["lab", "--state"])
+        .arg(&state)
+        .arg("up")
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.code() == Some(2) && text.contains("needs root") && !state.exists(),
+        "as nobody: {text}"
+    );
+
+    let manifests = manifests.to_string_lossy().into_owned();
+    let topology = topology.to_string_lossy().into_owned();
+    let (code, text) = veg_lab(
+        &state,
+        &[
+            "up",
+            "--prefix",
+            "le9",
+            "--manifests",
+            &manifests,
+            "--topology",
+            &topology,
+        ],
+    )?;
+    ensure!(
+        code == 0 && text.contains("the lab is up"),
+        "up: {code} {text}"
+    );
+    ensure!(
+        text.contains("OVN central") && text.contains("client Pods"),
+        "up shows no progress: {text}"
+    );
+    let (code, text) = veg_lab(
+        &state,
+        &["up", "--manifests", &manifests, "--topology", &topology],
+    )?;
+    ensure!(
+        code == 2 && text.contains("already up"),
+        "second up: {code} {text}"
+    );
+
+    let (_, text) = veg_lab(&state, &["get", "veg", "-o", "wide"])?;
+    ensure!(
+        text.lines()
+            .next()
+            .is_some_and(|h| h.contains("NAME") && h.contains("EXTERNAL IPS"))
+            && text.contains("gateway1")
+            && text.contains("Completed"),
+        "get veg: {text}"
+    );
+    let (_, text) = veg_lab(&state, &["get", "pods"])?;
+    ensure!(
+        text.contains("web-1") && text.contains("gateway1-1") && text.contains("monitor"),
+        "get pods: {text}"
+    );
+    let (code, text) = veg_lab(&state, &["nb", "--", "lr-policy-list", "ovn-cluster"])?;
+    ensure!(code == 0 && text.contains("reroute"), "nb: {text}");
+    let (code, text) = veg_lab(&state, &["exec", "web-1", "--", "ip", "-br", "addr"])?;
+    ensure!(code == 0 && text.contains("198.18.0.21/20"), "exec: {text}");
+    let (code, text) = veg_lab(&state, &["kill", "db-1"])?;
+    ensure!(
+        code == 2 && text.contains("not a gateway Pod"),
+        "kill a client: {text}"
+    );
+
+    let nexthops = |state: &std::path::Path| -> usize {
+        veg_lab(
+            state,
+            &[
+                "nb",
+                "--",
+                "--bare",
+                "--columns=nexthops",
+                "find",
+                "Logical_Router_Policy",
+                "priority=29100",
+            ],
+        )
+        .map(|(_, text)| {
+            text.lines()
+                .map(|l| l.split_whitespace().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+    };
+    let (code, text) = veg_lab(&state, &["kill", "default/gateway1-0"])?;
+    ensure!(code == 0, "kill: {text}");
+    ensure!(
+        support::wait_until(Duration::from_secs(2), || nexthops(&state) == 1),
+        "kill did not withdraw gateway1-0"
+    );
+    let (_, text) = veg_lab(&state, &["get", "pods"])?;
+    ensure!(
+        text.lines()
+            .any(|l| l.contains("gateway1-0") && l.contains("Killed")),
+        "get pods after kill: {text}"
+    );
+    // The kubelet restarts it (3 s by default).
+    ensure!(
+        support::wait_until(Duration::from_secs(10), || nexthops(&state) == 2),
+        "gateway1-0 was not restarted"
+    );
+    let (code, _) = veg_lab(&state, &["cut", "gateway1-1", "--uplink"])?;
+    ensure!(
+        code == 0 && support::wait_until(Duration::from_secs(3), || nexthops(&state) == 1),
+        "uplink cut"
+    );
+    let (code, _) = veg_lab(&state, &["cut", "gateway1-1", "--uplink", "--restore"])?;
+    ensure!(
+        code == 0 && support::wait_until(Duration::from_secs(5), || nexthops(&state) == 2),
+        "uplink restore"
+    );
+
+    let bad = input.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: kubeovn.io/v1\nkind: VpcEgressGateway\nmetadata: {name: broken}\nspec: {replicas: 1, externalSubnet: nope, selectors: [{podSelector: {}}]}\n",
+    )?;
+    let (code, text) = veg_lab(&state, &["apply", "-f", &bad.to_string_lossy()])?;
+    ensure!(
+        code == 0 && text.contains("default/broken applied"),
+        "apply: {text}"
+    );
+    ensure!(
+        support::wait_until(Duration::from_secs(5), || veg_lab(&state, &["get", "veg"])
+            .is_ok_and(|(_, t)| t
+                .lines()
+                .any(|l| l.contains("broken") && l.contains("false")))),
+        "the broken gateway is not listed as not ready"
+    );
+    let (code, text) = veg_lab(&state, &["delete", "veg", "broken"])?;
+    ensure!(code == 0 && text.contains("deleted"), "delete: {text}");
+    let (code, text) = veg_lab(&state, &["delete", "veg", "broken"])?;
+    ensure!(
+        code == 1 && text.contains("not found"),
+        "delete twice: {text}"
+    );
+    let (code, _) = veg_lab(&state, &["scale", "veg", "gateway1", "--replicas", "3"])?;
+    ensure!(
+        code == 0 && support::wait_until(Duration::from_secs(15), || nexthops(&state) == 3),
+        "scale to 3"
+    );
+
+    // The supervisor crashes: down still removes everything.
+    let pid = std::fs::read_to_string(state.join("serve.pid"))?;
+    support::run("kill", &["-KILL", pid.trim()])?;
+    let (code, text) = veg_lab(&state, &["down"])?;
+    ensure!(code == 0 && text.contains("is down"), "down: {text}");
+    ensure!(!state.exists(), "{} left", state.display());
+    let namespaces =
+        String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output()?.stdout)
+            .into_owned();
+    ensure!(
+        !namespaces.lines().any(|l| l.starts_with("le9")),
+        "namespaces left: {namespaces}"
+    );
+    let processes = String::from_utf8_lossy(
+        &Command::new("pgrep")
+            .args(["-af", "le9-veg-lab"])
+            .output()?
+            .stdout,
+    )
+    .into_owned();
+    ensure!(processes.trim().is_empty(), "processes left: {processes}");
+    let (code, text) = veg_lab(&state, &["down"])?;
+    ensure!(code == 0 && text.contains("no lab"), "down twice: {text}");
+    Ok(())
+}
