@@ -313,6 +313,10 @@ impl Ovn {
             "external_ids:ovn-encap-ip=127.0.0.1",
             "external_ids:ovn-bridge-datapath-type=netdev",
         ])?;
+        // Idle datapath flows go after 500 ms, not 10 s: in this userspace datapath a flow
+        // cached before a nexthop change kept steering a reused address pair to the old
+        // instance for over a second (measured by bench/failover).
+        vsctl(&["set", "open_vswitch", ".", "other_config:max-idle=500"])?;
         self.daemon(
             "controller",
             "ovn-controller",
