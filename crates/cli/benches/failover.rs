@@ -309,8 +309,8 @@ fn run_setting(args: &Args, interval: u32, veg: &Path) -> Result<(f64, Vec<Kill>
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter(|r| r[0].as_f64().is_some_and(|at| at < killed_at))
-                    .last()
+                    .rev()
+                    .find(|r| r[0].as_f64().is_some_and(|at| at < killed_at))
                     .and_then(|r| r[1].as_str())
                     .unwrap_or("silent")
                     .to_owned();
