@@ -105,6 +105,11 @@ enum LabCommand {
         #[arg(long)]
         restore: bool,
     },
+    /// Why a Pod does or does not leave through a gateway (`POD` or `NAMESPACE/POD`).
+    Explain {
+        /// The Pod.
+        pod: String,
+    },
     /// `ovn-nbctl` against the lab's Northbound database.
     Nb {
         /// ovn-nbctl's arguments.
@@ -255,6 +260,22 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             ))
         }
         LabCommand::Demo { examples } => demo(&examples),
+        LabCommand::Explain { pod } => {
+            use veg_controller::driver::Source as _;
+            let lab = LabState::read(&state)?;
+            let key = pod_key(&lab, &pod)?;
+            let (namespace, name) = key.split_once('/').unwrap_or(("default", &key));
+            let source = veg_controller::files::FileSource::new(
+                &lab.api,
+                &lab.decisions,
+                Duration::from_secs(1),
+            )?;
+            print!(
+                "{}",
+                veg_controller::explain::explain(source.snapshot(), namespace, name)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

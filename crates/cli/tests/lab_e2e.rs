@@ -1118,6 +1118,23 @@ fn the_lab_commands_work_from_the_state_directory() -> Result<()> {
     ensure!(code == 0 && text.contains("reroute"), "nb: {text}");
     let (code, text) = veg_lab(&state, &["exec", "web-1", "--", "ip", "-br", "addr"])?;
     ensure!(code == 0 && text.contains("198.18.0.21/20"), "exec: {text}");
+    let (code, text) = veg_lab(&state, &["explain", "web-1"])?;
+    ensure!(
+        code == 0
+            && text.contains("default/web-1 leaves through gateway default/gateway1, SNATed to one of 198.51.100.10, 198.51.100.11")
+            && text.contains("through its selectors"),
+        "explain web-1: {text}"
+    );
+    let (_, text) = veg_lab(&state, &["explain", "app-2"])?;
+    ensure!(
+        text.contains("without SNAT: the outside sees 198.18.16.30"),
+        "explain app-2: {text}"
+    );
+    let (_, text) = veg_lab(&state, &["explain", "other/db-1"])?;
+    ensure!(
+        text.contains("is not selected by any gateway") && text.contains("wants other Pod labels"),
+        "explain db-1: {text}"
+    );
     let (code, text) = veg_lab(&state, &["kill", "db-1"])?;
     ensure!(
         code == 2 && text.contains("not a gateway Pod"),
@@ -1150,6 +1167,16 @@ fn the_lab_commands_work_from_the_state_directory() -> Result<()> {
     ensure!(
         support::wait_until(Duration::from_secs(2), || nexthops(&state) == 1),
         "kill did not withdraw gateway1-0"
+    );
+    ensure!(
+        support::wait_until(Duration::from_secs(3), || veg_lab(
+            &state,
+            &["explain", "web-1"]
+        )
+        .is_ok_and(|(_, t)| t.contains("gateway1-0 cannot carry it: BFD Down")
+            && t.contains("SNATed to 198.51.100.11"))),
+        "explain after the kill: {}",
+        veg_lab(&state, &["explain", "web-1"])?.1
     );
     let (_, text) = veg_lab(&state, &["get", "pods"])?;
     ensure!(

@@ -24,6 +24,7 @@ pub mod conflict;
 pub mod context;
 pub mod drain;
 pub mod driver;
+pub mod explain;
 pub mod files;
 #[cfg(test)]
 mod fixtures;
