@@ -787,7 +787,9 @@ fn bfd_withdraws_a_dead_instance_and_all_down_leaks_nothing() -> Result<()> {
     eprintln!("kill → nexthop withdrawn in {:?}", killed.elapsed());
     ensure!(
         nexthops(&lab, true).len() == 1,
-        "the other instance must stay"
+        "the other instance must stay: {:?}\n{}",
+        policies(&lab, "ovn-cluster", 29100),
+        lab.logs()
     );
     for _ in 0..8 {
         let seen = lab.ask("default/web-1", true, Duration::from_secs(1));
