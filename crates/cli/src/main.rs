@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bfd;
 mod controller;
 mod gateway;
+mod kubectl;
 mod lab;
 mod logging;
 mod monitor;
@@ -41,10 +42,20 @@ enum Command {
     Controller(controller::ControllerArgs),
     /// The embedded lab: the whole system on one machine with a real OVN.
     Lab(lab::LabArgs),
+    /// `kubectl veg status|explain` (also as this binary installed as `kubectl-veg`).
+    KubectlPlugin(kubectl::PluginArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Installed as `kubectl-veg`, kubectl runs it as `kubectl veg ARGS`.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|arg0| std::path::Path::new(arg0).file_name().map(|n| n.to_owned()));
+    if invoked_as.is_some_and(|name| name == "kubectl-veg") {
+        args.splice(0..1, ["veg".into(), "kubectl-plugin".into()]);
+    }
+    let cli = Cli::parse_from(args);
     let outcome = match cli.command {
         Command::Crd => print_crd(),
         Command::Validate(args) => validate::run(&args),
@@ -54,6 +65,7 @@ fn main() -> ExitCode {
         Command::Monitor(args) => monitor::run(args),
         Command::Controller(args) => controller::run(args),
         Command::Lab(args) => lab::run(args),
+        Command::KubectlPlugin(args) => kubectl::run(args),
     };
     match outcome {
         Ok(code) => code,

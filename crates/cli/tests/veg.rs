@@ -153,6 +153,7 @@ fn help_lists_the_working_commands() -> Result<()> {
                 "monitor",
                 "controller",
                 "lab",
+                "kubectl-plugin",
                 "help"
             ],
         "{commands:?}"

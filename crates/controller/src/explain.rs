@@ -135,7 +135,13 @@ fn selection(inputs: &GatewayInputs, port: &str, ips: &[IpAddr]) -> Option<(Stri
     let mut forwarded = false;
     for family in inputs.families.values() {
         for ip in ips {
-            if let Some(source) = family.sources.iter().find(|s| s.contains(ip)) {
+            // The most specific source names the policy that applies.
+            if let Some(source) = family
+                .sources
+                .iter()
+                .filter(|s| s.contains(ip))
+                .max_by_key(|s| s.prefix_len())
+            {
                 by_policy.push(format!("{ip} in {source}"));
             }
             if family.forward_only.iter().any(|s| s.contains(ip)) {

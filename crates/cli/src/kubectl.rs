@@ -1,0 +1,239 @@
+//! `kubectl veg` — `veg kubectl-plugin`, or this binary installed as `kubectl-veg` on the PATH.
+//! It reads the cluster through kubectl itself (a plugin runs where kubectl works, with its
+//! context and credentials) and answers with the controller's own logic:
+//! `status NAME` (the status with every instance's BFD state) and `explain POD` (which gateway
+//! carries it, through which instances, SNATed to what — or why none does).
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value as Json;
+use veg_controller::snapshot::MemorySnapshot;
+
+/// `veg kubectl-plugin`.
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    /// The kubectl to call.
+    #[arg(long, global = true, env = "VEG_KUBECTL", default_value = "kubectl")]
+    kubectl: String,
+    /// The namespace (default: `default`).
+    #[arg(short = 'n', long, global = true, default_value = "default")]
+    namespace: String,
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// A gateway's status, with every instance's addresses and BFD state.
+    Status {
+        /// The gateway.
+        name: String,
+    },
+    /// Which gateway and instances carry a Pod's traffic out, with what source — or why none.
+    Explain {
+        /// The Pod (`POD` or `NAMESPACE/POD`).
+        pod: String,
+    },
+}
+
+/// Runs the plugin.
+pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        PluginCommand::Status { name } => status(&args.kubectl, &args.namespace, &name),
+        PluginCommand::Explain { pod } => {
+            let (namespace, name) = match pod.split_once('/') {
+                Some((ns, name)) => (ns.to_owned(), name.to_owned()),
+                None => (args.namespace.clone(), pod.clone()),
+            };
+            let snapshot = cluster(&args.kubectl)?;
+            let explanation = veg_controller::explain::explain(&snapshot, &namespace, &name);
+            print!("{explanation}");
+            Ok(
+                if matches!(
+                    explanation.verdict,
+                    veg_controller::explain::Verdict::Unknown(_)
+                ) {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                },
+            )
+        }
+    }
+}
+
+fn kubectl(kubectl: &str, args: &[&str]) -> anyhow::Result<Json> {
+    let output = Command::new(kubectl)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {kubectl} (is it installed? --kubectl names another)"))?;
+    if !output.status.success() {
+        bail!(
+            "{kubectl} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&output.stdout)
+        .with_context(|| format!("{kubectl} {}: not JSON", args.join(" ")))
+}
+
+/// The objects `explain` reads, from every namespace. A kind the cluster lacks (an optional
+/// CRD) is empty; the explanation then says what is missing.
+fn cluster(kubectl_path: &str) -> anyhow::Result<MemorySnapshot> {
+    let mut snapshot = MemorySnapshot::default();
+    for resource in [
+        "vpc-egress-gateways.kubeovn.io",
+        "vpcs.kubeovn.io",
+        "subnets.kubeovn.io",
+        "ippools.kubeovn.io",
+        "network-attachment-definitions.k8s.cni.cncf.io",
+        "namespaces",
+        "nodes",
+        "pods",
+    ] {
+        let list = match kubectl(kubectl_path, &["get", resource, "-A", "-o", "json"]) {
+            Ok(list) => list,
+            Err(error) => {
+                eprintln!("warning: {error:#}");
+                continue;
+            }
+        };
+        for item in list["items"].as_array().into_iter().flatten() {
+            let put = |snapshot: &mut MemorySnapshot| -> Result<(), serde_json::Error> {
+                let value = item.clone();
+                match resource {
+                    "vpc-egress-gateways.kubeovn.io" => {
+                        snapshot.put_gateway(serde_json::from_value(value)?)
+                    }
+                    "vpcs.kubeovn.io" => snapshot.put_vpc(serde_json::from_value(value)?),
+                    "subnets.kubeovn.io" => snapshot.put_subnet(serde_json::from_value(value)?),
+                    "ippools.kubeovn.io" => snapshot.put_ip_pool(serde_json::from_value(value)?),
+                    "namespaces" => snapshot.put_namespace(serde_json::from_value(value)?),
+                    "nodes" => snapshot.put_node(serde_json::from_value(value)?),
+                    "pods" => snapshot.put_pod(serde_json::from_value(value)?),
+                    _ => snapshot.put_nad(serde_json::from_value(value)?),
+                }
+                Ok(())
+            };
+            if let Err(error) = put(&mut snapshot) {
+                eprintln!(
+                    "warning: {resource} {}: {error}",
+                    item["metadata"]["name"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
+    Ok(snapshot)
+}
+
+fn text(value: &Json) -> String {
+    match value {
+        Json::Null => "-".to_owned(),
+        Json::String(s) => s.clone(),
+        Json::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(" "),
+        other => other.to_string(),
+    }
+}
+
+fn status(kubectl_path: &str, namespace: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let gateway = kubectl(
+        kubectl_path,
+        &[
+            "get",
+            "vpc-egress-gateways.kubeovn.io",
+            name,
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ],
+    )?;
+    print!("{}", status_text(&gateway));
+    Ok(if gateway["status"]["ready"] == true {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The readable status of a gateway object.
+pub fn status_text(gateway: &Json) -> String {
+    let spec = &gateway["spec"];
+    let status = &gateway["status"];
+    let mut out = format!(
+        "gateway {}/{}: phase {}, ready {}, {} replica(s), VPC {}, external subnet {}, BFD {}\n",
+        text(&gateway["metadata"]["namespace"]),
+        text(&gateway["metadata"]["name"]),
+        text(&status["phase"]),
+        status["ready"] == true,
+        spec["replicas"].as_i64().unwrap_or(1),
+        spec["vpc"]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .unwrap_or("ovn-cluster"),
+        text(&spec["externalSubnet"]),
+        if spec["bfd"]["enabled"] == true {
+            format!(
+                "on ({} ms × {})",
+                spec["bfd"]["minRX"].as_i64().unwrap_or(1000),
+                spec["bfd"]["multiplier"].as_i64().unwrap_or(3)
+            )
+        } else {
+            "off".to_owned()
+        }
+    );
+    out.push_str("conditions:\n");
+    for condition in status["conditions"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}={} {}{} (since {})\n",
+            text(&condition["type"]),
+            text(&condition["status"]),
+            text(&condition["reason"]),
+            condition["message"]
+                .as_str()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default(),
+            text(&condition["lastTransitionTime"])
+        ));
+    }
+    let instances = status["gateways"].as_array().cloned().unwrap_or_default();
+    if instances.is_empty() {
+        out.push_str("instances: none\n");
+        return out;
+    }
+    let mut rows = vec![[
+        "POD".to_owned(),
+        "NODE".to_owned(),
+        "INTERNAL".to_owned(),
+        "EXTERNAL".to_owned(),
+        "BFD".to_owned(),
+        "SINCE".to_owned(),
+    ]];
+    for instance in &instances {
+        rows.push([
+            text(&instance["pod"]),
+            text(&instance["node"]),
+            text(&instance["internalIPs"]),
+            text(&instance["externalIPs"]),
+            text(&instance["bfd"]),
+            text(&instance["since"]),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    out.push_str("instances:\n");
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        out.push_str(&format!("  {}\n", cells.join("   ").trim_end()));
+    }
+    out
+}
