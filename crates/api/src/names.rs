@@ -24,6 +24,10 @@ pub const SHORT_NAMES: [&str; 2] = ["vpc-egress-gw", "veg"];
 /// The VPC a gateway serves when `spec.vpc` is empty (Kube-OVN's `--cluster-router` default).
 pub const DEFAULT_VPC: &str = "ovn-cluster";
 
+/// The finalizer on every gateway the controller has written OVN rows for (Kube-OVN's name,
+/// so either controller can take over the other's gateways).
+pub const FINALIZER: &str = "kubeovn.io/kube-ovn-controller";
+
 /// Label `app` on the gateway Deployment, its selector and its Pods.
 pub const LABEL_APP: &str = "app";
 /// Value of [`LABEL_APP`].

@@ -12,7 +12,7 @@ use veg_api::names;
 
 use crate::bfd_port;
 use crate::queue::{Key, WorkQueue};
-use crate::reconcile::{Outputs, Reconciler};
+use crate::reconcile::{Outputs, ReconcileError, Reconciler};
 use crate::snapshot::Snapshot;
 use crate::triggers::{Change, Index};
 
@@ -254,6 +254,7 @@ async fn pass<O: Outputs>(
     key: Key,
     now: &impl Fn() -> Time,
 ) {
+    let started = Instant::now();
     let outcome = match &key {
         Key::Gateway(namespace, name) => reconciler
             .reconcile(snapshot, namespace, name, &now())
@@ -261,6 +262,10 @@ async fn pass<O: Outputs>(
             .map(|outcome| outcome.requeue_after),
         Key::Vpc(name) => reconciler.reconcile_vpc(snapshot, name).await.map(|_| None),
     };
+    reconciler.metrics.pass(
+        started.elapsed().as_secs_f64(),
+        outcome.as_ref().err().map(ReconcileError::metric_label),
+    );
     match outcome {
         Ok(requeue_after) => {
             queue.succeeded(&key);

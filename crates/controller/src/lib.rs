@@ -17,6 +17,8 @@
 //! - `reconcile` — one pass of one gateway through all of the above, with an adapter's outputs.
 //! - `queue`, `driver` — the loop both adapters run: updates → keys → passes, with backoff.
 //! - `files` — the file adapter of the embedded mode: manifests in, JSON decisions out.
+//! - `kube` — the Kubernetes adapter: watches in, server-side apply out, finalizer, Lease.
+//! - `metrics` — what the passes count; `explain` — why a Pod leaves (or not) and how.
 #![warn(missing_docs)]
 
 pub mod bfd_port;
@@ -28,6 +30,8 @@ pub mod explain;
 pub mod files;
 #[cfg(test)]
 mod fixtures;
+pub mod kube;
+pub mod metrics;
 pub mod monitor;
 pub mod nb;
 /// Real ovsdb-servers for the unit tests that need one (the veg-ovsdb test harness).

@@ -55,6 +55,27 @@ pub trait Outputs {
         key: &str,
         value: &str,
     ) -> Result<(), String>;
+    /// Adds [`names::FINALIZER`] to a gateway, before anything is written for it (adapters
+    /// without finalizers, like the lab's files, keep the default).
+    async fn add_finalizer(&self, gateway: &VpcEgressGateway) -> Result<(), String> {
+        let _ = gateway;
+        Ok(())
+    }
+    /// Removes [`names::FINALIZER`] once the gateway's rows are gone.
+    async fn remove_finalizer(&self, gateway: &VpcEgressGateway) -> Result<(), String> {
+        let _ = gateway;
+        Ok(())
+    }
+}
+
+/// Whether a gateway carries the controller's finalizer.
+pub fn has_finalizer(gateway: &VpcEgressGateway) -> bool {
+    gateway
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == names::FINALIZER)
 }
 
 /// Why a pass failed (it is retried with backoff); problems of the spec are not errors.
@@ -69,6 +90,9 @@ pub enum ReconcileError {
     /// The status could not be written.
     #[error("writing the status: {0}")]
     Status(String),
+    /// The finalizer could not be added or removed.
+    #[error("the finalizer: {0}")]
+    Finalizer(String),
 }
 
 impl ReconcileError {
@@ -78,6 +102,7 @@ impl ReconcileError {
             ReconcileError::Nb(_) => "nb",
             ReconcileError::Deployment(_) => "deployment",
             ReconcileError::Status(_) => "status",
+            ReconcileError::Finalizer(_) => "finalizer",
         }
     }
 }
@@ -116,6 +141,8 @@ pub struct Reconciler<O> {
     pub drain_window: std::time::Duration,
     /// When each running scale-down started.
     pub drains: std::sync::Mutex<BTreeMap<String, k8s_openapi::jiff::Timestamp>>,
+    /// What the passes count.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl<O> Reconciler<O> {
@@ -130,6 +157,7 @@ impl<O> Reconciler<O> {
             claims: std::sync::Mutex::new(BTreeMap::new()),
             drain_window: drain::DEFAULT_WINDOW,
             drains: std::sync::Mutex::new(BTreeMap::new()),
+            metrics: std::sync::Arc::default(),
         }
     }
 
@@ -138,6 +166,7 @@ impl<O> Reconciler<O> {
         if let Ok(mut claims) = self.claims.lock() {
             claims.remove(key);
         }
+        self.metrics.gateway(key, None);
     }
 }
 
@@ -239,10 +268,24 @@ impl<O: Outputs> Reconciler<O> {
         if gateway.metadata.deletion_timestamp.is_some() {
             self.forget(&key);
             let operations = self.cleanup(namespace, name).await?;
+            // Only once every row is gone may the API server delete the object.
+            if has_finalizer(&gateway) {
+                self.outputs
+                    .remove_finalizer(&gateway)
+                    .await
+                    .map_err(ReconcileError::Finalizer)?;
+            }
             return Ok(Outcome {
                 nb_operations: operations,
                 ..Outcome::default()
             });
+        }
+        // Before anything is written for it: a deletion must wait for the cleanup.
+        if !has_finalizer(&gateway) {
+            self.outputs
+                .add_finalizer(&gateway)
+                .await
+                .map_err(ReconcileError::Finalizer)?;
         }
 
         let resolved = context::resolve(&gateway, snapshot);
@@ -270,7 +313,13 @@ impl<O: Outputs> Reconciler<O> {
                 }
                 let planned = without_instances(inputs, &drain.leaving);
                 let desired = ovn::plan(&planned, self.mode);
+                let started = std::time::Instant::now();
                 nb_operations = nb::apply(&self.nb, &desired).await?;
+                if nb_operations > 0 {
+                    self.metrics
+                        .nb_transaction_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
                 let mut rendered = inputs.clone();
                 if self.mode == BfdMode::Monitor && rendered.bfd.is_some() {
                     for address in &self.monitor_addresses {
@@ -312,6 +361,7 @@ impl<O: Outputs> Reconciler<O> {
                 .await
                 .map_err(ReconcileError::Status)?;
         }
+        self.metrics.gateway(&key, Some(&next));
         for event in status::events(previous.as_ref(), &next) {
             self.outputs.event(namespace, name, &event).await;
         }

@@ -117,6 +117,98 @@ impl MemorySnapshot {
     }
 }
 
+/// The kinds a snapshot holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    /// VpcEgressGateway.
+    Gateway,
+    /// Vpc.
+    Vpc,
+    /// Subnet.
+    Subnet,
+    /// IPPool.
+    IPPool,
+    /// NetworkAttachmentDefinition.
+    Nad,
+    /// Namespace.
+    Namespace,
+    /// Pod.
+    Pod,
+    /// Node.
+    Node,
+    /// Deployment (the gateways' own).
+    Deployment,
+}
+
+impl ObjectKind {
+    /// Every kind.
+    pub const ALL: [ObjectKind; 9] = [
+        ObjectKind::Gateway,
+        ObjectKind::Vpc,
+        ObjectKind::Subnet,
+        ObjectKind::IPPool,
+        ObjectKind::Nad,
+        ObjectKind::Namespace,
+        ObjectKind::Pod,
+        ObjectKind::Node,
+        ObjectKind::Deployment,
+    ];
+}
+
+impl MemorySnapshot {
+    /// Removes a VPC.
+    pub fn remove_vpc(&mut self, name: &str) {
+        self.vpcs.remove(name);
+    }
+    /// Removes a subnet.
+    pub fn remove_subnet(&mut self, name: &str) {
+        self.subnets.remove(name);
+    }
+    /// Removes an IP pool.
+    pub fn remove_ip_pool(&mut self, name: &str) {
+        self.ip_pools.remove(name);
+    }
+    /// Removes a NAD.
+    pub fn remove_nad(&mut self, namespace: &str, name: &str) {
+        self.nads.remove(&(namespace.to_owned(), name.to_owned()));
+    }
+    /// Removes a namespace.
+    pub fn remove_namespace(&mut self, name: &str) {
+        self.namespaces.remove(name);
+    }
+    /// Removes a node.
+    pub fn remove_node(&mut self, name: &str) {
+        self.nodes.remove(name);
+    }
+    /// Removes a Deployment.
+    pub fn remove_deployment(&mut self, namespace: &str, name: &str) {
+        self.deployments
+            .remove(&(namespace.to_owned(), name.to_owned()));
+    }
+    /// A Pod.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        self.pods.get(namespace)?.get(name)
+    }
+    /// A namespace.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name)
+    }
+    /// Forgets every object of a kind (before a relist puts them back).
+    pub fn clear(&mut self, kind: ObjectKind) {
+        match kind {
+            ObjectKind::Gateway => self.gateways.clear(),
+            ObjectKind::Vpc => self.vpcs.clear(),
+            ObjectKind::Subnet => self.subnets.clear(),
+            ObjectKind::IPPool => self.ip_pools.clear(),
+            ObjectKind::Nad => self.nads.clear(),
+            ObjectKind::Namespace => self.namespaces.clear(),
+            ObjectKind::Pod => self.pods.clear(),
+            ObjectKind::Node => self.nodes.clear(),
+            ObjectKind::Deployment => self.deployments.clear(),
+        }
+    }
+}
+
 impl Snapshot for MemorySnapshot {
     fn gateways(&self) -> Vec<&VpcEgressGateway> {
         self.gateways.values().collect()

@@ -1,0 +1,172 @@
+//! A mocked API server for the adapter's tests (tower-test, as kube-rs and controller-rs do):
+//! it records every request (method, path, body) and answers like a small API server — objects
+//! by path with resourceVersions, 404 for missing ones, 409 when a create finds the object or
+//! a write carries a stale resourceVersion, merge and apply patches merged into the object.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+/// One request as the server saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    /// GET, POST, PUT, PATCH, DELETE.
+    pub method: String,
+    /// The path (no query).
+    pub path: String,
+    /// The query string.
+    pub query: String,
+    /// The JSON body (`Null` when none).
+    pub body: Value,
+}
+
+/// What the server holds.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Objects by path.
+    pub objects: BTreeMap<String, Value>,
+    /// Every request, in order.
+    pub requests: Vec<Recorded>,
+    version: u64,
+}
+
+impl State {
+    /// The requests other than reads (GET, and the watch/list traffic).
+    pub fn writes(&self) -> Vec<Recorded> {
+        self.requests
+            .iter()
+            .filter(|r| r.method != "GET")
+            .cloned()
+            .collect()
+    }
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
+    }
+}
+
+fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn answer(state: &mut State, recorded: &Recorded) -> (u16, Value) {
+    let path = recorded
+        .path
+        .strip_suffix("/status")
+        .unwrap_or(&recorded.path)
+        .to_owned();
+    let body = &recorded.body;
+    match recorded.method.as_str() {
+        "GET" => match state.objects.get(&path) {
+            Some(object) => (200, object.clone()),
+            None => status(404, "NotFound", &format!("{path} not found")),
+        },
+        "POST" => {
+            let name = body["metadata"]["name"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("generated-{}", state.version + 1));
+            let path = format!("{path}/{name}");
+            if state.objects.contains_key(&path) {
+                return status(409, "AlreadyExists", &format!("{path} exists"));
+            }
+            state.version += 1;
+            let mut object = body.clone();
+            object["metadata"]["name"] = json!(name);
+            object["metadata"]["resourceVersion"] = json!(state.version.to_string());
+            state.objects.insert(path, object.clone());
+            (201, object)
+        }
+        "PUT" | "PATCH" => {
+            let current = state.objects.get(&path).cloned();
+            let wanted_version = body["metadata"]["resourceVersion"].as_str();
+            let current_version = current
+                .as_ref()
+                .and_then(|c| c["metadata"]["resourceVersion"].as_str());
+            if wanted_version.is_some() && wanted_version != current_version {
+                return status(409, "Conflict", "the object has been modified");
+            }
+            let mut object = match (recorded.method.as_str(), current) {
+                ("PUT", Some(_)) => body.clone(),
+                ("PUT", None) => return status(404, "NotFound", &format!("{path} not found")),
+                (_, Some(mut current)) => {
+                    merge(&mut current, body);
+                    current
+                }
+                // Server-side apply creates.
+                (_, None) if recorded.query.contains("fieldManager") => body.clone(),
+                (_, None) => return status(404, "NotFound", &format!("{path} not found")),
+            };
+            state.version += 1;
+            object["metadata"]["resourceVersion"] = json!(state.version.to_string());
+            state.objects.insert(path, object.clone());
+            (200, object)
+        }
+        _ => status(405, "MethodNotAllowed", "not in the mock"),
+    }
+}
+
+/// A client and the server state behind it; the server runs until the client is dropped.
+pub fn server() -> (Client, Arc<Mutex<State>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let state = Arc::new(Mutex::new(State::default()));
+    let shared = state.clone();
+    tokio::spawn(async move {
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let path = request.uri().path().to_owned();
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            let bytes = request
+                .into_body()
+                .collect_bytes()
+                .await
+                .unwrap_or_default();
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            };
+            let recorded = Recorded {
+                method,
+                path,
+                query,
+                body,
+            };
+            let (code, reply) = match shared.lock() {
+                Ok(mut state) => {
+                    let reply = answer(&mut state, &recorded);
+                    state.requests.push(recorded);
+                    reply
+                }
+                Err(_) => status(500, "InternalError", "poisoned"),
+            };
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(reply.to_string().into_bytes()));
+            if let Ok(response) = response {
+                send.send_response(response);
+            }
+        }
+    });
+    (Client::new(service, "default"), state)
+}

@@ -1,0 +1,220 @@
+//! One writer among the controller's replicas: a `coordination.k8s.io/v1` Lease, taken and
+//! renewed with resourceVersion-guarded writes (client-go's algorithm). Two replicas racing
+//! for a free or expired Lease both read the same version; the API server accepts only one
+//! write and answers the other with 409 Conflict. The decision is pure ([`decide`]); the
+//! loop ([`run`]) publishes leadership on a watch channel: standbys keep their caches warm and
+//! write nothing; a leader that cannot renew within the renew deadline stops writing at once.
+//!
+//! Not kube-lease-manager (`shared/reference/crates.md`'s pick): it takes the Lease with
+//! server-side apply field ownership, which a mocked API server cannot reproduce faithfully;
+//! this one's conflicts are plain resourceVersion checks, tested against an in-memory Lease
+//! API with two contenders.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The Lease and the timings.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    /// Namespace of the Lease.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// This replica (the Pod name).
+    pub identity: String,
+    /// How long a Lease stays valid without renewal.
+    pub duration: Duration,
+    /// A leader that has not renewed for this long stops writing.
+    pub renew_deadline: Duration,
+    /// Time between attempts.
+    pub retry: Duration,
+}
+
+impl LeaseConfig {
+    /// client-go's defaults: 15 s, 10 s, 2 s.
+    pub fn new(namespace: &str, name: &str, identity: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What to do with the Lease as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// There is none: create it, holding it.
+    Create,
+    /// We hold it: renew.
+    Renew,
+    /// Free or expired: take it.
+    TakeOver,
+    /// Someone else holds it.
+    Follow(String),
+}
+
+/// Decides from the Lease as read at `now`.
+pub fn decide(
+    lease: Option<&Lease>,
+    identity: &str,
+    now: Timestamp,
+    duration: Duration,
+) -> Decision {
+    let Some(lease) = lease else {
+        return Decision::Create;
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.unwrap_or_default();
+    if holder == identity {
+        return Decision::Renew;
+    }
+    if holder.is_empty() {
+        return Decision::TakeOver;
+    }
+    let valid_for = spec
+        .lease_duration_seconds
+        .map(|s| SignedDuration::from_secs(i64::from(s)))
+        .or_else(|| SignedDuration::try_from(duration).ok())
+        .unwrap_or(SignedDuration::from_secs(15));
+    match spec.renew_time.or(spec.acquire_time) {
+        Some(MicroTime(renewed))
+            if renewed.saturating_add(valid_for).is_ok_and(|end| end > now) =>
+        {
+            Decision::Follow(holder)
+        }
+        _ => Decision::TakeOver,
+    }
+}
+
+fn held(
+    config: &LeaseConfig,
+    now: Timestamp,
+    transitions: i32,
+    acquired: Option<MicroTime>,
+) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: Some(config.identity.clone()),
+        lease_duration_seconds: Some(i32::try_from(config.duration.as_secs()).unwrap_or(15)),
+        acquire_time: acquired.or(Some(MicroTime(now))),
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: Some(transitions),
+        ..LeaseSpec::default()
+    }
+}
+
+fn conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// One attempt: whether we hold the Lease afterwards.
+pub async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::Error> {
+    let current = api.get_opt(&config.name).await?;
+    let now = Timestamp::now();
+    let written = match decide(current.as_ref(), &config.identity, now, config.duration) {
+        Decision::Follow(_) => return Ok(false),
+        Decision::Create => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(config.name.clone()),
+                    namespace: Some(config.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(held(config, now, 0, None)),
+            };
+            api.create(&PostParams::default(), &lease).await.map(|_| ())
+        }
+        decision => {
+            let Some(mut lease) = current else {
+                return Ok(false);
+            };
+            let spec = lease.spec.clone().unwrap_or_default();
+            lease.spec = Some(if decision == Decision::Renew {
+                held(
+                    config,
+                    now,
+                    spec.lease_transitions.unwrap_or(0),
+                    spec.acquire_time,
+                )
+            } else {
+                held(config, now, spec.lease_transitions.unwrap_or(0) + 1, None)
+            });
+            // The read's resourceVersion stays in `lease.metadata`: a concurrent writer wins.
+            api.replace(&config.name, &PostParams::default(), &lease)
+                .await
+                .map(|_| ())
+        }
+    };
+    match written {
+        Ok(()) => Ok(true),
+        Err(error) if conflict(&error) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Runs the election until the task is dropped; `leader` follows whether we hold the Lease.
+pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool>) {
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let mut renewed: Option<Instant> = None;
+    loop {
+        match attempt(&api, &config).await {
+            Ok(true) => {
+                renewed = Some(Instant::now());
+                if !*leader.borrow() {
+                    info!(lease = %config.name, identity = %config.identity, "took the lease: writing");
+                }
+                leader.send_replace(true);
+            }
+            Ok(false) => {
+                if *leader.borrow() {
+                    warn!(lease = %config.name, "lost the lease: writes stopped");
+                }
+                renewed = None;
+                leader.send_replace(false);
+            }
+            Err(error) => {
+                warn!(lease = %config.name, %error, "lease not renewed");
+                if renewed.is_none_or(|at| at.elapsed() >= config.renew_deadline) {
+                    if *leader.borrow() {
+                        warn!(lease = %config.name, "renew deadline passed: writes stopped");
+                    }
+                    leader.send_replace(false);
+                }
+            }
+        }
+        tokio::time::sleep(config.retry).await;
+    }
+}
+
+/// Gives the Lease up (on shutdown), so a standby takes over without waiting for expiry.
+pub async fn release(client: Client, config: &LeaseConfig) {
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let Ok(Some(mut lease)) = api.get_opt(&config.name).await else {
+        return;
+    };
+    let mut spec = lease.spec.clone().unwrap_or_default();
+    if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    lease.spec = Some(spec);
+    if let Err(error) = api
+        .replace(&config.name, &PostParams::default(), &lease)
+        .await
+    {
+        warn!(%error, "lease not released");
+    }
+}
+
+#[cfg(test)]
+mod tests;
