@@ -1,15 +1,16 @@
-//! `veg controller`: the reconciler. `--source dir:PATH` runs it on a directory of manifests
-//! (the embedded mode; decisions are written as JSON under `--output`); the Kubernetes source
-//! comes with the kube adapter.
+//! `veg controller`: the reconciler. `--source kube` (the default) runs it in a cluster: watches,
+//! server-side apply, one writer among replicas by Lease, `/metrics`, `/livez`, `/readyz` and
+//! `PUT /log-level` on `--metrics-address`. `--source dir:PATH` runs it on a directory of
+//! manifests (the embedded mode; decisions are written as JSON under `--output`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use tracing::info;
+use tracing::{info, warn};
 use veg_controller::files::{FileOutputs, FileSource};
 use veg_controller::{BfdModeSetting, Reconciler, driver, nb};
 use veg_ovsdb::{Client, ClientConfig};
@@ -30,15 +31,28 @@ enum BfdModeArg {
 /// `veg controller` flags.
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Where the API objects come from: `dir:PATH` (a directory of manifests).
-    #[arg(long, env = "VEG_SOURCE")]
+    /// Where the API objects come from: `kube` (the cluster of the in-cluster config or
+    /// KUBECONFIG) or `dir:PATH` (a directory of manifests, the embedded mode).
+    #[arg(long, env = "VEG_SOURCE", default_value = "kube")]
     source: String,
     /// Where decisions are written in the file mode (status, Deployments, events).
     #[arg(long, env = "VEG_OUTPUT")]
     output: Option<PathBuf>,
-    /// OVN Northbound remotes, comma separated.
+    /// OVN Northbound remotes, comma separated (unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT).
     #[arg(long, env = "VEG_NB")]
     nb: String,
+    /// ssl: remotes: the CA certificate that signed the NB's certificate.
+    #[arg(long, env = "VEG_NB_CA_CERT", requires_all = ["nb_cert", "nb_key"])]
+    nb_ca_cert: Option<PathBuf>,
+    /// ssl: remotes: our certificate.
+    #[arg(long, env = "VEG_NB_CERT")]
+    nb_cert: Option<PathBuf>,
+    /// ssl: remotes: our private key.
+    #[arg(long, env = "VEG_NB_KEY")]
+    nb_key: Option<PathBuf>,
+    /// The VPC of gateways whose spec names none (Kube-OVN's --cluster-router).
+    #[arg(long, env = "VEG_DEFAULT_VPC", default_value = "ovn-cluster")]
+    default_vpc: String,
     /// How BFD failover works.
     #[arg(long, env = "VEG_BFD_MODE", value_enum, default_value_t = BfdModeArg::Auto)]
     bfd_mode: BfdModeArg,
@@ -58,29 +72,52 @@ pub struct ControllerArgs {
     /// Log format.
     #[arg(long, env = "VEG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Log level (a tracing filter; `PUT /log-level` changes it at run time).
+    #[arg(long, env = "VEG_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// `/metrics`, `/livez`, `/readyz`, `PUT /log-level` (kube source).
+    #[arg(long, env = "VEG_METRICS_ADDRESS", default_value = "0.0.0.0:10660")]
+    metrics_address: std::net::SocketAddr,
+    /// One writer among replicas, by a Lease (kube source); `false` for a single replica.
+    #[arg(long, env = "VEG_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// The Lease's namespace (the controller's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "kube-system")]
+    lease_namespace: String,
+    /// The Lease's name.
+    #[arg(long, env = "VEG_LEASE_NAME", default_value = "veg-controller")]
+    lease_name: String,
+    /// This replica's identity in the Lease and in events (the Pod's name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 /// Runs the controller until SIGTERM/SIGINT.
 pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
-    logging::init(args.log_format);
-    let Some(dir) = args.source.strip_prefix("dir:").map(PathBuf::from) else {
-        bail!(
-            "--source {:?}: only dir:PATH is supported by this build (the Kubernetes source comes with the kube adapter)",
-            args.source
-        );
+    let set_level = logging::init_reloadable(args.log_format, &args.log_level);
+    let dir = match args.source.as_str() {
+        "kube" => None,
+        other => Some(other.strip_prefix("dir:").map(PathBuf::from).with_context(|| {
+            format!("--source {other:?}: say kube or dir:PATH")
+        })?),
     };
-    let output = args.output.clone().unwrap_or_else(|| dir.join(".veg"));
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let client = Client::connect(
-            ClientConfig::northbound(&args.nb, nb::monitor_spec()).context("--nb")?,
-            Duration::from_secs(10),
-        )
-        .await
-        .context("cannot reach the OVN Northbound database")?;
+        let mut config = ClientConfig::northbound(&args.nb, nb::monitor_spec()).context("--nb")?;
+        if let (Some(ca), Some(cert), Some(key)) = (&args.nb_ca_cert, &args.nb_cert, &args.nb_key) {
+            config.tls = Some(veg_ovsdb::TlsFiles {
+                ca_certificate: ca.clone(),
+                certificate: cert.clone(),
+                private_key: key.clone(),
+            });
+        }
+        let client = Client::connect(config, Duration::from_secs(10))
+            .await
+            .context("cannot reach the OVN Northbound database")?;
         let has_bfd_sessions = client.schema().has_column("Logical_Router_Policy", "bfd_sessions");
         let setting = match args.bfd_mode {
             BfdModeArg::Native => BfdModeSetting::Native,
@@ -88,21 +125,135 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             BfdModeArg::Auto => BfdModeSetting::Auto,
         };
         let mode = setting.choose(has_bfd_sessions, args.ovn_honours_bfd_port);
-        info!(?mode, has_bfd_sessions, source = %dir.display(), output = %output.display(), "controller started");
-        let mut source = FileSource::new(&dir, &output, Duration::from_millis(args.poll_ms.max(50)))
-            .context("reading the manifests")?;
-        let mut reconciler =
-            Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
-        reconciler.monitor_addresses = args.monitor_addresses.clone();
-        let shutdown = crate::bfd::shutdown_signal()?;
+        match dir {
+            Some(dir) => run_files(&args, client, mode, &dir).await,
+            None => run_kube(&args, client, mode, set_level).await,
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_files(
+    args: &ControllerArgs,
+    client: Client,
+    mode: veg_controller::BfdMode,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let output = args.output.clone().unwrap_or_else(|| dir.join(".veg"));
+    info!(?mode, source = %dir.display(), output = %output.display(), "controller started");
+    let mut source = FileSource::new(dir, &output, Duration::from_millis(args.poll_ms.max(50)))
+        .context("reading the manifests")?;
+    let mut reconciler = Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
+    reconciler.monitor_addresses = args.monitor_addresses.clone();
+    let shutdown = crate::bfd::shutdown_signal()?;
+    driver::run(
+        &reconciler,
+        &mut source,
+        || Time(k8s_openapi::jiff::Timestamp::now()),
+        shutdown,
+    )
+    .await;
+    Ok(())
+}
+
+async fn run_kube(
+    args: &ControllerArgs,
+    nb: Client,
+    mode: veg_controller::BfdMode,
+    set_level: logging::SetLevel,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use tokio::sync::watch;
+    use veg_controller::kube::lease::{self, LeaseConfig};
+    use veg_controller::kube::{KubeOutputs, KubeSource};
+    use veg_controller::driver::Source as _;
+
+    let kube = kube::Client::try_default()
+        .await
+        .context("no Kubernetes configuration (in-cluster service account or KUBECONFIG)")?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| format!("veg-controller-{}", std::process::id()))
+    });
+    let metrics = Arc::new(veg_controller::metrics::Metrics::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let endpoint = Arc::new(veg_controller::http::Endpoint {
+        registry,
+        ready: std::sync::atomic::AtomicBool::new(false),
+        set_level,
+    });
+    let listener = tokio::net::TcpListener::bind(args.metrics_address)
+        .await
+        .with_context(|| format!("--metrics-address {}", args.metrics_address))?;
+    tokio::spawn(veg_controller::http::serve(listener, endpoint.clone()));
+
+    let (leader_tx, mut leader) = watch::channel(!args.leader_elect);
+    let lease_config = LeaseConfig::new(&args.lease_namespace, &args.lease_name, &identity);
+    let election = args
+        .leader_elect
+        .then(|| tokio::spawn(lease::run(kube.clone(), lease_config.clone(), leader_tx)));
+    info!(?mode, %identity, leader_elect = args.leader_elect, default_vpc = %args.default_vpc, "controller started; listing the cluster");
+    let mut source = KubeSource::start(kube.clone(), &args.default_vpc).await;
+    endpoint.ready.store(true, Ordering::Relaxed);
+
+    let mut reconciler = Reconciler::new(
+        nb,
+        KubeOutputs::new(kube.clone(), &identity, leader.clone()),
+        mode,
+        args.image.clone(),
+    );
+    reconciler.monitor_addresses = args.monitor_addresses.clone();
+    reconciler.metrics = metrics.clone();
+
+    let (stop_tx, stop) = watch::channel(false);
+    let signal = crate::bfd::shutdown_signal()?;
+    tokio::spawn(async move {
+        signal.await;
+        stop_tx.send_replace(true);
+    });
+    loop {
+        // A standby keeps its caches warm and writes nothing.
+        while !*leader.borrow() && !*stop.borrow() {
+            metrics.leader.set(0);
+            let mut stopping = stop.clone();
+            tokio::select! {
+                update = source.next() => if update.is_none() { anyhow::bail!("the watches ended") },
+                _ = leader.changed() => {}
+                _ = stopping.changed() => {}
+            }
+        }
+        if *stop.borrow() {
+            break;
+        }
+        metrics.leader.set(1);
+        info!("leading: reconciling");
+        let mut lost = leader.clone();
+        let mut stopping = stop.clone();
+        let until = async move {
+            tokio::select! {
+                _ = async { while lost.changed().await.is_ok() { if !*lost.borrow() { break } } } => {}
+                _ = stopping.changed() => {}
+            }
+        };
         driver::run(
             &reconciler,
             &mut source,
             || Time(k8s_openapi::jiff::Timestamp::now()),
-            shutdown,
+            until,
         )
         .await;
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        if *stop.borrow() {
+            break;
+        }
+        warn!("lost the lease: writes stopped, standing by");
+    }
+    if let Some(election) = election {
+        election.abort();
+        lease::release(kube, &lease_config).await;
+    }
+    info!("stopped");
+    Ok(())
 }

@@ -26,3 +26,40 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
+
+/// Changes the log filter of a running process (`PUT /log-level`).
+pub type SetLevel = std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Installs the global subscriber with `level` (an EnvFilter directive, `RUST_LOG` wins when
+/// set) and returns the handle that changes it at run time.
+pub fn init_reloadable(format: LogFormat, level: &str) -> SetLevel {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
+            .init(),
+    }
+    std::sync::Arc::new(move |directive: &str| {
+        let filter = EnvFilter::try_new(directive.trim()).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
+}

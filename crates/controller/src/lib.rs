@@ -28,6 +28,7 @@ pub mod drain;
 pub mod driver;
 pub mod explain;
 pub mod files;
+pub mod http;
 #[cfg(test)]
 mod fixtures;
 pub mod kube;

@@ -66,6 +66,8 @@ fn name_of(meta: &kube::api::ObjectMeta) -> (String, String) {
 /// The cluster's objects, kept current by watches.
 pub struct KubeSource {
     snapshot: MemorySnapshot,
+    /// The VPC of gateways whose `spec.vpc` is empty (`--default-vpc`).
+    default_vpc: String,
     events: mpsc::Receiver<Observed>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -117,7 +119,7 @@ fn spawn<K, S>(
 impl KubeSource {
     /// Starts the watches and returns once every kind has been listed (the snapshot is then
     /// complete). A missing IPPool CRD counts as an empty list: older Kube-OVNs lack it.
-    pub async fn start(client: Client) -> Self {
+    pub async fn start(client: Client, default_vpc: &str) -> Self {
         let (sender, events) = mpsc::channel(1024);
         let mut tasks = Vec::new();
         let config = watcher::Config::default;
@@ -212,6 +214,7 @@ impl KubeSource {
         );
         let mut source = Self {
             snapshot: MemorySnapshot::default(),
+            default_vpc: default_vpc.to_owned(),
             events,
             tasks,
         };
@@ -241,6 +244,7 @@ impl KubeSource {
         let (_, events) = mpsc::channel(1);
         Self {
             snapshot,
+            default_vpc: names::DEFAULT_VPC.to_owned(),
             events,
             tasks: Vec::new(),
         }
@@ -253,7 +257,24 @@ impl KubeSource {
 
     /// Applies one observation; the update it makes, if any.
     pub fn apply(&mut self, observed: Observed) -> Option<Update> {
+        let default_vpc = self.default_vpc.clone();
+        // A gateway without `spec.vpc` serves the cluster's default VPC.
+        let defaulted = move |object: Object| match object {
+            Object::Gateway(mut gateway) if gateway.spec.vpc.is_empty() => {
+                gateway.spec.vpc = default_vpc.clone();
+                Object::Gateway(gateway)
+            }
+            other => other,
+        };
         let s = &mut self.snapshot;
+        let observed = match observed {
+            Observed::Apply(object) => Observed::Apply(defaulted(object)),
+            Observed::Delete(object) => Observed::Delete(defaulted(object)),
+            Observed::Relisted(kind, objects) => {
+                Observed::Relisted(kind, objects.into_iter().map(&defaulted).collect())
+            }
+            failed => failed,
+        };
         match observed {
             Observed::Failed(kind, error) => {
                 warn!(?kind, %error, "watch failed; retrying");
