@@ -64,3 +64,16 @@ if command -v rustup >/dev/null 2>&1; then
   done
 fi
 echo "==> $(cargo --version)"
+
+# kubectl (renders deploy/ with `kubectl kustomize` in the tests; not a Debian 12 package):
+# the official static binary, checked against its published SHA-256.
+if ! command -v kubectl >/dev/null 2>&1; then
+  version=v1.32.4
+  echo "==> installing kubectl ${version} from dl.k8s.io"
+  tmp=$(mktemp -d)
+  curl -fsSL -o "$tmp/kubectl" "https://dl.k8s.io/release/${version}/bin/linux/amd64/kubectl"
+  curl -fsSL -o "$tmp/kubectl.sha256" "https://dl.k8s.io/release/${version}/bin/linux/amd64/kubectl.sha256"
+  echo "$(cat "$tmp/kubectl.sha256")  $tmp/kubectl" | sha256sum --check --quiet
+  as_root install -m 0755 "$tmp/kubectl" /usr/bin/kubectl
+  rm -rf "$tmp"
+fi

@@ -97,9 +97,12 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let set_level = logging::init_reloadable(args.log_format, &args.log_level);
     let dir = match args.source.as_str() {
         "kube" => None,
-        other => Some(other.strip_prefix("dir:").map(PathBuf::from).with_context(|| {
-            format!("--source {other:?}: say kube or dir:PATH")
-        })?),
+        other => Some(
+            other
+                .strip_prefix("dir:")
+                .map(PathBuf::from)
+                .with_context(|| format!("--source {other:?}: say kube or dir:PATH"))?,
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -118,7 +121,9 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         let client = Client::connect(config, Duration::from_secs(10))
             .await
             .context("cannot reach the OVN Northbound database")?;
-        let has_bfd_sessions = client.schema().has_column("Logical_Router_Policy", "bfd_sessions");
+        let has_bfd_sessions = client
+            .schema()
+            .has_column("Logical_Router_Policy", "bfd_sessions");
         let setting = match args.bfd_mode {
             BfdModeArg::Native => BfdModeSetting::Native,
             BfdModeArg::Monitor => BfdModeSetting::Monitor,
@@ -143,7 +148,8 @@ async fn run_files(
     info!(?mode, source = %dir.display(), output = %output.display(), "controller started");
     let mut source = FileSource::new(dir, &output, Duration::from_millis(args.poll_ms.max(50)))
         .context("reading the manifests")?;
-    let mut reconciler = Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
+    let mut reconciler =
+        Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
     reconciler.monitor_addresses = args.monitor_addresses.clone();
     let shutdown = crate::bfd::shutdown_signal()?;
     driver::run(
@@ -165,9 +171,9 @@ async fn run_kube(
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
     use tokio::sync::watch;
+    use veg_controller::driver::Source as _;
     use veg_controller::kube::lease::{self, LeaseConfig};
     use veg_controller::kube::{KubeOutputs, KubeSource};
-    use veg_controller::driver::Source as _;
 
     let kube = kube::Client::try_default()
         .await

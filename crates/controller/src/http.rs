@@ -37,7 +37,12 @@ pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
 }
 
 /// The answer to one request: status line, content type, body.
-pub fn respond(endpoint: &Endpoint, method: &str, path: &str, body: &str) -> (&'static str, String) {
+pub fn respond(
+    endpoint: &Endpoint,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (&'static str, String) {
     match (method, path) {
         ("GET", "/metrics") => {
             let mut text = String::new();
@@ -126,17 +131,31 @@ mod tests {
                 if level.trim() == "nonsense[" {
                     return Err("bad directive".into());
                 }
-                seen.lock().map_err(|e| e.to_string())?.push(level.trim().to_owned());
+                seen.lock()
+                    .map_err(|e| e.to_string())?
+                    .push(level.trim().to_owned());
                 Ok(())
             }),
         };
         assert_eq!(respond(&endpoint, "GET", "/livez", "").0, "200 OK");
-        assert_eq!(respond(&endpoint, "GET", "/readyz", "").0, "503 Service Unavailable");
+        assert_eq!(
+            respond(&endpoint, "GET", "/readyz", "").0,
+            "503 Service Unavailable"
+        );
         endpoint.ready.store(true, Ordering::Relaxed);
         assert_eq!(respond(&endpoint, "GET", "/readyz", "").0, "200 OK");
-        assert_eq!(respond(&endpoint, "PUT", "/log-level", "debug\n").0, "200 OK");
-        assert_eq!(respond(&endpoint, "PUT", "/log-level", "nonsense[").0, "400 Bad Request");
+        assert_eq!(
+            respond(&endpoint, "PUT", "/log-level", "debug\n").0,
+            "200 OK"
+        );
+        assert_eq!(
+            respond(&endpoint, "PUT", "/log-level", "nonsense[").0,
+            "400 Bad Request"
+        );
         assert_eq!(respond(&endpoint, "GET", "/nope", "").0, "404 Not Found");
-        assert_eq!(levels.lock().map(|l| l.clone()).unwrap_or_default(), vec!["debug".to_owned()]);
+        assert_eq!(
+            levels.lock().map(|l| l.clone()).unwrap_or_default(),
+            vec!["debug".to_owned()]
+        );
     }
 }

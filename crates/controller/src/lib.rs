@@ -28,9 +28,9 @@ pub mod drain;
 pub mod driver;
 pub mod explain;
 pub mod files;
-pub mod http;
 #[cfg(test)]
 mod fixtures;
+pub mod http;
 pub mod kube;
 pub mod metrics;
 pub mod monitor;

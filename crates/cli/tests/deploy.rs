@@ -1,0 +1,243 @@
+//! `deploy/`: every kustomization renders offline with `kubectl kustomize`; every object parses
+//! into its k8s-openapi type with no unknown field; the Deployments' args and environment are
+//! flags of the `veg` subcommand they run; the controller runs as two unprivileged replicas
+//! with a read-only root; the ClusterRole and Role grant exactly the adapter's RBAC table.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail, ensure};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde_json::Value;
+
+fn render(kustomization: &str) -> Result<Vec<Value>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../deploy")
+        .join(kustomization);
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&dir)
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(
+        veg_api::read_manifests(&String::from_utf8_lossy(&output.stdout))?
+            .into_iter()
+            .map(|m| m.object)
+            .collect(),
+    )
+}
+
+/// Decodes into `T`, failing on any field `T` does not have.
+fn strict<T: serde::de::DeserializeOwned>(object: &Value) -> Result<T> {
+    let mut unknown = Vec::new();
+    let decoded =
+        serde_ignored::deserialize(object.clone(), |path| unknown.push(path.to_string()))?;
+    ensure!(
+        unknown.is_empty(),
+        "{} {}: unknown fields {unknown:?}",
+        object["kind"],
+        object["metadata"]["name"]
+    );
+    Ok(decoded)
+}
+
+fn help(subcommand: &str) -> Result<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_veg"))
+        .args([subcommand, "--help"])
+        .output()?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Every `--flag` of the container's args and every `VEG_*`/`POD_*` variable it gets exists in
+/// `veg <subcommand> --help`.
+fn check_container(deployment: &Deployment, config: Option<&ConfigMap>) -> Result<String> {
+    let spec = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .context("no pod spec")?;
+    let container = spec.containers.first().context("no container")?;
+    let args = container.args.clone().unwrap_or_default();
+    let subcommand = args.first().context("no subcommand")?.clone();
+    let help = help(&subcommand)?;
+    for arg in &args[1..] {
+        let flag = arg.split('=').next().unwrap_or_default();
+        ensure!(
+            flag.starts_with("--")
+                && (help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n"))),
+            "{}: `{arg}` is not a flag of `veg {subcommand}`",
+            deployment.metadata.name.as_deref().unwrap_or_default()
+        );
+    }
+    let mut variables: Vec<String> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.clone())
+        .collect();
+    if subcommand == "controller" {
+        let config = config.context("no veg-config")?;
+        variables.extend(config.data.iter().flatten().map(|(k, _)| k.clone()));
+    }
+    for variable in variables {
+        ensure!(
+            help.contains(&format!("[env: {variable}=")),
+            "{}: {variable} is not read by `veg {subcommand}`",
+            deployment.metadata.name.as_deref().unwrap_or_default()
+        );
+    }
+    // Unprivileged and read-only.
+    let pod_security = spec
+        .security_context
+        .as_ref()
+        .context("no pod securityContext")?;
+    ensure!(pod_security.run_as_non_root == Some(true), "runAsNonRoot");
+    let security = container
+        .security_context
+        .as_ref()
+        .context("no securityContext")?;
+    ensure!(
+        security.read_only_root_filesystem == Some(true),
+        "readOnlyRootFilesystem"
+    );
+    ensure!(
+        security.allow_privilege_escalation == Some(false),
+        "allowPrivilegeEscalation"
+    );
+    let capabilities = security.capabilities.as_ref().context("no capabilities")?;
+    ensure!(
+        capabilities.drop.clone().unwrap_or_default() == ["ALL"]
+            && capabilities.add.clone().unwrap_or_default().is_empty(),
+        "capabilities: {capabilities:?}"
+    );
+    Ok(subcommand)
+}
+
+fn granted(
+    rules: &[PolicyRule],
+    cluster: bool,
+    out: &mut BTreeSet<(String, String, String, bool)>,
+) {
+    for rule in rules {
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    out.insert((group.clone(), resource.clone(), verb.clone(), cluster));
+                }
+            }
+        }
+    }
+}
+
+fn check(kustomization: &str) -> Result<Vec<String>> {
+    let objects = render(kustomization)?;
+    let mut config = None;
+    let mut deployments = Vec::new();
+    let mut rules = BTreeSet::new();
+    for object in &objects {
+        match object["kind"].as_str().unwrap_or_default() {
+            "CustomResourceDefinition" => {
+                let crd: CustomResourceDefinition = strict(object)?;
+                ensure!(
+                    crd == veg_api::crd(),
+                    "the kustomization's CRD is not the generated one"
+                );
+            }
+            "ServiceAccount" => drop(strict::<ServiceAccount>(object)?),
+            "ClusterRole" => granted(
+                &strict::<ClusterRole>(object)?.rules.unwrap_or_default(),
+                true,
+                &mut rules,
+            ),
+            "Role" => granted(
+                &strict::<Role>(object)?.rules.unwrap_or_default(),
+                false,
+                &mut rules,
+            ),
+            "ClusterRoleBinding" => drop(strict::<ClusterRoleBinding>(object)?),
+            "RoleBinding" => drop(strict::<RoleBinding>(object)?),
+            "ConfigMap" => config = Some(strict::<ConfigMap>(object)?),
+            "Deployment" => deployments.push(strict::<Deployment>(object)?),
+            other => bail!("{kustomization}: unexpected kind {other}"),
+        }
+    }
+    let expected: BTreeSet<(String, String, String, bool)> = veg_controller::kube::rbac::CALLS
+        .iter()
+        .flat_map(|call| {
+            call.verbs.iter().map(move |verb| {
+                (
+                    call.group.to_owned(),
+                    call.resource.to_owned(),
+                    (*verb).to_owned(),
+                    call.cluster,
+                )
+            })
+        })
+        .collect();
+    let missing: Vec<_> = expected.difference(&rules).collect();
+    let extra: Vec<_> = rules.difference(&expected).collect();
+    ensure!(
+        missing.is_empty() && extra.is_empty(),
+        "{kustomization}: RBAC differs from the code's calls: missing {missing:?}, extra {extra:?}"
+    );
+    let mut roles = Vec::new();
+    for deployment in &deployments {
+        let role = check_container(deployment, config.as_ref())
+            .with_context(|| format!("{kustomization}"))?;
+        if role == "controller" {
+            ensure!(
+                deployment.spec.as_ref().and_then(|s| s.replicas) == Some(2),
+                "the controller runs two replicas"
+            );
+        }
+        roles.push(role);
+    }
+    Ok(roles)
+}
+
+fn args_of(kustomization: &str, name: &str) -> Result<Vec<String>> {
+    let objects = render(kustomization)?;
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
+        .context("no such Deployment")?;
+    Ok(serde_json::from_value(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+    )?)
+}
+
+#[test]
+fn every_kustomization_renders_parses_and_matches_the_code() -> Result<()> {
+    if !support::require("deploy/ rendering", &["/usr/bin/kubectl"]) {
+        return Ok(());
+    }
+    ensure!(check("base")? == ["controller"]);
+    ensure!(check("overlays/native")? == ["controller"]);
+    ensure!(check("overlays/monitor")? == ["controller", "monitor"]);
+    let native = args_of("overlays/native", "veg-controller")?;
+    ensure!(
+        native.contains(&"--bfd-mode=native".to_owned())
+            && native.contains(&"--ovn-honours-bfd-port".to_owned()),
+        "{native:?}"
+    );
+    let monitor = args_of("overlays/monitor", "veg-controller")?;
+    ensure!(
+        monitor.contains(&"--bfd-mode=monitor".to_owned())
+            && monitor
+                .iter()
+                .any(|a| a.starts_with("--monitor-addresses=")),
+        "{monitor:?}"
+    );
+    Ok(())
+}
