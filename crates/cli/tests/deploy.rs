@@ -194,7 +194,7 @@ fn check(kustomization: &str) -> Result<Vec<String>> {
     let mut roles = Vec::new();
     for deployment in &deployments {
         let role = check_container(deployment, config.as_ref())
-            .with_context(|| format!("{kustomization}"))?;
+            .with_context(|| kustomization.to_owned())?;
         if role == "controller" {
             ensure!(
                 deployment.spec.as_ref().and_then(|s| s.replicas) == Some(2),
