@@ -68,7 +68,97 @@ fn status(code: u16, reason: &str, message: &str) -> (u16, Value) {
     )
 }
 
-fn answer(state: &mut State, recorded: &Recorded) -> (u16, Value) {
+/// The resource (plural) and the path prefix of a collection or object path:
+/// `/apis/g/v/[namespaces/ns/]resource[/name]`.
+fn split(path: &str) -> Option<(String, Option<String>, String, Option<String>)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (prefix, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => ("/api/v1".to_owned(), rest),
+        ["apis", group, version, rest @ ..] => (format!("/apis/{group}/{version}"), rest),
+        _ => return None,
+    };
+    match rest {
+        ["namespaces", ns, resource] => {
+            Some((prefix, Some((*ns).to_owned()), (*resource).to_owned(), None))
+        }
+        ["namespaces", ns, resource, name, ..] => Some((
+            prefix,
+            Some((*ns).to_owned()),
+            (*resource).to_owned(),
+            Some((*name).to_owned()),
+        )),
+        [resource] => Some((prefix, None, (*resource).to_owned(), None)),
+        [resource, name, ..] => Some((
+            prefix,
+            None,
+            (*resource).to_owned(),
+            Some((*name).to_owned()),
+        )),
+        _ => None,
+    }
+}
+
+/// A list of the stored objects under a collection path (all namespaces when the path names
+/// none), filtered by a `labelSelector=k=v` query; metadata-only when asked.
+fn list(state: &State, path: &str, query: &str, metadata_only: bool) -> Value {
+    let Some((prefix, namespace, resource, _)) = split(path) else {
+        return json!({"items": []});
+    };
+    let selector: Option<(String, String)> = query.split('&').find_map(|pair| {
+        let value = pair
+            .strip_prefix("labelSelector=")?
+            .replace("%3D", "=")
+            .replace("%2F", "/");
+        let (k, v) = value.split_once('=')?;
+        Some((k.to_owned(), v.to_owned()))
+    });
+    let items: Vec<Value> = state
+        .objects
+        .iter()
+        .filter(|(object_path, _)| {
+            split(object_path).is_some_and(|(p, ns, r, name)| {
+                p == prefix
+                    && r == resource
+                    && name.is_some()
+                    && (namespace.is_none() || ns == namespace)
+            })
+        })
+        .filter(|(_, object)| {
+            selector
+                .as_ref()
+                .is_none_or(|(k, v)| object["metadata"]["labels"][k] == v.as_str())
+        })
+        .map(|(_, object)| {
+            if metadata_only {
+                json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+                    "metadata": object["metadata"]})
+            } else {
+                object.clone()
+            }
+        })
+        .collect();
+    let version = state.version.to_string();
+    if metadata_only {
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+            "metadata": {"resourceVersion": version}, "items": items})
+    } else {
+        json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": version}, "items": items})
+    }
+}
+
+fn answer(state: &mut State, recorded: &Recorded, metadata_only: bool) -> (u16, Value) {
+    if recorded.method == "GET"
+        && split(&recorded.path).is_some_and(|(_, _, _, name)| name.is_none())
+    {
+        // A list, or a watch the mock answers with no events (the watcher then watches again).
+        if recorded.query.contains("watch=true") {
+            return (200, Value::Null);
+        }
+        return (
+            200,
+            list(state, &recorded.path, &recorded.query, metadata_only),
+        );
+    }
     let path = recorded
         .path
         .strip_suffix("/status")
@@ -132,6 +222,15 @@ pub fn server() -> (Client, Arc<Mutex<State>>) {
     let shared = state.clone();
     tokio::spawn(async move {
         while let Some((request, send)) = handle.next_request().await {
+            let metadata_only = request
+                .headers()
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("PartialObjectMetadata"));
+            let watch = request
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("watch=true"));
             let method = request.method().to_string();
             let path = request.uri().path().to_owned();
             let query = request.uri().query().unwrap_or_default().to_owned();
@@ -153,18 +252,29 @@ pub fn server() -> (Client, Arc<Mutex<State>>) {
             };
             let (code, reply) = match shared.lock() {
                 Ok(mut state) => {
-                    let reply = answer(&mut state, &recorded);
+                    let reply = answer(&mut state, &recorded, metadata_only);
                     state.requests.push(recorded);
                     reply
                 }
                 Err(_) => status(500, "InternalError", "poisoned"),
             };
+            let body = if reply.is_null() {
+                Vec::new()
+            } else {
+                reply.to_string().into_bytes()
+            };
             let response = Response::builder()
                 .status(code)
                 .header("content-type", "application/json")
-                .body(Body::from(reply.to_string().into_bytes()));
+                .body(Body::from(body));
             if let Ok(response) = response {
-                send.send_response(response);
+                // A watch stays open a while, as a quiet one would, so watchers do not spin.
+                tokio::spawn(async move {
+                    if watch {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                    send.send_response(response);
+                });
             }
         }
     });

@@ -354,3 +354,116 @@ fn a_pod_label_change_reconciles_only_the_gateway_it_affects() -> anyhow::Result
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_source_lists_every_kind_through_the_api_with_granted_calls() -> anyhow::Result<()> {
+    let (client, state) = fake::server();
+    if let Ok(mut state) = state.lock() {
+        let mut put = |path: &str, object: Value| {
+            state.objects.insert(path.to_owned(), object);
+        };
+        let mut g = stored(&gateway(base_spec()));
+        g["spec"]["vpc"] = json!("");
+        put(GATEWAY_PATH, g);
+        put(
+            "/apis/kubeovn.io/v1/vpcs/ovn-cluster",
+            json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc",
+            "metadata": {"name": "ovn-cluster"}, "spec": {}, "status": {"router": "ovn-cluster"}}),
+        );
+        put(
+            "/apis/kubeovn.io/v1/subnets/macvlan1",
+            json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+            "metadata": {"name": "macvlan1"}, "spec": {"cidrBlock": "198.51.100.0/24", "provider": "eth1.default"}}),
+        );
+        put(
+            "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/eth1",
+            json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": "eth1", "namespace": "default"}, "spec": {"config": "{}"}}),
+        );
+        put(
+            "/api/v1/namespaces/default",
+            json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "default", "labels": {"team": "blue"}}, "spec": {"finalizers": ["kubernetes"]}}),
+        );
+        put(
+            "/api/v1/nodes/worker1",
+            json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "worker1", "annotations": {"ovn.kubernetes.io/port_name": "node-worker1"}},
+            "status": {"capacity": {"cpu": "4"}}}),
+        );
+        put(
+            "/api/v1/namespaces/default/pods/web",
+            json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"}, "spec": {"containers": []},
+            "status": {"podIPs": [{"ip": "198.18.0.40"}]}}),
+        );
+        put(
+            "/apis/apps/v1/namespaces/default/deployments/gateway1",
+            json!({"apiVersion": "apps/v1",
+            "kind": "Deployment", "metadata": {"name": "gateway1", "namespace": "default",
+            "labels": {"app": "vpc-egress-gateway"}}, "spec": {"selector": {}, "template": {}}}),
+        );
+        put(
+            "/apis/apps/v1/namespaces/default/deployments/unrelated",
+            json!({"apiVersion": "apps/v1",
+            "kind": "Deployment", "metadata": {"name": "unrelated", "namespace": "default"},
+            "spec": {"selector": {}, "template": {}}}),
+        );
+    }
+    let source = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        KubeSource::start(client, "vpc-a"),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the source did not list every kind within 10 s"))?;
+    let snapshot = source.snapshot_ref();
+    let gateways = snapshot.gateways();
+    anyhow::ensure!(
+        gateways.len() == 1 && gateways[0].spec.vpc == "vpc-a",
+        "the default VPC fills spec.vpc"
+    );
+    anyhow::ensure!(snapshot.vpc("ovn-cluster").is_some() && snapshot.subnet("macvlan1").is_some());
+    anyhow::ensure!(snapshot.nad("default", "eth1").is_some());
+    anyhow::ensure!(snapshot.pods_in("default").len() == 1);
+    anyhow::ensure!(snapshot.deployment("default", "gateway1").is_some());
+    anyhow::ensure!(
+        snapshot.deployment("default", "unrelated").is_none(),
+        "only the gateways' Deployments"
+    );
+    let namespace = snapshot
+        .namespaces()
+        .into_iter()
+        .next()
+        .cloned()
+        .unwrap_or_default();
+    anyhow::ensure!(
+        namespace
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str)
+            == Some("blue")
+            && namespace.spec.is_none(),
+        "namespaces are metadata only"
+    );
+    let node = snapshot.node("worker1").cloned().unwrap_or_default();
+    anyhow::ensure!(
+        node.status.is_none() && node.metadata.annotations.is_some(),
+        "nodes are metadata only"
+    );
+    drop(source);
+    all_granted(&state)?;
+    let verbs: std::collections::BTreeSet<String> = state
+        .lock()
+        .map(|s| {
+            s.requests
+                .iter()
+                .filter_map(|r| rbac::permission(&r.method, &r.path, &r.query))
+                .map(|p| p.2)
+                .collect()
+        })
+        .unwrap_or_default();
+    anyhow::ensure!(verbs.contains("list"), "{verbs:?}");
+    Ok(())
+}
