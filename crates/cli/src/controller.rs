@@ -13,9 +13,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tracing::{info, warn};
 use veg_controller::files::{FileOutputs, FileSource};
 use veg_controller::{BfdModeSetting, Reconciler, driver, nb};
-use veg_ovsdb::{Client, ClientConfig};
+use veg_ovsdb::Client;
 
 use crate::logging::{self, LogFormat};
+use crate::northbound::NorthboundArgs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum BfdModeArg {
@@ -38,18 +39,8 @@ pub struct ControllerArgs {
     /// Where decisions are written in the file mode (status, Deployments, events).
     #[arg(long, env = "VEG_OUTPUT")]
     output: Option<PathBuf>,
-    /// OVN Northbound remotes, comma separated (unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT).
-    #[arg(long, env = "VEG_NB")]
-    nb: String,
-    /// ssl: remotes: the CA certificate that signed the NB's certificate.
-    #[arg(long, env = "VEG_NB_CA_CERT", requires_all = ["nb_cert", "nb_key"])]
-    nb_ca_cert: Option<PathBuf>,
-    /// ssl: remotes: our certificate.
-    #[arg(long, env = "VEG_NB_CERT")]
-    nb_cert: Option<PathBuf>,
-    /// ssl: remotes: our private key.
-    #[arg(long, env = "VEG_NB_KEY")]
-    nb_key: Option<PathBuf>,
+    #[command(flatten)]
+    northbound: NorthboundArgs,
     /// The VPC of gateways whose spec names none (Kube-OVN's --cluster-router).
     #[arg(long, env = "VEG_DEFAULT_VPC", default_value = "ovn-cluster")]
     default_vpc: String,
@@ -110,14 +101,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let mut config = ClientConfig::northbound(&args.nb, nb::monitor_spec()).context("--nb")?;
-        if let (Some(ca), Some(cert), Some(key)) = (&args.nb_ca_cert, &args.nb_cert, &args.nb_key) {
-            config.tls = Some(veg_ovsdb::TlsFiles {
-                ca_certificate: ca.clone(),
-                certificate: cert.clone(),
-                private_key: key.clone(),
-            });
-        }
+        let config = args.northbound.config(nb::monitor_spec())?;
         let client = Client::connect(config, Duration::from_secs(10))
             .await
             .context("cannot reach the OVN Northbound database")?;

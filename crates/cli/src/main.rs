@@ -14,6 +14,7 @@ mod kubectl;
 mod lab;
 mod logging;
 mod monitor;
+mod northbound;
 mod validate;
 
 /// veg — a VPC egress gateway for Kube-OVN clusters.

@@ -10,16 +10,16 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use veg_controller::monitor::{self, MonitorConfig};
-use veg_ovsdb::{ClientConfig, MonitorSpec};
+use veg_ovsdb::MonitorSpec;
 
 use crate::logging::{self, LogFormat};
+use crate::northbound::NorthboundArgs;
 
 /// `veg monitor` flags.
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
-    /// OVN Northbound remotes, comma separated (unix:PATH, tcp:HOST:PORT).
-    #[arg(long, env = "VEG_NB")]
-    nb: String,
+    #[command(flatten)]
+    northbound: NorthboundArgs,
     /// The VPC's logical router.
     #[arg(long, env = "VEG_MONITOR_VPC", default_value = "ovn-cluster")]
     vpc: String,
@@ -53,11 +53,15 @@ pub struct MonitorArgs {
     /// Log format.
     #[arg(long, env = "VEG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Log level (a tracing filter; RUST_LOG wins when set).
+    #[arg(long, env = "VEG_LOG_LEVEL", default_value = "info")]
+    log_level: String,
 }
 
 /// Runs the monitor until SIGTERM/SIGINT.
 pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
-    logging::init(args.log_format);
+    // The monitor serves no PUT /log-level, so the reload handle is not kept.
+    let _ = logging::init_reloadable(args.log_format, &args.log_level);
     let holder = match args.holder {
         Some(holder) => holder,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -65,7 +69,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| format!("monitor-{}", std::process::id())),
     };
     let config = MonitorConfig {
-        nb: ClientConfig::northbound(&args.nb, MonitorSpec::new()).context("--nb")?,
+        nb: args.northbound.config(MonitorSpec::new())?,
         router: args.vpc,
         locals: args.locals,
         holder,

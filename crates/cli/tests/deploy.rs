@@ -86,10 +86,34 @@ fn check_container(deployment: &Deployment, config: Option<&ConfigMap>) -> Resul
         .flatten()
         .map(|e| e.name.clone())
         .collect();
+    let config = config.context("no veg-config")?;
     if subcommand == "controller" {
-        let config = config.context("no veg-config")?;
         variables.extend(config.data.iter().flatten().map(|(k, _)| k.clone()));
     }
+    // Every NB client given the ConfigMap takes its connection (TLS included, which the
+    // ConfigMap's comment tells operators to set there) and logging settings from it.
+    let from_config = container.env_from.iter().flatten().any(|source| {
+        source
+            .config_map_ref
+            .as_ref()
+            .is_some_and(|c| c.name == "veg-config")
+    });
+    ensure!(
+        from_config,
+        "{}: does not read veg-config",
+        deployment.metadata.name.as_deref().unwrap_or_default()
+    );
+    variables.extend(
+        [
+            "VEG_NB",
+            "VEG_NB_CA_CERT",
+            "VEG_NB_CERT",
+            "VEG_NB_KEY",
+            "VEG_LOG_FORMAT",
+            "VEG_LOG_LEVEL",
+        ]
+        .map(str::to_owned),
+    );
     for variable in variables {
         ensure!(
             help.contains(&format!("[env: {variable}=")),

@@ -1,0 +1,40 @@
+//! The OVN Northbound connection flags shared by `veg controller` and `veg monitor`: both
+//! read the same ConfigMap, so both must honour its TLS settings.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use veg_ovsdb::{ClientConfig, MonitorSpec, TlsFiles};
+
+/// Where the NB is and how to prove who we are.
+#[derive(Debug, Args)]
+pub struct NorthboundArgs {
+    /// OVN Northbound remotes, comma separated (unix:PATH, tcp:HOST:PORT, ssl:HOST:PORT).
+    #[arg(long, env = "VEG_NB")]
+    nb: String,
+    /// ssl: remotes: the CA certificate that signed the NB's certificate.
+    #[arg(long, env = "VEG_NB_CA_CERT", requires_all = ["nb_cert", "nb_key"])]
+    nb_ca_cert: Option<PathBuf>,
+    /// ssl: remotes: our certificate.
+    #[arg(long, env = "VEG_NB_CERT", requires_all = ["nb_ca_cert", "nb_key"])]
+    nb_cert: Option<PathBuf>,
+    /// ssl: remotes: our private key.
+    #[arg(long, env = "VEG_NB_KEY", requires_all = ["nb_ca_cert", "nb_cert"])]
+    nb_key: Option<PathBuf>,
+}
+
+impl NorthboundArgs {
+    /// The client configuration for these remotes, monitoring `spec`.
+    pub fn config(&self, spec: MonitorSpec) -> anyhow::Result<ClientConfig> {
+        let mut config = ClientConfig::northbound(&self.nb, spec).context("--nb")?;
+        if let (Some(ca), Some(cert), Some(key)) = (&self.nb_ca_cert, &self.nb_cert, &self.nb_key) {
+            config.tls = Some(TlsFiles {
+                ca_certificate: ca.clone(),
+                certificate: cert.clone(),
+                private_key: key.clone(),
+            });
+        }
+        Ok(config)
+    }
+}
