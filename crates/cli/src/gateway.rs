@@ -1,4 +1,4 @@
-//! `veg gateway init|run|show`: the agent of a gateway Pod. Flags mirror what the controller
+//! `veg gateway init|run|show|probe`: the agent of a gateway Pod. Flags mirror what the controller
 //! renders into the Pod (each has a `VEG_GW_*` variable); lists are comma separated and each
 //! entry's family says where it belongs.
 
@@ -33,6 +33,22 @@ enum GatewayCommand {
     /// Print the applied rules, routes and nftables tables (and, with
     /// --internal-gateway, what differs from the plan).
     Show(InputArgs),
+    /// Ask the Pod's own agent or bfdd over loopback (an exec probe: the kubelet cannot reach
+    /// Pods of a custom VPC); exit 0 when it answers 2xx.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProbeArgs {
+    /// The local HTTP port (the agent's 10670, bfdd's 10669).
+    #[arg(long, default_value_t = 10670)]
+    port: u16,
+    /// The path to ask.
+    #[arg(long, default_value = "/readyz")]
+    path: String,
+    /// Give up after this long, ms.
+    #[arg(long, default_value_t = 2000)]
+    timeout_ms: u64,
 }
 
 /// What the gateway is.
@@ -125,7 +141,64 @@ pub fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         GatewayCommand::Init(args) => init(&args),
         GatewayCommand::Run(args) => run_agent(args),
         GatewayCommand::Show(args) => show(args),
+        GatewayCommand::Probe(args) => Ok(probe(&args)),
     }
+}
+
+/// One HTTP/1.1 GET on loopback; the answer's status line (and body, which says why when not
+/// ready) is printed, so a failing probe explains itself in the Pod's events.
+fn probe(args: &ProbeArgs) -> ExitCode {
+    use std::io::{Read as _, Write as _};
+    let timeout = Duration::from_millis(args.timeout_ms.max(1));
+    let address = SocketAddr::from(([127, 0, 0, 1], args.port));
+    let answer = (|| -> std::io::Result<String> {
+        let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        // One write: the request reaches the server whole.
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            args.path
+        );
+        stream.write_all(request.as_bytes())?;
+        let mut answer = Vec::new();
+        stream.take(64 * 1024).read_to_end(&mut answer)?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    })();
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(error) => {
+            eprintln!("GET http://{address}{}: {error}", args.path);
+            return ExitCode::from(1);
+        }
+    };
+    match http_status(&answer) {
+        Some((status, body)) => {
+            let body = body.trim();
+            println!("{status} {body}");
+            if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        None => {
+            eprintln!("GET http://{address}{}: not an HTTP answer", args.path);
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The status code and body of an HTTP/1.x answer (chunked bodies are shown as sent).
+fn http_status(answer: &str) -> Option<(u16, &str)> {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
+    let status_line = head.lines().next()?;
+    let mut words = status_line.split_whitespace();
+    if !words.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let status = words.next()?.parse().ok()?;
+    Some((status, body))
 }
 
 fn init(args: &InputArgs) -> anyhow::Result<ExitCode> {
@@ -174,4 +247,19 @@ fn show(args: InputArgs) -> anyhow::Result<ExitCode> {
     })?;
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_status;
+
+    #[test]
+    fn http_status_reads_the_status_line_and_body() {
+        let answer = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 12\r\n\r\nout of sync\n";
+        assert_eq!(http_status(answer), Some((503, "out of sync\n")));
+        assert_eq!(http_status("HTTP/1.0 200 OK\r\n\r\n"), Some((200, "")));
+        assert_eq!(http_status("SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(http_status("HTTP/1.1 abc\r\n\r\n"), None);
+        assert_eq!(http_status(""), None);
+    }
 }

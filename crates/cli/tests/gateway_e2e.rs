@@ -244,6 +244,17 @@ fn run_repairs_drift_and_takes_bfd_down_with_the_uplink() -> Result<()> {
     ensure!(metric("veg_gateway_in_sync ") == 1.0, "not in sync");
     ensure!(lab.http_get("127.0.0.1:9464", "/readyz")?.trim() == "ok");
     ensure!(lab.http_get("127.0.0.1:9464", "/livez")?.trim() == "ok");
+    // The exec probe of custom-VPC gateways asks the same agent over loopback, unprivileged.
+    for path in ["/readyz", "/livez"] {
+        let probe = lab.veg(
+            true,
+            &["gateway", "probe", "--port", "9464", "--path", path],
+        )?;
+        ensure!(
+            probe.status.success() && String::from_utf8_lossy(&probe.stdout).trim() == "200 ok",
+            "probe {path}: {probe:?}"
+        );
+    }
 
     // Uplink fate sharing: the external gateway goes away, BFD goes AdminDown (path down).
     for (address, device) in [("198.51.100.1/24", "eth0"), ("2001:db8:100::1/64", "eth0")] {

@@ -160,3 +160,74 @@ fn help_lists_the_working_commands() -> Result<()> {
     );
     Ok(())
 }
+
+/// Serves one connection on loopback with `answer`, returning the port.
+fn answer_once(answer: &'static str) -> Result<(u16, std::thread::JoinHandle<String>)> {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let server = std::thread::spawn(move || {
+        let mut request = String::new();
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buffer = [0u8; 1024];
+            while !request.contains("\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => request.push_str(&String::from_utf8_lossy(&buffer[..read])),
+                }
+            }
+            let _ = stream.write_all(answer.as_bytes());
+        }
+        request
+    });
+    Ok((port, server))
+}
+
+#[test]
+fn gateway_probe_asks_loopback_and_exits_by_the_status() -> Result<()> {
+    let (port, server) = answer_once("HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")?;
+    let output = veg(&[
+        "gateway",
+        "probe",
+        "--port",
+        &port.to_string(),
+        "--path",
+        "/livez",
+    ])?;
+    let request = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server panicked"))?;
+    ensure!(
+        request.starts_with("GET /livez HTTP/1.1\r\n"),
+        "{request:?}"
+    );
+    ensure!(output.status.success(), "{output:?}");
+    ensure!(stdout(&output).trim() == "200 ok", "{output:?}");
+
+    let (port, server) =
+        answer_once("HTTP/1.1 503 Service Unavailable\r\n\r\nnot in sync: nft table veg\n")?;
+    let output = veg(&["gateway", "probe", "--port", &port.to_string()])?;
+    let request = server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server panicked"))?;
+    ensure!(request.starts_with("GET /readyz "), "{request:?}");
+    ensure!(output.status.code() == Some(1), "{output:?}");
+    ensure!(
+        stdout(&output).contains("503 not in sync: nft table veg"),
+        "{output:?}"
+    );
+
+    // Nothing listening: refused, said, exit 1.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let output = veg(&["gateway", "probe", "--port", &port.to_string()])?;
+    ensure!(output.status.code() == Some(1), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        stderr.contains(&format!("GET http://127.0.0.1:{port}/readyz"))
+            && stderr.contains("refused"),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -12,10 +12,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Sysctl, Volume, VolumeMount, WeightedPodAffinityTerm,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction,
+    HTTPGetAction, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecurityContext, Sysctl, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -289,13 +289,48 @@ fn unprivileged() -> SecurityContext {
     }
 }
 
-fn http_probe(path: &str, port: i32, period: i32, failure: i32) -> Probe {
+/// How the kubelet asks a gateway container about itself.
+#[derive(Clone, Copy)]
+enum ProbeWay {
+    /// HTTP to the Pod's address: the default VPC, which the node can reach.
+    Http,
+    /// `veg gateway probe` inside the container, over loopback: a custom VPC's Pod addresses
+    /// are not reachable from the node.
+    Exec,
+}
+
+fn probe(way: ProbeWay, path: &str, port: i32, period: i32, failure: i32) -> Probe {
+    let (http_get, exec) = match way {
+        ProbeWay::Http => (
+            Some(HTTPGetAction {
+                path: Some(path.to_owned()),
+                port: IntOrString::Int(port),
+                ..HTTPGetAction::default()
+            }),
+            None,
+        ),
+        ProbeWay::Exec => (
+            None,
+            Some(ExecAction {
+                command: Some(
+                    [
+                        "veg",
+                        "gateway",
+                        "probe",
+                        "--port",
+                        &port.to_string(),
+                        "--path",
+                        path,
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                ),
+            }),
+        ),
+    };
     Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(port),
-            ..HTTPGetAction::default()
-        }),
+        http_get,
+        exec,
         period_seconds: Some(period),
         timeout_seconds: Some(5),
         failure_threshold: Some(failure),
@@ -357,9 +392,11 @@ fn pod_spec(
     if bfd_on {
         run_args.extend(["--bfd-control".to_owned(), socket.clone()]);
     }
-    // The kubelet reaches Pods of the default VPC only; custom-VPC gateways go unprobed
-    // rather than be killed by probes that cannot arrive.
-    let probes = inputs.vpc == names::DEFAULT_VPC;
+    let probe_way = if inputs.vpc == names::DEFAULT_VPC {
+        ProbeWay::Http
+    } else {
+        ProbeWay::Exec
+    };
     let agent = Container {
         name: "gateway".into(),
         image: Some(image.to_owned()),
@@ -372,8 +409,8 @@ fn pod_spec(
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        liveness_probe: probes.then(|| http_probe("/livez", GATEWAY_HTTP_PORT, 5, 3)),
-        readiness_probe: probes.then(|| http_probe("/readyz", GATEWAY_HTTP_PORT, 2, 1)),
+        liveness_probe: Some(probe(probe_way, "/livez", GATEWAY_HTTP_PORT, 5, 3)),
+        readiness_probe: Some(probe(probe_way, "/readyz", GATEWAY_HTTP_PORT, 2, 1)),
         resources: spec.resources.clone(),
         security_context: Some(unprivileged()),
         volume_mounts: Some(vec![run_mount.clone()]),
@@ -412,7 +449,7 @@ fn pod_spec(
                 ..ContainerPort::default()
             }]),
             // Live, not ready-on-sessions: a gateway with no session yet is healthy.
-            liveness_probe: probes.then(|| http_probe("/livez", BFDD_HTTP_PORT, 5, 3)),
+            liveness_probe: Some(probe(probe_way, "/livez", BFDD_HTTP_PORT, 5, 3)),
             security_context: Some(unprivileged()),
             volume_mounts: Some(vec![run_mount]),
             ..Container::default()

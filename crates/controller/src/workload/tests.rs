@@ -7,6 +7,7 @@ use serde_json::json;
 use super::*;
 use crate::context::resolve;
 use crate::fixtures::*;
+use crate::snapshot::MemorySnapshot;
 
 fn deployment(spec_patch: serde_json::Value) -> Deployment {
     let mut snapshot = cluster();
@@ -23,10 +24,14 @@ fn deployment(spec_patch: serde_json::Value) -> Deployment {
         "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "ovn-default"},
         "spec": {"cidrBlock": "198.18.0.0/16,2001:db8:18::/64", "gateway": "198.18.0.1,2001:db8:18::1",
                  "provider": "ovn"}})));
+    render_in(&snapshot, spec_patch)
+}
+
+fn render_in(snapshot: &MemorySnapshot, spec_patch: serde_json::Value) -> Deployment {
     let mut spec = base_spec();
     merge(&mut spec, spec_patch);
     let gateway = gateway(spec);
-    match resolve(&gateway, &snapshot) {
+    match resolve(&gateway, snapshot) {
         Ok(inputs) => render(&gateway, &inputs, "veg:test"),
         Err(problem) => panic!("does not resolve: {problem}"),
     }
@@ -165,6 +170,68 @@ fn containers_are_unprivileged_and_bfdd_comes_with_bfd() {
             "net.ipv4.ip_forward=1",
             "net.ipv4.conf.all.rp_filter=0",
             "net.ipv4.conf.eth0.rp_filter=0"
+        ]
+    );
+}
+
+/// What the kubelet runs to probe each container, as text.
+fn probes(pod: &PodSpec) -> Vec<String> {
+    let show = |probe: &Option<Probe>| match probe {
+        None => "none".to_owned(),
+        Some(probe) => match (&probe.http_get, &probe.exec) {
+            (Some(get), None) => {
+                format!("GET {:?}{}", get.port, get.path.clone().unwrap_or_default())
+            }
+            (None, Some(exec)) => exec.command.clone().unwrap_or_default().join(" "),
+            _ => "both".to_owned(),
+        },
+    };
+    pod.containers
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: live {}; ready {}",
+                c.name,
+                show(&c.liveness_probe),
+                show(&c.readiness_probe)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_kubelet_probes_default_vpc_gateways_over_http_and_custom_vpc_ones_from_inside() {
+    let bfd = json!({"bfd": {"enabled": true}});
+    assert_eq!(
+        probes(&pod(&deployment(bfd.clone()))),
+        [
+            "gateway: live GET Int(10670)/livez; ready GET Int(10670)/readyz",
+            "bfdd: live GET Int(10669)/livez; ready none",
+        ]
+    );
+    // A custom VPC: the node has no route to the Pod's address.
+    let mut snapshot = cluster();
+    snapshot.put_vpc(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "vpc1"},
+        "spec": {},
+        "status": {"router": "vpc1", "defaultLogicalSwitch": "vpc1-net",
+                   "bfdPort": {"name": "bfd@vpc1", "ip": "198.18.200.254"}}
+    })));
+    snapshot.put_subnet(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "vpc1-net"},
+        "spec": {"vpc": "vpc1", "cidrBlock": "198.18.200.0/24", "gateway": "198.18.200.1",
+                 "provider": "ovn"}})));
+    let custom = render_in(
+        &snapshot,
+        json!({"vpc": "vpc1", "internalSubnet": "vpc1-net", "bfd": {"enabled": true},
+               "selectors": [], "policies": [{"snat": true, "subnets": ["vpc1-net"]}]}),
+    );
+    assert_eq!(
+        probes(&pod(&custom)),
+        [
+            "gateway: live veg gateway probe --port 10670 --path /livez; \
+             ready veg gateway probe --port 10670 --path /readyz",
+            "bfdd: live veg gateway probe --port 10669 --path /livez; ready none",
         ]
     );
 }
