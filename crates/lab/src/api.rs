@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
+use crate::command::{step, write_json};
 use crate::error::LabError;
 
 /// Kinds that live in a namespace (`default` when the manifest has none).
@@ -35,13 +36,6 @@ pub fn key_of(object: &Json) -> ObjectKey {
     (kind, namespace, name)
 }
 
-fn step(step: &str) -> impl Fn(String) -> LabError + '_ {
-    move |detail| LabError::Step {
-        step: step.to_owned(),
-        detail,
-    }
-}
-
 /// Every object in `api`, with its file.
 pub fn objects(api: &Path) -> Result<Vec<(PathBuf, Json)>, LabError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(api)
@@ -65,16 +59,6 @@ pub fn objects(api: &Path) -> Result<Vec<(PathBuf, Json)>, LabError> {
 /// Finds the file holding `key`.
 pub fn find(api: &Path, key: &ObjectKey) -> Result<Option<(PathBuf, Json)>, LabError> {
     Ok(objects(api)?.into_iter().find(|(_, o)| &key_of(o) == key))
-}
-
-fn write(path: &Path, object: &Json) -> Result<(), LabError> {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(
-        &temporary,
-        serde_json::to_string_pretty(object).unwrap_or_default(),
-    )
-    .and_then(|()| std::fs::rename(&temporary, path))
-    .map_err(|e| step(&format!("writing {}", path.display()))(e.to_string()))
 }
 
 /// Applies every object of a manifest text; returns their keys. A text that does not parse
@@ -103,7 +87,7 @@ pub fn apply(api: &Path, text: &str) -> Result<Vec<ObjectKey>, LabError> {
                 key.2
             )),
         };
-        write(&path, &manifest.object)?;
+        write_json(&path, &manifest.object)?;
     }
     Ok(keys)
 }
@@ -130,7 +114,7 @@ pub fn scale(api: &Path, namespace: &str, name: &str, replicas: u32) -> Result<(
     let (path, mut object) = find(api, &key)?
         .ok_or_else(|| step("scale")(format!("no VpcEgressGateway {namespace}/{name}")))?;
     object["spec"]["replicas"] = Json::from(replicas);
-    write(&path, &object)
+    write_json(&path, &object)
 }
 
 #[cfg(test)]

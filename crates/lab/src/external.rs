@@ -2,30 +2,11 @@
 //! host's addresses on it; gateway Pods get their second leg (`net1`) as a veth into it, as
 //! Multus would attach them.
 
-use std::process::Command;
-
 use ipnet::IpNet;
 
+use crate::command::ip;
 use crate::error::LabError;
 use crate::ovn::Ovn;
-
-fn ip(args: &[&str]) -> Result<(), LabError> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|error| LabError::Step {
-            step: format!("ip {}", args.join(" ")),
-            detail: error.to_string(),
-        })?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(LabError::Step {
-            step: format!("ip {}", args.join(" ")),
-            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
-    }
-}
 
 impl Ovn {
     /// The external network's namespace name.
@@ -39,19 +20,7 @@ impl Ovn {
         self.create_namespace(&ns)?;
         for key in ["default", "all"] {
             let sysctl = format!("net.ipv6.conf.{key}.accept_dad=0");
-            let output = Command::new("ip")
-                .args(["netns", "exec", &ns, "sysctl", "-qw", &sysctl])
-                .output()
-                .map_err(|error| LabError::Step {
-                    step: sysctl.clone(),
-                    detail: error.to_string(),
-                })?;
-            if !output.status.success() {
-                return Err(LabError::Step {
-                    step: sysctl,
-                    detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-                });
-            }
+            ip(&["netns", "exec", &ns, "sysctl", "-qw", &sysctl])?;
         }
         ip(&["-n", &ns, "link", "add", "br-ext", "type", "bridge"])?;
         // A bridge takes the lowest MAC of its ports unless it has its own: fix it, or the

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use serde_json::{Value as Json, json};
 
+use crate::command::{ip, run, step, write_json};
 use crate::error::LabError;
 use crate::ovn::{Ovn, record_child};
 use crate::session::PodState;
@@ -53,27 +54,6 @@ pub struct Kubelet {
     next_index: usize,
     nodes: Vec<String>,
     record: Option<PathBuf>,
-}
-
-fn step(step: &str) -> impl Fn(String) -> LabError + '_ {
-    move |detail| LabError::Step {
-        step: step.to_owned(),
-        detail,
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), LabError> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| step("ip")(e.to_string()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(step(&format!("ip {}", args.join(" ")))(
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        ))
-    }
 }
 
 impl Kubelet {
@@ -233,7 +213,7 @@ impl Kubelet {
             "observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
             "readyReplicas": ready, "availableReplicas": ready
         });
-        write(
+        write_json(
             &self
                 .manifests
                 .join(format!("deployment-{namespace}-{name}.yaml")),
@@ -399,7 +379,7 @@ impl Kubelet {
                 "podIPs": internal_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
                 "conditions": [{"type": "Ready", "status": "True"}]}
         });
-        write(
+        write_json(
             &self.manifests.join(format!("pod-{namespace}-{pod}.yaml")),
             &manifest,
         )
@@ -432,14 +412,7 @@ impl Kubelet {
             command
         };
         for container in spec["initContainers"].as_array().into_iter().flatten() {
-            let output = command(container)
-                .output()
-                .map_err(|e| step("init container")(e.to_string()))?;
-            if !output.status.success() {
-                return Err(step(&format!("init container of {pod}"))(
-                    String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-                ));
-            }
+            run(&format!("init container of {pod}"), &mut command(container))?;
         }
         let mut children = Vec::new();
         for container in spec["containers"].as_array().into_iter().flatten() {
@@ -636,16 +609,6 @@ fn replica_of(pod: &str) -> usize {
     pod.rsplit_once('-')
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or(0)
-}
-
-fn write(path: &Path, value: &Json) -> Result<(), LabError> {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(
-        &temporary,
-        serde_json::to_string_pretty(value).unwrap_or_default(),
-    )
-    .and_then(|()| std::fs::rename(&temporary, path))
-    .map_err(|e| step(&format!("writing {}", path.display()))(e.to_string()))
 }
 
 impl Drop for Kubelet {

@@ -10,11 +10,13 @@
 //! - `kubelet` — gateway Deployments → gateway Pods with their containers as processes.
 //! - `api` — the lab's API objects (apply, delete, scale).
 //! - `session` — a whole lab from manifests and a topology file ([`Lab`]).
+//! - `command` — running programs and writing files, failures named by step.
 //! - `error` — [`LabError`].
 //!
 #![warn(missing_docs)]
 
 pub mod api;
+mod command;
 mod error;
 pub mod external;
 pub mod kubelet;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::command::run;
 use crate::error::LabError;
 
 /// Where and how the lab runs.
@@ -89,20 +90,6 @@ pub fn check_prerequisites() -> Result<(), LabError> {
         }
     }
     Ok(())
-}
-
-fn run(step: &str, command: &mut Command) -> Result<String, LabError> {
-    let output = command.output().map_err(|error| LabError::Step {
-        step: step.to_owned(),
-        detail: error.to_string(),
-    })?;
-    if !output.status.success() {
-        return Err(LabError::Step {
-            step: step.to_owned(),
-            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 fn wait(

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 use tracing::{info, warn};
 
+use crate::command::{step, write_json};
 use crate::error::LabError;
 use crate::kubelet::{Kubelet, KubeletSubnet};
 use crate::ovn::{Ovn, OvnConfig, record_child};
@@ -150,13 +151,6 @@ impl LabState {
             step: format!("reading {}", path.display()),
             detail: e.to_string(),
         })
-    }
-}
-
-fn step(step: &str) -> impl Fn(String) -> LabError + '_ {
-    move |detail| LabError::Step {
-        step: step.to_owned(),
-        detail,
     }
 }
 
@@ -483,13 +477,13 @@ impl Lab {
         }
 
         // The API objects: the manifests, then what the lab adds (namespaces, nodes, clients).
-        for (index, (file, object)) in objects.iter().enumerate() {
+        for (index, (_, object)) in objects.iter().enumerate() {
             let name = object["metadata"]["name"].as_str().unwrap_or("object");
             let path = self.api.join(format!(
                 "{index:03}-{}-{name}.yaml",
                 kind(object).to_lowercase()
             ));
-            write_json(&path, object).map_err(|e| step(&format!("copying {file}"))(e))?;
+            write_json(&path, object)?;
         }
         let known_namespaces: BTreeSet<String> = objects
             .iter()
@@ -518,8 +512,7 @@ impl Lab {
                 &self.api.join(format!("namespace-{namespace}.yaml")),
                 &json!({"apiVersion": "v1", "kind": "Namespace",
                     "metadata": {"name": namespace, "labels": labels}}),
-            )
-            .map_err(step("writing a Namespace"))?;
+            )?;
         }
         for node in &nodes {
             let port_name = self.ovn.add_node_port_group(node)?;
@@ -528,8 +521,7 @@ impl Lab {
                 &json!({"apiVersion": "v1", "kind": "Node",
                     "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node},
                         "annotations": {"ovn.kubernetes.io/port_name": port_name}}}),
-            )
-            .map_err(step("writing a Node"))?;
+            )?;
         }
 
         // Client Pods.
@@ -703,8 +695,7 @@ impl Lab {
                 "status": {"phase": "Running",
                     "podIPs": ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect::<Vec<_>>()}
             }),
-        )
-        .map_err(step(&what))?;
+        )?;
         self.state.pods.insert(
             format!("{}/{}", client.namespace, client.name),
             PodState {
@@ -1053,17 +1044,6 @@ pub fn ask(state_dir: &Path, netns: &str, target: IpAddr, timeout: Duration) -> 
         .ok()?;
     let seen = String::from_utf8_lossy(&output.stdout).trim().to_owned();
     (!seen.is_empty()).then_some(seen)
-}
-
-fn write_json(path: &Path, value: &Json) -> Result<(), String> {
-    // JSON is YAML: the controller's manifest reader takes it.
-    let temporary = path.with_extension("tmp");
-    std::fs::write(
-        &temporary,
-        serde_json::to_string_pretty(value).unwrap_or_default(),
-    )
-    .and_then(|()| std::fs::rename(&temporary, path))
-    .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// One connection to the echo service; prints what it answered (nothing on failure).

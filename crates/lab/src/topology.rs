@@ -13,6 +13,7 @@ use std::process::Command;
 
 use ipnet::IpNet;
 
+use crate::command::{ip, run};
 use crate::error::LabError;
 use crate::ovn::Ovn;
 
@@ -60,20 +61,6 @@ pub fn mac(seed: &str) -> String {
         "0a:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         bytes[1], bytes[2], bytes[3], bytes[4], bytes[5]
     )
-}
-
-fn run(step: &str, command: &mut Command) -> Result<String, LabError> {
-    let output = command.output().map_err(|error| LabError::Step {
-        step: step.to_owned(),
-        detail: error.to_string(),
-    })?;
-    if !output.status.success() {
-        return Err(LabError::Step {
-            step: step.to_owned(),
-            detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 impl Ovn {
@@ -153,12 +140,6 @@ impl Ovn {
     pub fn add_pod(&self, switch: &str, pod: &LabPod, index: usize) -> Result<String, LabError> {
         let netns = format!("{}-{}-{}", self.prefix(), pod.namespace, pod.name);
         self.create_namespace(&netns)?;
-        let ip = |args: &[&str]| -> Result<String, LabError> {
-            run(
-                &format!("ip {}", args.join(" ")),
-                Command::new("ip").args(args),
-            )
-        };
         let in_pod = |args: &[&str]| -> Result<String, LabError> {
             let mut command = Command::new("ip");
             command.args(["netns", "exec", &netns]).args(args);
