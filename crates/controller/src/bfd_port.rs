@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Node;
 use veg_api::kubeovn::Vpc;
 use veg_api::names;
+use veg_ovsdb::nb::{Uuids, column};
 use veg_ovsdb::{Atom, Condition, Desired, Operation, Parent, Replica, Row, Schema, Value};
 
 use crate::selector;
@@ -100,14 +101,6 @@ pub fn mac(port: &str) -> String {
         .join(":")
 }
 
-fn text(row: &Row, column: &str) -> String {
-    row.get(column)
-        .and_then(Value::as_atom)
-        .and_then(Atom::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn vendor_ids(extra: &[(&str, &str)]) -> Value {
     let mut ids = BTreeMap::from([(names::EXTERNAL_ID_VENDOR, names::VENDOR)]);
     ids.extend(extra.iter().copied());
@@ -125,11 +118,11 @@ pub fn operations(
     let mut operations = Vec::new();
     let group = replica
         .table("HA_Chassis_Group")
-        .find(|(_, row)| text(row, "name") == port)
+        .find(|(_, row)| column::<String>(row, "name") == port)
         .map(|(uuid, row)| (uuid.clone(), row.clone()));
     let lrp = replica
         .table("Logical_Router_Port")
-        .find(|(_, row)| text(row, "name") == port)
+        .find(|(_, row)| column::<String>(row, "name") == port)
         .map(|(uuid, row)| (uuid.clone(), row.clone()));
 
     let Some(plan) = plan else {
@@ -188,12 +181,10 @@ pub fn operations(
     let members: BTreeMap<String, Row> = group
         .as_ref()
         .map(|(_, row)| {
-            row.get("ha_chassis")
-                .map(Value::as_set)
-                .unwrap_or_default()
+            column::<Uuids>(row, "ha_chassis")
+                .0
                 .into_iter()
-                .filter_map(|atom| {
-                    let uuid = atom.as_uuid()?.to_owned();
+                .filter_map(|uuid| {
                     let member = replica.row("HA_Chassis", &uuid)?.clone();
                     Some((uuid, member))
                 })
@@ -240,15 +231,7 @@ pub fn operations(
     );
     let mut lrp_row = Row::from([
         ("name".to_owned(), Value::string(port.as_str())),
-        (
-            "networks".to_owned(),
-            Value::Set(
-                plan.networks
-                    .iter()
-                    .map(|n| Atom::string(n.as_str()))
-                    .collect(),
-            ),
-        ),
+        ("networks".to_owned(), Value::string_set(&plan.networks)),
         (
             "options".to_owned(),
             Value::string_map([("bfd-only", "true")]),

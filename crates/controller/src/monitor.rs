@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use veg_bfd::control::{self, Request, Response, Timers};
 use veg_bfd::{DaemonConfig, EventSink, Role, State};
+use veg_ovsdb::nb::{Uuids, column};
 use veg_ovsdb::{
     Atom, Client, ClientConfig, Condition, MonitorSpec, Operation, Replica, Row, Value,
 };
@@ -46,56 +47,33 @@ pub struct Watched {
     pub nexthops: BTreeSet<String>,
 }
 
-fn text(row: &Row, column: &str) -> String {
-    row.get(column)
-        .and_then(Value::as_atom)
-        .and_then(Atom::as_str)
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// The policies of `router` that carry candidates, by UUID.
 pub fn watched(replica: &Replica, router: &str) -> BTreeMap<String, Watched> {
     let Some((_, router_row)) = replica
         .table("Logical_Router")
-        .find(|(_, row)| text(row, "name") == router)
+        .find(|(_, row)| column::<String>(row, "name") == router)
     else {
         return BTreeMap::new();
     };
-    let policies = router_row
-        .get("policies")
-        .map(Value::as_set)
-        .unwrap_or_default();
+    let policies: Uuids = column(router_row, "policies");
     let mut out = BTreeMap::new();
-    for uuid in policies.iter().filter_map(Atom::as_uuid) {
+    for uuid in &policies.0 {
         let Some(row) = replica.row("Logical_Router_Policy", uuid) else {
             continue;
         };
-        let ids = row
-            .get("external_ids")
-            .map(Value::as_map)
-            .unwrap_or_default();
-        let get = |key: &str| {
-            ids.get(&Atom::string(key))
-                .and_then(|v| v.as_str().map(str::to_owned))
-        };
-        let (Some(candidates), Some(timers)) = (get(CANDIDATES), get(MONITOR_TIMERS)) else {
+        let ids: BTreeMap<String, String> = column(row, "external_ids");
+        let (Some(candidates), Some(timers)) = (ids.get(CANDIDATES), ids.get(MONITOR_TIMERS))
+        else {
             continue;
         };
-        let Some(timers) = MonitorTimers::decode(&timers) else {
+        let Some(timers) = MonitorTimers::decode(timers) else {
             continue;
         };
         let candidates = candidates
             .split(',')
             .filter_map(|ip| ip.trim().parse().ok())
             .collect();
-        let nexthops = row
-            .get("nexthops")
-            .map(Value::as_set)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|a| a.as_str().map(str::to_owned))
-            .collect();
+        let nexthops = column(row, "nexthops");
         out.insert(
             uuid.to_owned(),
             Watched {
@@ -347,11 +325,7 @@ impl Monitor {
             .table("NB_Global")
             .next()
             .and_then(|(_, row)| {
-                row.get("external_ids")
-                    .map(Value::as_map)
-                    .unwrap_or_default()
-                    .get(&Atom::string(key.as_str()))
-                    .and_then(|v| v.as_str().map(str::to_owned))
+                column::<BTreeMap<String, String>>(row, "external_ids").remove(&key)
             });
         self.lease.observe(value, Instant::now());
     }
@@ -496,10 +470,7 @@ impl Monitor {
             operations.push(Operation::Update {
                 table: "Logical_Router_Policy".into(),
                 conditions: vec![Condition::uuid(uuid.as_str())],
-                row: Row::from([(
-                    "nexthops".to_owned(),
-                    Value::Set(nexthops.iter().map(|n| Atom::string(n.as_str())).collect()),
-                )]),
+                row: Row::from([("nexthops".to_owned(), Value::string_set(nexthops))]),
             });
         }
         let since = self.pending_since.unwrap_or_else(Instant::now);

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use veg_api::names::{self, AddressFamily};
+use veg_ovsdb::nb::{Uuids, column};
 use veg_ovsdb::{
     Atom, Client, Condition, Desired, MonitorSpec, Mutation, Operation, Parent, Replica, Row,
     Schema, Value,
@@ -45,34 +46,12 @@ pub fn monitor_spec() -> MonitorSpec {
     ])
 }
 
-fn string_set<'a>(items: impl IntoIterator<Item = &'a String>) -> Value {
-    Value::Set(
-        items
-            .into_iter()
-            .map(|s| Atom::string(s.as_str()))
-            .collect(),
-    )
-}
-
 fn ids(key: &str, family: Option<AddressFamily>) -> Value {
-    Value::Map(
-        ovn::external_ids(key, family)
-            .into_iter()
-            .map(|(k, v)| (Atom::string(k), Atom::string(v)))
-            .collect(),
-    )
+    Value::string_map(ovn::external_ids(key, family))
 }
 
 fn owner(key: &str) -> BTreeMap<String, String> {
     ovn::external_ids(key, None)
-}
-
-fn text(row: &Row, column: &str) -> String {
-    row.get(column)
-        .and_then(Value::as_atom)
-        .and_then(Atom::as_str)
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Rows of `table` owned by `key`, or named like one of `names` (adopted).
@@ -112,13 +91,13 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         .map(|set| {
             Row::from([
                 ("name".to_owned(), Value::string(set.name.as_str())),
-                ("addresses".to_owned(), string_set(&set.addresses)),
+                ("addresses".to_owned(), Value::string_set(&set.addresses)),
                 ("external_ids".to_owned(), ids(key, Some(set.family))),
             ])
         })
         .collect();
     let have = current(replica, ADDRESS_SET, key, |row| {
-        set_names.contains(text(row, "name").as_str())
+        set_names.contains(column::<String>(row, "name").as_str())
     });
     operations.extend(veg_ovsdb::diff(
         schema,
@@ -145,13 +124,8 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         replica
             .table(SWITCH_PORT)
             .filter_map(|(uuid, row)| {
-                let name = row
-                    .get("name")
-                    .and_then(Value::as_atom)
-                    .and_then(Atom::as_str)?;
-                wanted
-                    .contains(name)
-                    .then(|| (name.to_owned(), uuid.clone()))
+                let name: String = column(row, "name");
+                wanted.contains(name.as_str()).then(|| (name, uuid.clone()))
             })
             .collect()
     };
@@ -173,7 +147,7 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         })
         .collect();
     let have = current(replica, PORT_GROUP, key, |row| {
-        group_name.as_deref() == Some(text(row, "name").as_str())
+        group_name.as_deref() == Some(column::<String>(row, "name").as_str())
     });
     operations.extend(veg_ovsdb::diff(
         schema,
@@ -194,7 +168,10 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         .map(|b| (b.logical_port.clone(), b.dst_ip.to_string()))
         .collect();
     let have_bfd = current(replica, BFD, key, |row| {
-        bfd_keys.contains(&(text(row, "logical_port"), text(row, "dst_ip")))
+        bfd_keys.contains(&(
+            column::<String>(row, "logical_port"),
+            column::<String>(row, "dst_ip"),
+        ))
     });
     let mut bfd_refs: BTreeMap<String, Atom> = BTreeMap::new();
     let mut bfd_rows = Vec::new();
@@ -202,7 +179,8 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
     for (index, bfd) in desired.bfd.iter().enumerate() {
         let dst = bfd.dst_ip.to_string();
         let existing = have_bfd.iter().find(|(_, row)| {
-            text(row, "logical_port") == bfd.logical_port && text(row, "dst_ip") == dst
+            column::<String>(row, "logical_port") == bfd.logical_port
+                && column::<String>(row, "dst_ip") == dst
         });
         let name = format!("bfd_{index}");
         bfd_refs.insert(
@@ -273,7 +251,7 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
             row.insert("external_ids".to_owned(), Value::string_map(external_ids));
             if let Some(nexthops) = &policy.nexthops {
                 let hops: Vec<String> = nexthops.iter().map(ToString::to_string).collect();
-                row.insert("nexthops".to_owned(), string_set(&hops));
+                row.insert("nexthops".to_owned(), Value::string_set(&hops));
             }
             if has_bfd_sessions {
                 let sessions: BTreeSet<Atom> = if policy.bfd_sessions {
@@ -293,19 +271,12 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         .collect();
     let router_uuid = replica
         .table(ROUTER)
-        .find(|(_, row)| text(row, "name") == desired.router)
+        .find(|(_, row)| column::<String>(row, "name") == desired.router)
         .map(|(uuid, _)| uuid.clone());
     let on_router: BTreeSet<String> = router_uuid
         .as_ref()
         .and_then(|uuid| replica.row(ROUTER, uuid))
-        .and_then(|row| row.get("policies"))
-        .map(|policies| {
-            policies
-                .as_set()
-                .into_iter()
-                .filter_map(|atom| atom.as_uuid().map(str::to_owned))
-                .collect()
-        })
+        .map(|row| column::<Uuids>(row, "policies").0)
         .unwrap_or_default();
     let owned = current(replica, POLICY, key, |_| false);
     let (here, elsewhere): (BTreeMap<String, Row>, BTreeMap<String, Row>) = owned
@@ -377,8 +348,8 @@ pub fn cleanup_operations(replica: &Replica, namespace: &str, name: &str) -> Vec
     operations.extend(unlink_policies(replica, policies.keys()));
     // Rows are ours by external_ids, or by the names Kube-OVN gives them.
     let ours_by_name = |table: &str, row: &Row| match table {
-        ADDRESS_SET => set_names.contains(&text(row, "name")),
-        PORT_GROUP => text(row, "name") == group,
+        ADDRESS_SET => set_names.contains(&column::<String>(row, "name")),
+        PORT_GROUP => column::<String>(row, "name") == group,
         _ => false,
     };
     for table in [ADDRESS_SET, PORT_GROUP, BFD] {

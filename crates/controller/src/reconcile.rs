@@ -15,7 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tracing::{info, warn};
 use veg_api::names;
 use veg_api::{BfdState, VpcEgressGateway, VpcEgressGatewayStatus};
-use veg_ovsdb::{Atom, Client, Value};
+use veg_ovsdb::Client;
+use veg_ovsdb::nb::column;
 
 use crate::bfd_port;
 use crate::conflict::{self, Claim};
@@ -177,23 +178,11 @@ fn monitor_bfd_states(client: &Client, key: &str) -> BTreeMap<IpAddr, BfdState> 
     let replica = client.replica();
     let mut states = BTreeMap::new();
     for (_, row) in replica.owned_by("Logical_Router_Policy", &owner) {
-        let ids = row
-            .get("external_ids")
-            .map(Value::as_map)
-            .unwrap_or_default();
-        let Some(candidates) = ids
-            .get(&Atom::string(ovn::CANDIDATES))
-            .and_then(|v| v.as_str().map(str::to_owned))
-        else {
+        let ids: BTreeMap<String, String> = column(row, "external_ids");
+        let Some(candidates) = ids.get(ovn::CANDIDATES) else {
             continue;
         };
-        let hops: std::collections::BTreeSet<String> = row
-            .get("nexthops")
-            .map(Value::as_set)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|a| a.as_str().map(str::to_owned))
-            .collect();
+        let hops: std::collections::BTreeSet<String> = column(row, "nexthops");
         for candidate in candidates.split(',').filter(|c| !c.is_empty()) {
             if let Ok(ip) = candidate.parse::<IpAddr>() {
                 let up = hops.contains(candidate);
@@ -214,18 +203,8 @@ fn nb_bfd_states(client: &Client, key: &str) -> BTreeMap<IpAddr, BfdState> {
     replica
         .owned_by("BFD", &owner)
         .filter_map(|(_, row)| {
-            let ip: IpAddr = row
-                .get("dst_ip")
-                .and_then(Value::as_atom)
-                .and_then(Atom::as_str)?
-                .parse()
-                .ok()?;
-            let status = row
-                .get("status")
-                .map(Value::as_set)
-                .unwrap_or_default()
-                .into_iter()
-                .find_map(|atom| atom.as_str().map(str::to_owned));
+            let ip: IpAddr = column::<String>(row, "dst_ip").parse().ok()?;
+            let status = veg_ovsdb::nb::bfd_status(row);
             let state = match status.as_deref() {
                 Some("up") => BfdState::Up,
                 Some("down") => BfdState::Down,

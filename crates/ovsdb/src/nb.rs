@@ -339,6 +339,12 @@ nb_table!(
     }
 );
 
+/// One column of a generic row as `T` (its empty value when the column is absent), for code
+/// that reads a few columns without a typed row.
+pub fn column<T: Column>(row: &Row, name: &str) -> T {
+    T::read(row.get(name))
+}
+
 /// `BFD.status` is written by OVN, never by us: read it separately.
 pub fn bfd_status(row: &Row) -> Option<String> {
     <Option<String> as Column>::read(row.get("status"))

@@ -101,7 +101,7 @@ fn summary(client: &Client) -> (Vec<String>, Vec<(String, i64)>) {
                 .unwrap_or_default();
             format!(
                 "{} {} bfd-only={bfd_only}",
-                text(row, "name"),
+                column::<String>(row, "name"),
                 networks.join(",")
             )
         })
@@ -110,7 +110,7 @@ fn summary(client: &Client) -> (Vec<String>, Vec<(String, i64)>) {
         .table("HA_Chassis")
         .map(|(_, row)| {
             (
-                text(row, "chassis_name"),
+                column::<String>(row, "chassis_name"),
                 row.get("priority")
                     .and_then(Value::as_atom)
                     .and_then(Atom::as_i64)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
-use veg_ovsdb::{Operation, Row};
+use veg_ovsdb::{Operation, Row, Value};
 
 use super::*;
 use crate::fixtures::*;
