@@ -153,16 +153,10 @@ fn now() -> f64 {
 
 fn nexthops(lab: &Lab) -> BTreeSet<IpAddr> {
     lab.ovn()
-        .nbctl(&[
-            "--bare",
-            "--columns=nexthops",
-            "find",
-            "Logical_Router_Policy",
-            "priority=29100",
-        ])
+        .policy_nexthops(29100)
         .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|h| h.parse().ok())
+        .into_iter()
+        .flatten()
         .collect()
 }
 

@@ -832,16 +832,10 @@ print(json.dumps({"gap_ms": gap * 1000, "after": after}), flush=True)
 /// The nexthops of the 29100 policy (all instances) of gateway1.
 fn nexthops(lab: &Lab) -> usize {
     lab.ovn()
-        .nbctl(&[
-            "--bare",
-            "--columns=nexthops",
-            "find",
-            "Logical_Router_Policy",
-            "priority=29100",
-        ])
+        .policy_nexthops(29100)
         .unwrap_or_default()
-        .lines()
-        .map(|line| line.split_whitespace().count())
+        .iter()
+        .map(std::collections::BTreeSet::len)
         .max()
         .unwrap_or(0)
 }
@@ -972,15 +966,13 @@ fn scenario(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     println!(
         "  nexthops now: {}",
         lab.ovn()
-            .nbctl(&[
-                "--bare",
-                "--columns=nexthops",
-                "find",
-                "Logical_Router_Policy",
-                "priority=29100"
-            ])?
-            .lines()
-            .next()
+            .policy_nexthops(29100)?
+            .first()
+            .map(|hops| hops
+                .iter()
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(" "))
             .unwrap_or_default()
     );
     lab.wait_for(

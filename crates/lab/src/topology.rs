@@ -8,6 +8,7 @@
 //! works); IPv6 duplicate address detection is off in the Pods (a tentative address would delay
 //! the first packets by a second).
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::process::Command;
 
@@ -69,6 +70,27 @@ impl Ovn {
         let mut command = Command::new("ovn-nbctl");
         command.arg(format!("--db={}", self.nb_remote())).args(args);
         run(&format!("ovn-nbctl {}", args.join(" ")), &mut command)
+    }
+
+    /// The nexthops of every Logical_Router_Policy of `priority`, one set per policy row
+    /// (what the demo, the CLI and the benchmarks watch).
+    pub fn policy_nexthops(&self, priority: u32) -> Result<Vec<BTreeSet<IpAddr>>, LabError> {
+        let text = self.nbctl(&[
+            "--bare",
+            "--columns=nexthops",
+            "find",
+            "Logical_Router_Policy",
+            &format!("priority={priority}"),
+        ])?;
+        Ok(text
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                line.split_whitespace()
+                    .filter_map(|hop| hop.parse().ok())
+                    .collect()
+            })
+            .collect())
     }
 
     fn vsctl(&self, args: &[&str]) -> Result<String, LabError> {
