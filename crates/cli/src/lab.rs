@@ -572,9 +572,7 @@ fn down(state: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(pid) = supervisor_pid(state) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
+        veg_lab::ovn::terminate(pid);
         let deadline = Instant::now() + Duration::from_secs(60);
         while veg_lab::ovn::alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));

@@ -444,10 +444,8 @@ impl Kubelet {
         let Some(mut running) = self.pods.remove(pod) else {
             return Ok(());
         };
-        for child in &mut running.children {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+        for child in &running.children {
+            crate::ovn::terminate(child.id());
         }
         for child in &mut running.children {
             let _ = child.wait();
@@ -474,13 +472,12 @@ impl Kubelet {
         for child in &mut running.children {
             let _ = child.kill();
         }
-        let (host_side, bridge_side) = (running.host_side.clone(), running.bridge_side.clone());
         ip(&[
             "-n",
             ovn.host_namespace(),
             "link",
             "set",
-            &host_side,
+            &running.host_side,
             "down",
         ])?;
         ip(&[
@@ -488,13 +485,9 @@ impl Kubelet {
             &ovn.external_namespace(),
             "link",
             "set",
-            &bridge_side,
+            &running.bridge_side,
             "down",
         ])?;
-        let running = self
-            .pods
-            .get_mut(pod)
-            .ok_or_else(|| step("kill")(format!("no gateway Pod {pod}")))?;
         for child in &mut running.children {
             let _ = child.wait();
         }

@@ -400,6 +400,33 @@ pub fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// Sends SIGTERM to `pid` (gone already: nothing to do).
+pub fn terminate(pid: u32) {
+    send(pid, nix::sys::signal::Signal::SIGTERM);
+}
+
+/// Sends SIGKILL to `pid` (gone already: nothing to do).
+pub fn kill(pid: u32) {
+    send(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+fn send(pid: u32, signal: nix::sys::signal::Signal) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal);
+    }
+}
+
+/// Reaps `pid` if it is our exited child (we are the subreaper of detached daemons we
+/// started); never blocks.
+fn reap(pid: u32) {
+    if let Ok(raw) = i32::try_from(pid) {
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(raw),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+    }
+}
+
 /// The file listing the pids of the lab's other processes (veg, the echo service).
 const CHILDREN: &str = "children";
 
@@ -427,15 +454,8 @@ pub fn stop_dir(dir: &Path, namespaces: &[String]) {
     {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if alive(pid) && String::from_utf8_lossy(&cmdline).contains(&marker) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-            if let Ok(raw) = i32::try_from(pid) {
-                let _ = nix::sys::wait::waitpid(
-                    nix::unistd::Pid::from_raw(raw),
-                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-                );
-            }
+            kill(pid);
+            reap(pid);
         }
     }
     for (name, _) in DAEMONS.iter().rev() {
@@ -450,33 +470,20 @@ pub fn stop_dir(dir: &Path, namespaces: &[String]) {
         if !String::from_utf8_lossy(&cmdline).contains(&marker) {
             continue; // not ours (a reused pid)
         }
-        let _ = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
+        terminate(pid);
         let deadline = Instant::now() + Duration::from_secs(5);
         while alive(pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         if alive(pid) {
             warn!(pid, name, "did not stop on SIGTERM; killing");
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            kill(pid);
         }
-        // Reap it if it is ours (we are the subreaper of detached daemons we started).
-        if let Ok(raw) = i32::try_from(pid) {
-            let _ = nix::sys::wait::waitpid(
-                nix::unistd::Pid::from_raw(raw),
-                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-            );
-            let deadline = Instant::now() + Duration::from_secs(1);
-            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
-                let _ = nix::sys::wait::waitpid(
-                    nix::unistd::Pid::from_raw(raw),
-                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
+        reap(pid);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            reap(pid);
         }
     }
     let recorded = std::fs::read_to_string(dir.join(NAMESPACES)).unwrap_or_default();

@@ -74,14 +74,9 @@ fn default_namespace() -> String {
 impl Topology {
     /// Reads a topology file (YAML).
     pub fn read(path: &Path) -> Result<Topology, LabError> {
-        let text = std::fs::read_to_string(path).map_err(|e| LabError::Step {
-            step: format!("reading {}", path.display()),
-            detail: e.to_string(),
-        })?;
-        serde_saphyr::from_str(&text).map_err(|e| LabError::Step {
-            step: format!("reading {}", path.display()),
-            detail: e.to_string(),
-        })
+        let reading = format!("reading {}", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| step(&reading)(e.to_string()))?;
+        serde_saphyr::from_str(&text).map_err(|e| step(&reading)(e.to_string()))
     }
 }
 
@@ -147,10 +142,8 @@ impl LabState {
             ),
             detail: e.to_string(),
         })?;
-        serde_json::from_str(&text).map_err(|e| LabError::Step {
-            step: format!("reading {}", path.display()),
-            detail: e.to_string(),
-        })
+        serde_json::from_str(&text)
+            .map_err(|e| step(&format!("reading {}", path.display()))(e.to_string()))
     }
 }
 
