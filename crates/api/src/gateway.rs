@@ -487,6 +487,12 @@ impl VpcEgressGateway {
     pub fn name_or_empty(&self) -> &str {
         self.metadata.name.as_deref().unwrap_or("")
     }
+
+    /// `<namespace>/<name>` ([`crate::names::gateway_key`]): how veg names the gateway in
+    /// OVN rows, logs and queues.
+    pub fn key(&self) -> String {
+        crate::names::gateway_key(self.namespace_or_empty(), self.name_or_empty())
+    }
 }
 
 // ===== schemars for BandwidthRate =====

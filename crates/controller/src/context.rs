@@ -249,11 +249,7 @@ pub fn resolve(
     let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
     let name = gateway.metadata.name.clone().unwrap_or_default();
     let spec = &gateway.spec;
-    let vpc_name = if spec.vpc.is_empty() {
-        names::DEFAULT_VPC.to_owned()
-    } else {
-        spec.vpc.clone()
-    };
+    let vpc_name = gateway.vpc_name().to_owned();
     let vpc = snapshot
         .vpc(&vpc_name)
         .ok_or_else(|| Problem::VpcNotFound(vpc_name.clone()))?;

@@ -92,13 +92,8 @@ pub fn keys(index: &Index, snapshot: &dyn Snapshot, update: &Update) -> Vec<Key>
     match update {
         Update::Resync => snapshot
             .gateways()
-            .iter()
-            .map(|g| {
-                Key::Gateway(
-                    g.metadata.namespace.clone().unwrap_or_default(),
-                    g.metadata.name.clone().unwrap_or_default(),
-                )
-            })
+            .into_iter()
+            .map(Key::of)
             .chain(
                 snapshot
                     .vpcs()
@@ -235,16 +230,7 @@ pub async fn run<S: Source, O: Outputs>(
 }
 
 fn gateway_keys(snapshot: &dyn Snapshot) -> std::collections::BTreeSet<Key> {
-    snapshot
-        .gateways()
-        .iter()
-        .map(|g| {
-            Key::Gateway(
-                g.metadata.namespace.clone().unwrap_or_default(),
-                g.metadata.name.clone().unwrap_or_default(),
-            )
-        })
-        .collect()
+    snapshot.gateways().into_iter().map(Key::of).collect()
 }
 
 async fn pass<O: Outputs>(

@@ -214,9 +214,8 @@ fn why_not(
         format!("no policy covers {}", join(ips))
     };
     format!(
-        "gateway {}/{} does not select it: {selectors}; {policies}",
-        gateway.metadata.namespace.as_deref().unwrap_or_default(),
-        gateway.metadata.name.as_deref().unwrap_or_default()
+        "gateway {} does not select it: {selectors}; {policies}",
+        gateway.key()
     )
 }
 
@@ -288,11 +287,7 @@ pub fn explain(snapshot: &dyn Snapshot, namespace: &str, name: &str) -> Explanat
     let mut resolved = Vec::new();
     let mut claims = Vec::new();
     for gateway in snapshot.gateways() {
-        let gateway_key = format!(
-            "{}/{}",
-            gateway.metadata.namespace.as_deref().unwrap_or_default(),
-            gateway.metadata.name.as_deref().unwrap_or_default()
-        );
+        let gateway_key = gateway.key();
         match resolve(gateway, snapshot) {
             Ok(inputs) => {
                 if &inputs.router != router {

@@ -129,8 +129,8 @@ impl FileSource {
         for mut gateway in gateways {
             let path = status_path(
                 &self.output,
-                gateway.metadata.namespace.as_deref().unwrap_or_default(),
-                gateway.metadata.name.as_deref().unwrap_or_default(),
+                gateway.namespace_or_empty(),
+                gateway.name_or_empty(),
             );
             if let Ok(text) = std::fs::read_to_string(path)
                 && let Ok(status) = serde_json::from_str::<VpcEgressGatewayStatus>(&text)

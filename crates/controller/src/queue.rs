@@ -14,6 +14,14 @@ pub enum Key {
 }
 
 impl Key {
+    /// The key of `gateway`.
+    pub fn of(gateway: &veg_api::VpcEgressGateway) -> Key {
+        Key::Gateway(
+            gateway.namespace_or_empty().to_owned(),
+            gateway.name_or_empty().to_owned(),
+        )
+    }
+
     /// The gateway key of `<namespace>/<name>`.
     pub fn gateway(key: &str) -> Option<Key> {
         let (namespace, name) = key.split_once('/')?;

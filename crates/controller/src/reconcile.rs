@@ -473,10 +473,7 @@ impl<O: Outputs> Reconciler<O> {
         cache.insert(mine.key.clone(), mine.clone());
         let mut claims = vec![mine];
         for other in snapshot.gateways() {
-            let key = names::gateway_key(
-                other.metadata.namespace.as_deref().unwrap_or_default(),
-                other.metadata.name.as_deref().unwrap_or_default(),
-            );
+            let key = other.key();
             if key == inputs.key || other.metadata.deletion_timestamp.is_some() {
                 continue;
             }

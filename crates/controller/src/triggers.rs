@@ -64,29 +64,14 @@ pub struct Index {
     gateways: BTreeMap<String, VpcEgressGateway>,
 }
 
-fn key_of(gateway: &VpcEgressGateway) -> String {
-    names::gateway_key(
-        gateway.metadata.namespace.as_deref().unwrap_or_default(),
-        gateway.metadata.name.as_deref().unwrap_or_default(),
-    )
-}
-
-fn vpc_of(gateway: &VpcEgressGateway) -> String {
-    if gateway.spec.vpc.is_empty() {
-        names::DEFAULT_VPC.to_owned()
-    } else {
-        gateway.spec.vpc.clone()
-    }
-}
-
 impl Index {
     /// Builds the index from the snapshot's gateways.
     pub fn build(snapshot: &dyn Snapshot) -> Self {
         let mut index = Index::default();
         for gateway in snapshot.gateways() {
-            let key = key_of(gateway);
+            let key = gateway.key();
             let spec = &gateway.spec;
-            let vpc = vpc_of(gateway);
+            let vpc = gateway.vpc_name().to_owned();
             index
                 .by_vpc
                 .entry(vpc.clone())
