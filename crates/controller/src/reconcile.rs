@@ -7,6 +7,7 @@
 //! removed, so the two never fight. Everything else: NB rows in one transaction, the
 //! Deployment, then the status and the events of its transitions.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -290,8 +291,7 @@ impl<O: Outputs> Reconciler<O> {
                         .await
                         .map_err(ReconcileError::Deployment)?;
                 }
-                let planned = without_instances(inputs, &drain.leaving);
-                let desired = ovn::plan(&planned, self.mode);
+                let desired = ovn::plan(&without_instances(inputs, &drain.leaving), self.mode);
                 let started = std::time::Instant::now();
                 nb_operations = nb::apply(&self.nb, &desired).await?;
                 if nb_operations > 0 {
@@ -299,15 +299,8 @@ impl<O: Outputs> Reconciler<O> {
                         .nb_transaction_seconds
                         .observe(started.elapsed().as_secs_f64());
                 }
-                let mut rendered = inputs.clone();
-                if self.mode == BfdMode::Monitor && rendered.bfd.is_some() {
-                    for address in &self.monitor_addresses {
-                        if !rendered.workload.bfd_ips.contains(address) {
-                            rendered.workload.bfd_ips.push(*address);
-                        }
-                    }
-                }
-                let mut deployment = workload::render(&gateway, &rendered, &self.image);
+                let mut deployment =
+                    workload::render(&gateway, &self.with_monitors(inputs), &self.image);
                 if let Some(spec) = deployment.spec.as_mut() {
                     spec.replicas = Some(drain.replicas);
                 }
@@ -318,10 +311,7 @@ impl<O: Outputs> Reconciler<O> {
                 requeue_after = drain.requeue_after;
             }
         }
-        let bfd = match self.mode {
-            BfdMode::Native => nb_bfd_states(&self.nb, &key),
-            BfdMode::Monitor => monitor_bfd_states(&self.nb, &key),
-        };
+        let bfd = self.bfd_states(&key);
         let previous = gateway.status.clone();
         let next = status::status(
             previous.as_ref(),
@@ -357,6 +347,25 @@ impl<O: Outputs> Reconciler<O> {
             reason: ready_reason,
             requeue_after,
         })
+    }
+
+    /// The inputs with every `veg monitor` among the BFD peers (monitor mode, BFD on), so
+    /// gateway Pods accept their sessions; the inputs themselves otherwise.
+    fn with_monitors<'a>(&self, inputs: &'a GatewayInputs) -> Cow<'a, GatewayInputs> {
+        let known = |address: &IpAddr| inputs.workload.bfd_ips.contains(address);
+        if self.mode != BfdMode::Monitor
+            || inputs.bfd.is_none()
+            || self.monitor_addresses.iter().all(known)
+        {
+            return Cow::Borrowed(inputs);
+        }
+        let mut rendered = inputs.clone();
+        for address in &self.monitor_addresses {
+            if !rendered.workload.bfd_ips.contains(address) {
+                rendered.workload.bfd_ips.push(*address);
+            }
+        }
+        Cow::Owned(rendered)
     }
 
     /// The BFD state of a gateway's instances as the NB shows it (native: BFD rows; monitor:
@@ -418,16 +427,11 @@ impl<O: Outputs> Reconciler<O> {
         inputs: &GatewayInputs,
         now: &Time,
     ) -> drain::Drain {
-        let Ok(mut drains) = self.drains.lock() else {
-            return drain::decide(
-                current,
-                wanted,
-                &inputs.instances,
-                None,
-                now.0,
-                self.drain_window,
-            );
-        };
+        // Only this method takes the lock and it cannot panic while holding it.
+        let mut drains = self
+            .drains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let step = drain::decide(
             current,
             wanted,
@@ -495,15 +499,15 @@ impl<O: Outputs> Reconciler<O> {
     }
 }
 
-/// The inputs without some instances' nexthops (they are leaving).
-fn without_instances(
-    inputs: &GatewayInputs,
+/// The inputs without some instances' nexthops (they are leaving); no copy when none is.
+fn without_instances<'a>(
+    inputs: &'a GatewayInputs,
     leaving: &std::collections::BTreeSet<String>,
-) -> GatewayInputs {
-    let mut planned = inputs.clone();
+) -> Cow<'a, GatewayInputs> {
     if leaving.is_empty() {
-        return planned;
+        return Cow::Borrowed(inputs);
     }
+    let mut planned = inputs.clone();
     let gone: std::collections::BTreeSet<IpAddr> = inputs
         .instances
         .iter()
@@ -516,7 +520,7 @@ fn without_instances(
         }
         family.nexthops.retain(|_, hops| !hops.is_empty());
     }
-    planned
+    Cow::Owned(planned)
 }
 
 #[cfg(test)]
