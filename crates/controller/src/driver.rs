@@ -207,9 +207,10 @@ pub async fn run<S: Source, O: Outputs>(
             },
             changed = nb_changes.changed() => {
                 if changed.is_ok() {
-                    for key in gateway_keys(source.snapshot()) {
-                        let Key::Gateway(namespace, name) = &key else { continue };
-                        let states = reconciler.bfd_states(&names::gateway_key(namespace, name));
+                    // Only gateways with BFD have a BFD state to follow.
+                    for gateway in source.snapshot().gateways().into_iter().filter(|g| g.spec.bfd.enabled) {
+                        let key = Key::of(gateway);
+                        let states = reconciler.bfd_states(&gateway.key());
                         // The first sight is a baseline, not a change (a gateway's own first
                         // pass writes the NB; that must not cut its backoff short).
                         match bfd_seen.insert(key.clone(), states.clone()) {

@@ -38,15 +38,14 @@ impl Replica {
         table: &str,
         owner: &'a BTreeMap<String, String>,
     ) -> impl Iterator<Item = (&'a String, &'a Row)> {
-        self.table(table).filter(move |(_, row)| {
-            let ids = row
-                .get("external_ids")
-                .map(Value::as_map)
-                .unwrap_or_default();
-            owner.iter().all(|(key, value)| {
-                ids.get(&Atom::string(key.as_str())) == Some(&Atom::string(value.as_str()))
+        // Looked up in place: this runs for every row of the table, often per NB update.
+        self.table(table)
+            .filter(move |(_, row)| match row.get("external_ids") {
+                Some(Value::Map(ids)) => owner.iter().all(|(key, value)| {
+                    ids.get(&Atom::string(key.as_str())) == Some(&Atom::string(value.as_str()))
+                }),
+                _ => owner.is_empty(),
             })
-        })
     }
 
     /// Replaces everything with a fresh dump (a resync).
