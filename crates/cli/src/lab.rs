@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -325,34 +325,14 @@ fn request(state: &Path, pod: &str, mut body: Json) -> anyhow::Result<ExitCode> 
         );
     }
     body["pod"] = Json::from(key.clone());
-    let dir = state.join("commands");
-    std::fs::create_dir_all(&dir)?;
-    let id = format!(
-        "{}-{}",
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-        std::process::id()
-    );
-    let temporary = dir.join(format!("{id}.tmp"));
-    std::fs::write(&temporary, body.to_string())?;
-    std::fs::rename(&temporary, dir.join(format!("{id}.request")))?;
-    let reply_path = dir.join(format!("{id}.reply"));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Ok(text) = std::fs::read_to_string(&reply_path) {
-            let _ = std::fs::remove_file(&reply_path);
-            let reply: Json = serde_json::from_str(&text).unwrap_or_default();
-            if reply["ok"] == true {
-                println!("{key}: {}", body["do"].as_str().unwrap_or_default());
-                return Ok(ExitCode::SUCCESS);
-            }
-            bail!("{key}: {}", reply["error"].as_str().unwrap_or("failed"));
+    match veg_lab::session::send_command(state, &body, Duration::from_secs(15)) {
+        Ok(()) => {
+            println!("{key}: {}", body["do"].as_str().unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
         }
-        std::thread::sleep(Duration::from_millis(20));
+        Err(veg_lab::LabError::Step { detail, .. }) => bail!("{key}: {detail}"),
+        Err(other) => Err(other.into()),
     }
-    bail!("the lab's supervisor did not answer within 15 s")
 }
 
 fn supervisor_pid(state: &Path) -> Option<u32> {

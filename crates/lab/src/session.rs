@@ -934,7 +934,8 @@ impl Lab {
         self.write_state()
     }
 
-    /// Executes the commands `veg lab` sends to a running supervisor (`<state>/commands/`).
+    /// Executes the commands [`send_command`] leaves for a running supervisor
+    /// (`<state>/commands/`).
     pub fn serve_commands(&mut self) {
         let dir = self.options.state_dir.join("commands");
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -964,7 +965,8 @@ impl Lab {
                 Err(error) => json!({"ok": false, "error": error.to_string()}),
             };
             info!(command = %text.trim(), reply = %reply, "lab command");
-            let _ = std::fs::write(request.with_extension("reply"), reply.to_string());
+            // Whole or not at all: the sender polls for this file.
+            let _ = write_json(&request.with_extension("reply"), &reply);
         }
     }
 
@@ -1010,6 +1012,43 @@ fn deletion_costs(decisions: &Path) -> BTreeMap<String, i64> {
         }
     }
     costs
+}
+
+/// Leaves `command` (`{"do": "kill"|"cut"|"restore", "pod": …}`) for the lab's supervisor
+/// under `<state>/commands/` and waits up to `timeout` for its reply
+/// ([`Lab::serve_commands`]).
+pub fn send_command(state_dir: &Path, command: &Json, timeout: Duration) -> Result<(), LabError> {
+    let dir = state_dir.join("commands");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| step(&format!("creating {}", dir.display()))(e.to_string()))?;
+    let id = format!(
+        "{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+        std::process::id()
+    );
+    // write_json renames a whole file into place: the supervisor never reads half a request.
+    write_json(&dir.join(format!("{id}.request")), command)?;
+    let reply_path = dir.join(format!("{id}.reply"));
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(&reply_path) {
+            let _ = std::fs::remove_file(&reply_path);
+            let reply: Json = serde_json::from_str(&text).unwrap_or_default();
+            if reply["ok"] == true {
+                return Ok(());
+            }
+            return Err(step("the lab's supervisor")(
+                reply["error"].as_str().unwrap_or("failed").to_owned(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(step("the lab's supervisor")(format!(
+        "no answer within {timeout:?}"
+    )))
 }
 
 /// A gateway's status from a decisions directory (`Null` when none).
