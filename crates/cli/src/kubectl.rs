@@ -84,15 +84,18 @@ fn kubectl(kubectl: &str, args: &[&str]) -> anyhow::Result<Json> {
 /// CRD) is empty; the explanation then says what is missing.
 fn cluster(kubectl_path: &str) -> anyhow::Result<MemorySnapshot> {
     let mut snapshot = MemorySnapshot::default();
-    for resource in [
-        "vpc-egress-gateways.kubeovn.io",
-        "vpcs.kubeovn.io",
-        "subnets.kubeovn.io",
-        "ippools.kubeovn.io",
-        "network-attachment-definitions.k8s.cni.cncf.io",
-        "namespaces",
-        "nodes",
-        "pods",
+    for (resource, kind) in [
+        ("vpc-egress-gateways.kubeovn.io", "VpcEgressGateway"),
+        ("vpcs.kubeovn.io", "Vpc"),
+        ("subnets.kubeovn.io", "Subnet"),
+        ("ippools.kubeovn.io", "IPPool"),
+        (
+            "network-attachment-definitions.k8s.cni.cncf.io",
+            "NetworkAttachmentDefinition",
+        ),
+        ("namespaces", "Namespace"),
+        ("nodes", "Node"),
+        ("pods", "Pod"),
     ] {
         let list = match kubectl(kubectl_path, &["get", resource, "-A", "-o", "json"]) {
             Ok(list) => list,
@@ -102,27 +105,12 @@ fn cluster(kubectl_path: &str) -> anyhow::Result<MemorySnapshot> {
             }
         };
         for item in list["items"].as_array().into_iter().flatten() {
-            let put = |snapshot: &mut MemorySnapshot| -> Result<(), serde_json::Error> {
-                let value = item.clone();
-                match resource {
-                    "vpc-egress-gateways.kubeovn.io" => {
-                        snapshot.put_gateway(serde_json::from_value(value)?)
-                    }
-                    "vpcs.kubeovn.io" => snapshot.put_vpc(serde_json::from_value(value)?),
-                    "subnets.kubeovn.io" => snapshot.put_subnet(serde_json::from_value(value)?),
-                    "ippools.kubeovn.io" => snapshot.put_ip_pool(serde_json::from_value(value)?),
-                    "namespaces" => snapshot.put_namespace(serde_json::from_value(value)?),
-                    "nodes" => snapshot.put_node(serde_json::from_value(value)?),
-                    "pods" => snapshot.put_pod(serde_json::from_value(value)?),
-                    _ => snapshot.put_nad(serde_json::from_value(value)?),
-                }
-                Ok(())
-            };
-            if let Err(error) = put(&mut snapshot) {
-                eprintln!(
-                    "warning: {resource} {}: {error}",
-                    item["metadata"]["name"].as_str().unwrap_or("?")
-                );
+            let name = item["metadata"]["name"].as_str().unwrap_or("?").to_owned();
+            // The list's items are of the kind asked for, whether or not they say so.
+            let mut item = item.clone();
+            item["kind"] = Json::from(kind);
+            if let Err(error) = snapshot.put_object(item) {
+                eprintln!("warning: {resource} {name}: {error}");
             }
         }
     }

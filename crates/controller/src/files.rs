@@ -69,28 +69,6 @@ fn fingerprint(dir: &Path) -> Vec<(PathBuf, SystemTime, u64)> {
         .collect()
 }
 
-/// Puts one object into the snapshot, by kind; other kinds are ignored.
-fn put(snapshot: &mut MemorySnapshot, object: &Json) -> Result<(), serde_json::Error> {
-    let kind = object
-        .get("kind")
-        .and_then(Json::as_str)
-        .unwrap_or_default();
-    let value = object.clone();
-    match kind {
-        "VpcEgressGateway" => snapshot.put_gateway(serde_json::from_value(value)?),
-        "Vpc" => snapshot.put_vpc(serde_json::from_value(value)?),
-        "Subnet" => snapshot.put_subnet(serde_json::from_value(value)?),
-        "IPPool" => snapshot.put_ip_pool(serde_json::from_value(value)?),
-        "NetworkAttachmentDefinition" => snapshot.put_nad(serde_json::from_value(value)?),
-        "Namespace" => snapshot.put_namespace(serde_json::from_value(value)?),
-        "Pod" => snapshot.put_pod(serde_json::from_value(value)?),
-        "Node" => snapshot.put_node(serde_json::from_value(value)?),
-        "Deployment" => snapshot.put_deployment(serde_json::from_value(value)?),
-        _ => {}
-    }
-    Ok(())
-}
-
 impl FileSource {
     /// Reads `dir` now; `output` is where [`FileOutputs`] writes (statuses are read back).
     pub fn new(dir: &Path, output: &Path, poll: Duration) -> Result<Self, FilesError> {
@@ -116,7 +94,7 @@ impl FileSource {
             match veg_api::read_manifests(&text) {
                 Ok(manifests) => {
                     for manifest in manifests {
-                        if let Err(error) = put(&mut snapshot, &manifest.object) {
+                        if let Err(error) = snapshot.put_object(manifest.object) {
                             warn!(path = %path.display(), document = manifest.index, %error, "object skipped");
                         }
                     }

@@ -58,6 +58,29 @@ pub struct MemorySnapshot {
 }
 
 impl MemorySnapshot {
+    /// Adds or replaces an API object of any kind the controller reads, by its `kind`
+    /// (manifests, `kubectl get -o json` items); other kinds are ignored.
+    pub fn put_object(&mut self, value: serde_json::Value) -> Result<(), serde_json::Error> {
+        let kind = value
+            .get("kind")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        match kind.as_str() {
+            "VpcEgressGateway" => self.put_gateway(serde_json::from_value(value)?),
+            "Vpc" => self.put_vpc(serde_json::from_value(value)?),
+            "Subnet" => self.put_subnet(serde_json::from_value(value)?),
+            "IPPool" => self.put_ip_pool(serde_json::from_value(value)?),
+            "NetworkAttachmentDefinition" => self.put_nad(serde_json::from_value(value)?),
+            "Namespace" => self.put_namespace(serde_json::from_value(value)?),
+            "Pod" => self.put_pod(serde_json::from_value(value)?),
+            "Node" => self.put_node(serde_json::from_value(value)?),
+            "Deployment" => self.put_deployment(serde_json::from_value(value)?),
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Adds or replaces a gateway.
     pub fn put_gateway(&mut self, gateway: VpcEgressGateway) {
         let key = (namespace_of(&gateway.metadata), name_of(&gateway.metadata));
