@@ -170,6 +170,47 @@ pub fn bfd_port(vpc: &str) -> String {
     format!("bfd@{vpc}")
 }
 
+// ===== the controller ↔ `veg monitor` contract (monitor mode) =====
+
+/// external_ids key under which monitor mode publishes a policy's candidate nexthops.
+pub const EXTERNAL_ID_CANDIDATES: &str = "veg-candidates";
+/// external_ids key of the monitor's BFD timers for those candidates.
+pub const EXTERNAL_ID_MONITOR_TIMERS: &str = "veg-bfd";
+
+/// The monitor's side of a gateway's BFD sessions: the Pod's timers mirrored (the monitor
+/// sends at the rate the Pod wants to receive, and the reverse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MonitorTimers {
+    /// Desired min TX, ms.
+    pub min_tx_ms: u32,
+    /// Required min RX, ms.
+    pub min_rx_ms: u32,
+    /// Detect multiplier.
+    pub multiplier: u8,
+}
+
+impl MonitorTimers {
+    /// `min_tx/min_rx/multiplier` in ms, as published in external_ids.
+    pub fn encode(&self) -> String {
+        format!("{}/{}/{}", self.min_tx_ms, self.min_rx_ms, self.multiplier)
+    }
+
+    /// Parses [`MonitorTimers::encode`]'s form.
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut parts = text.split('/').map(str::trim);
+        let timers = Self {
+            min_tx_ms: parts.next()?.parse().ok()?,
+            min_rx_ms: parts.next()?.parse().ok()?,
+            multiplier: parts.next()?.parse().ok()?,
+        };
+        (parts.next().is_none()
+            && timers.min_tx_ms > 0
+            && timers.min_rx_ms > 0
+            && timers.multiplier > 0)
+            .then_some(timers)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +268,26 @@ mod tests {
             label_selector("gateway1"),
             "app=vpc-egress-gateway,ovn.kubernetes.io/vpc-egress-gateway=gateway1"
         );
+    }
+
+    #[test]
+    fn monitor_timers_round_trip_and_reject_garbage() {
+        let timers = MonitorTimers {
+            min_tx_ms: 100,
+            min_rx_ms: 300,
+            multiplier: 3,
+        };
+        assert_eq!(MonitorTimers::decode(&timers.encode()), Some(timers));
+        for bad in [
+            "",
+            "100/300",
+            "100/300/3/1",
+            "0/300/3",
+            "100/300/0",
+            "a/b/c",
+            "100/300/300",
+        ] {
+            assert_eq!(MonitorTimers::decode(bad), None, "{bad}");
+        }
     }
 }

@@ -13,18 +13,17 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use rand::Rng;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use veg_daemon::Task;
+use veg_daemon::http::{self, Endpoint, Health};
 
 use crate::control::{self, AdminDiag, Command, Request, Response, Timers};
 use crate::error::Error;
-use crate::http::{self, Health};
 use crate::metrics::{Metrics, PeerLabels, ReasonLabels, TransitionLabels};
 use crate::network::{Datagram, Network};
 use crate::packet::Diag;
@@ -64,15 +63,6 @@ impl PartialEq for EventSink {
 
 impl Eq for EventSink {}
 
-/// A spawned task, aborted when dropped (so no task outlives the daemon).
-struct Task(JoinHandle<()>);
-
-impl Drop for Task {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Largest datagram read; a BFD packet is at most 52 bytes.
 const RECEIVE_BUFFER: usize = 1500;
 /// The loop turns at least this often, to keep `/livez` fresh.
@@ -107,26 +97,22 @@ pub async fn run(
     let health = Arc::new(Health::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let registry = Arc::new(registry);
     let (command_tx, mut command_rx) = mpsc::channel::<Command>(64);
     let mut tasks = Vec::new();
     if let Some(path) = &config.control_socket {
         // Bound here so a bad path fails start-up, not a task later.
         let listener = control::bind(path)?;
         let (path, commands) = (path.clone(), command_tx.clone());
-        tasks.push(Task(tokio::spawn(async move {
+        tasks.push(Task::spawn(async move {
             if let Err(error) = control::serve(listener, &path, commands).await {
                 tracing::error!(error = %error, "control socket stopped");
             }
-        })));
+        }));
     }
     if let Some(address) = config.http {
         let listener = http::bind(address).await?;
-        tasks.push(Task(tokio::spawn(http::serve(
-            listener,
-            registry.clone(),
-            health.clone(),
-        ))));
+        let endpoint = Endpoint::new(registry, health.clone(), "not ready");
+        tasks.push(Task::spawn(http::serve(listener, Arc::new(endpoint))));
     }
     drop(command_tx);
 
@@ -141,7 +127,7 @@ pub async fn run(
         events: config.events.0.clone(),
     };
     state.refresh_gauges();
-    health.ready.store(true, Ordering::Relaxed);
+    health.set_ready(true);
     tracing::info!(
         sessions = config.sessions.len(),
         allowed = config.allowed.len(),
@@ -177,7 +163,7 @@ pub async fn run(
         }
     }
 
-    health.ready.store(false, Ordering::Relaxed);
+    health.set_ready(false);
     let events = state
         .sessions
         .set_admin_down_all(Some(Diag::AdministrativelyDown), Instant::now());

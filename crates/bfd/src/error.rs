@@ -42,14 +42,8 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The HTTP listener could not be opened.
-    #[error("cannot listen for HTTP on {address}: {source}")]
-    Http {
-        /// The address.
-        address: SocketAddr,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Http(#[from] veg_daemon::http::BindError),
     /// The configuration is inconsistent.
     #[error("invalid BFD configuration: {reason}")]
     Config {
@@ -66,7 +60,7 @@ impl Error {
             Error::Send { .. } => "send",
             Error::Receive { .. } => "receive",
             Error::ControlSocket { .. } => "control_socket",
-            Error::Http { .. } => "http",
+            Error::Http(_) => "http",
             Error::Config { .. } => "config",
         }
     }

@@ -8,7 +8,7 @@
 //! - `sessions` — all sessions: demultiplexing, GTSM, allowed peers, one timer heap (pure).
 //! - `network` — the UDP sockets (the only file with socket calls).
 //! - `control` — the JSON-lines control socket protocol, server and client.
-//! - `metrics`, `http` — Prometheus metrics, `/metrics` `/livez` `/readyz`.
+//! - `metrics` — Prometheus metrics (served by veg-daemon's endpoint).
 //! - `daemon` — the event loop that owns the sessions.
 //! - `error` — [`Error`].
 #![warn(missing_docs)]
@@ -17,7 +17,6 @@ pub mod control;
 pub mod daemon;
 mod error;
 pub mod fsm;
-pub mod http;
 pub mod metrics;
 pub mod network;
 pub mod packet;

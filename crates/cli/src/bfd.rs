@@ -211,24 +211,12 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
+        let shutdown = veg_daemon::shutdown_signal().context("cannot watch SIGTERM/SIGINT")?;
         veg_bfd::run(config, Arc::new(Metrics::default()), shutdown)
             .await
             .context("bfd daemon failed")
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    })
 }
 
 // ===== veg bfdctl =====

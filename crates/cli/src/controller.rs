@@ -135,7 +135,7 @@ async fn run_files(
     let mut reconciler =
         Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
     reconciler.monitor_addresses = args.monitor_addresses.clone();
-    let shutdown = crate::bfd::shutdown_signal()?;
+    let shutdown = veg_daemon::shutdown_signal().context("cannot watch SIGTERM/SIGINT")?;
     driver::run(
         &reconciler,
         &mut source,
@@ -150,10 +150,9 @@ async fn run_kube(
     args: &ControllerArgs,
     nb: Client,
     mode: veg_controller::BfdMode,
-    set_level: logging::SetLevel,
+    set_level: veg_daemon::SetLevel,
 ) -> anyhow::Result<()> {
     use std::sync::Arc;
-    use std::sync::atomic::Ordering;
     use tokio::sync::watch;
     use veg_controller::driver::Source as _;
     use veg_controller::kube::lease::{self, LeaseConfig};
@@ -170,15 +169,14 @@ async fn run_kube(
     let metrics = Arc::new(veg_controller::metrics::Metrics::default());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let endpoint = Arc::new(veg_controller::http::Endpoint {
-        registry,
-        ready: std::sync::atomic::AtomicBool::new(false),
-        set_level,
-    });
-    let listener = tokio::net::TcpListener::bind(args.metrics_address)
+    let health = Arc::new(veg_daemon::Health::default());
+    let mut endpoint =
+        veg_daemon::Endpoint::new(registry, health.clone(), "caches not complete yet");
+    endpoint.set_level = Some(set_level);
+    let listener = veg_daemon::http::bind(args.metrics_address)
         .await
-        .with_context(|| format!("--metrics-address {}", args.metrics_address))?;
-    tokio::spawn(veg_controller::http::serve(listener, endpoint.clone()));
+        .context("--metrics-address")?;
+    let _endpoint = veg_daemon::Task::spawn(veg_daemon::http::serve(listener, Arc::new(endpoint)));
 
     let (leader_tx, mut leader) = watch::channel(!args.leader_elect);
     let lease_config = LeaseConfig::new(&args.lease_namespace, &args.lease_name, &identity);
@@ -187,7 +185,7 @@ async fn run_kube(
         .then(|| tokio::spawn(lease::run(kube.clone(), lease_config.clone(), leader_tx)));
     info!(?mode, %identity, leader_elect = args.leader_elect, default_vpc = %args.default_vpc, "controller started; listing the cluster");
     let mut source = KubeSource::start(kube.clone(), &args.default_vpc).await;
-    endpoint.ready.store(true, Ordering::Relaxed);
+    health.set_ready(true);
 
     let mut reconciler = Reconciler::new(
         nb,
@@ -199,7 +197,7 @@ async fn run_kube(
     reconciler.metrics = metrics.clone();
 
     let (stop_tx, stop) = watch::channel(false);
-    let signal = crate::bfd::shutdown_signal()?;
+    let signal = veg_daemon::shutdown_signal().context("cannot watch SIGTERM/SIGINT")?;
     tokio::spawn(async move {
         signal.await;
         stop_tx.send_replace(true);

@@ -231,7 +231,7 @@ fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         http: args.http,
     };
     runtime()?.block_on(async {
-        let shutdown = crate::bfd::shutdown_signal()?;
+        let shutdown = veg_daemon::shutdown_signal().context("cannot watch SIGTERM/SIGINT")?;
         agent::run(config, Arc::new(Metrics::default()), shutdown)
             .await
             .context("gateway agent failed")

@@ -27,12 +27,9 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// Changes the log filter of a running process (`PUT /log-level`).
-pub type SetLevel = std::sync::Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
-
 /// Installs the global subscriber with `level` (an EnvFilter directive, `RUST_LOG` wins when
 /// set) and returns the handle that changes it at run time.
-pub fn init_reloadable(format: LogFormat, level: &str) -> SetLevel {
+pub fn init_reloadable(format: LogFormat, level: &str) -> veg_daemon::SetLevel {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env()
@@ -59,7 +56,11 @@ pub fn init_reloadable(format: LogFormat, level: &str) -> SetLevel {
             .init(),
     }
     std::sync::Arc::new(move |directive: &str| {
-        let filter = EnvFilter::try_new(directive.trim()).map_err(|e| e.to_string())?;
-        handle.reload(filter).map_err(|e| e.to_string())
+        let invalid = |source: Box<dyn std::error::Error + Send + Sync>| veg_daemon::InvalidLevel {
+            directive: directive.trim().to_owned(),
+            source,
+        };
+        let filter = EnvFilter::try_new(directive.trim()).map_err(|e| invalid(e.into()))?;
+        handle.reload(filter).map_err(|e| invalid(e.into()))
     })
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use veg_controller::monitor::{self, MonitorConfig};
+use veg_monitor::MonitorConfig;
 use veg_ovsdb::MonitorSpec;
 
 use crate::logging::{self, LogFormat};
@@ -83,8 +83,8 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let shutdown = crate::bfd::shutdown_signal()?;
-        monitor::run(config, shutdown)
+        let shutdown = veg_daemon::shutdown_signal().context("cannot watch SIGTERM/SIGINT")?;
+        veg_monitor::run(config, shutdown)
             .await
             .context("monitor failed")
     })?;

@@ -13,7 +13,6 @@
 //! - `triggers` — which gateways a change of a Pod, Namespace, Subnet, … affects (pure).
 //! - `nb` — applying them with veg-ovsdb: one transaction per gateway, cleanup on every router.
 //! - `bfd_port` — a VPC's BFD port `bfd@<vpc>` and its HA_Chassis_Group.
-//! - `monitor` — `veg monitor`: BFD to the candidates, nexthops = the Up ones, a writer lease.
 //! - `reconcile` — one pass of one gateway through all of the above, with an adapter's outputs.
 //! - `queue`, `driver` — the loop both adapters run: updates → keys → passes, with backoff.
 //! - `files` — the file adapter of the embedded mode: manifests in, JSON decisions out.
@@ -30,10 +29,8 @@ pub mod explain;
 pub mod files;
 #[cfg(test)]
 mod fixtures;
-pub mod http;
 pub mod kube;
 pub mod metrics;
-pub mod monitor;
 pub mod nb;
 /// Real ovsdb-servers for the unit tests that need one (the veg-ovsdb test harness).
 #[cfg(test)]

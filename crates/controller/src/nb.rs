@@ -14,7 +14,8 @@ use veg_ovsdb::{
     Schema, Value,
 };
 
-use crate::ovn::{self, CANDIDATES, GatewayOvn};
+use crate::ovn::{self, GatewayOvn};
+use veg_api::names::{EXTERNAL_ID_CANDIDATES, EXTERNAL_ID_MONITOR_TIMERS};
 
 const ADDRESS_SET: &str = "Address_Set";
 const PORT_GROUP: &str = "Port_Group";
@@ -243,10 +244,10 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
             let mut external_ids = ovn::external_ids(key, Some(policy.family));
             if let Some(candidates) = &policy.candidates {
                 let list: Vec<String> = candidates.iter().map(ToString::to_string).collect();
-                external_ids.insert(CANDIDATES.to_owned(), list.join(","));
+                external_ids.insert(EXTERNAL_ID_CANDIDATES.to_owned(), list.join(","));
             }
             if let Some(timers) = &policy.timers {
-                external_ids.insert(ovn::MONITOR_TIMERS.to_owned(), timers.encode());
+                external_ids.insert(EXTERNAL_ID_MONITOR_TIMERS.to_owned(), timers.encode());
             }
             row.insert("external_ids".to_owned(), Value::string_map(external_ids));
             if let Some(nexthops) = &policy.nexthops {

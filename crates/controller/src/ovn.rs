@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use veg_api::TrafficPolicy;
-use veg_api::names::{self, AddressFamily};
+use veg_api::names::{self, AddressFamily, MonitorTimers};
 
 use crate::context::GatewayInputs;
 
@@ -55,45 +55,6 @@ impl BfdModeSetting {
             }
             BfdModeSetting::Auto => BfdMode::Monitor,
         }
-    }
-}
-
-/// external_ids key under which monitor mode publishes a policy's candidate nexthops.
-pub const CANDIDATES: &str = "veg-candidates";
-/// external_ids key of the monitor's BFD timers for those candidates.
-pub const MONITOR_TIMERS: &str = "veg-bfd";
-
-/// The monitor's side of a gateway's BFD sessions: the Pod's timers mirrored (the monitor
-/// sends at the rate the Pod wants to receive, and the reverse).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct MonitorTimers {
-    /// Desired min TX, ms.
-    pub min_tx_ms: u32,
-    /// Required min RX, ms.
-    pub min_rx_ms: u32,
-    /// Detect multiplier.
-    pub multiplier: u8,
-}
-
-impl MonitorTimers {
-    /// `min_tx/min_rx/multiplier` in ms, as published in external_ids.
-    pub fn encode(&self) -> String {
-        format!("{}/{}/{}", self.min_tx_ms, self.min_rx_ms, self.multiplier)
-    }
-
-    /// Parses [`MonitorTimers::encode`]'s form.
-    pub fn decode(text: &str) -> Option<Self> {
-        let mut parts = text.split('/').map(str::trim);
-        let timers = Self {
-            min_tx_ms: parts.next()?.parse().ok()?,
-            min_rx_ms: parts.next()?.parse().ok()?,
-            multiplier: parts.next()?.parse().ok()?,
-        };
-        (parts.next().is_none()
-            && timers.min_tx_ms > 0
-            && timers.min_rx_ms > 0
-            && timers.multiplier > 0)
-            .then_some(timers)
     }
 }
 

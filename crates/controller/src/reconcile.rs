@@ -180,7 +180,7 @@ fn monitor_bfd_states(client: &Client, key: &str) -> BTreeMap<IpAddr, BfdState> 
     let mut states = BTreeMap::new();
     for (_, row) in replica.owned_by("Logical_Router_Policy", &owner) {
         let ids: BTreeMap<String, String> = column(row, "external_ids");
-        let Some(candidates) = ids.get(ovn::CANDIDATES) else {
+        let Some(candidates) = ids.get(veg_api::names::EXTERNAL_ID_CANDIDATES) else {
             continue;
         };
         let hops: std::collections::BTreeSet<String> = column(row, "nexthops");

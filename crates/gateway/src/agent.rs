@@ -5,14 +5,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use prometheus_client::registry::Registry;
 use tracing::{error, info, warn};
 use veg_bfd::control::{self, AdminDiag, Request};
-use veg_bfd::http::{self, Health};
+use veg_daemon::Task;
+use veg_daemon::http::{self, Endpoint, Health};
 
 use crate::apply::{ApplyError, Kernel, Report};
 use crate::config::{self, AgentInput};
@@ -63,7 +63,7 @@ pub async fn current_plan(
                 .await
                 .map_err(|error| ApplyError::Observe {
                     what: "interface addresses",
-                    error: error.to_string(),
+                    error: error.into(),
                 })?;
             interfaces.push((name.clone(), addresses));
         }
@@ -104,7 +104,7 @@ pub async fn current_plan(
         .await
         .map_err(|error| ApplyError::Observe {
             what: "internal addresses",
-            error: error.to_string(),
+            error: error.into(),
         })?;
     let gateway = config::build(&input, &addresses)?;
     Ok((plan::plan(&gateway)?, input))
@@ -126,13 +126,17 @@ pub async fn run(
 ) -> Result<(), ApplyError> {
     let kernel = kernel(&config.nft)?;
     let health = Arc::new(Health::default());
+    let mut _endpoint = None;
     if let Some(address) = config.http {
         let mut registry = Registry::default();
         metrics.register(&mut registry);
-        let listener = http::bind(address)
-            .await
-            .map_err(|error| ApplyError::Netlink(std::io::Error::other(error.to_string())))?;
-        tokio::spawn(http::serve(listener, Arc::new(registry), health.clone()));
+        let listener = http::bind(address).await?;
+        let endpoint = Endpoint::new(
+            registry,
+            health.clone(),
+            "the kernel does not hold the plan",
+        );
+        _endpoint = Some(Task::spawn(http::serve(listener, Arc::new(endpoint))));
         info!(%address, "serving /metrics, /livez, /readyz");
     }
     let mut changes = netlink::watch_changes().map_err(ApplyError::Netlink)?;
@@ -176,7 +180,7 @@ pub async fn run(
             external = resolved;
         }
         first = false;
-        health.ready.store(in_sync, Ordering::Relaxed);
+        health.set_ready(in_sync);
         metrics.in_sync.set(i64::from(in_sync));
     }
     info!("stopping; the applied state stays in place");

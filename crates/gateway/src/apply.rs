@@ -9,8 +9,8 @@ use rtnetlink::Handle;
 use tracing::{info, warn};
 
 use crate::config::ConfigError;
-use crate::netlink::{self, Link};
-use crate::nft::{self, SnatCounters};
+use crate::netlink::{self, Link, NetlinkError};
+use crate::nft::{self, NftError, SnatCounters};
 use crate::plan::{Family, Plan, PlanError};
 use crate::state::{Change, Observed, diff};
 use crate::sysctl;
@@ -27,6 +27,9 @@ pub enum ApplyError {
     /// No netlink connection.
     #[error("cannot open a netlink socket: {0}")]
     Netlink(std::io::Error),
+    /// The HTTP endpoint could not listen.
+    #[error(transparent)]
+    Http(#[from] veg_daemon::http::BindError),
     /// An interface the plan uses does not exist.
     #[error(
         "interface {name:?} ({role} leg) does not exist in this network namespace (found: {found})"
@@ -45,15 +48,15 @@ pub enum ApplyError {
         /// What was read.
         what: &'static str,
         /// Why it failed.
-        error: String,
+        error: KernelError,
     },
     /// A change failed; the earlier ones were undone.
     #[error("{step}: {error}; {}", rollback_summary(*.undone, .undo_failures))]
     Step {
         /// The change that failed.
         step: String,
-        /// The kernel's (or nft's) answer.
-        error: String,
+        /// The kernel's (or nft's) answer (boxed: it is large and errors are rare).
+        error: Box<KernelError>,
         /// How many earlier changes were undone.
         undone: usize,
         /// Undo steps that failed too.
@@ -64,6 +67,38 @@ pub enum ApplyError {
     NotConverged {
         /// The remaining differences.
         remaining: Vec<String>,
+    },
+}
+
+/// One kernel read or change that failed: the kernel's, nft's or /proc/sys's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    /// A netlink request.
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    /// An nft run.
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    /// Reading a sysctl.
+    #[error("{key}: {error}")]
+    SysctlRead {
+        /// The key.
+        key: String,
+        /// The file system's answer.
+        error: std::io::Error,
+    },
+    /// Writing a sysctl.
+    #[error(
+        "{error} (set {key}={value} in the Pod's securityContext.sysctls when /proc/sys is \
+         read-only)"
+    )]
+    SysctlWrite {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// The file system's answer.
+        error: std::io::Error,
     },
 }
 
@@ -140,30 +175,35 @@ impl Kernel {
             .await
             .map_err(|error| ApplyError::Observe {
                 what: "interfaces",
-                error: error.to_string(),
+                error: error.into(),
             })?;
         Ok(Links { by_name })
     }
 
     /// Reads everything the plan covers.
     pub async fn observe(&self, plan: &Plan, links: &Links) -> Result<Observed, ApplyError> {
-        let observe = |what: &'static str| move |error: String| ApplyError::Observe { what, error };
+        let observe =
+            |what: &'static str| move |error: KernelError| ApplyError::Observe { what, error };
         let mut observed = Observed::default();
         for item in &plan.sysctls {
-            let value = sysctl::read(&item.key)
-                .map_err(|error| observe("sysctls")(format!("{}: {error}", item.key)))?;
+            let value = sysctl::read(&item.key).map_err(|error| {
+                observe("sysctls")(KernelError::SysctlRead {
+                    key: item.key.clone(),
+                    error,
+                })
+            })?;
             observed.sysctls.insert(item.key.clone(), value);
         }
         observed.rules = netlink::owned_rules(&self.handle)
             .await
-            .map_err(|error| observe("ip rules")(error.to_string()))?;
+            .map_err(|error| observe("ip rules")(error.into()))?;
         observed.routes = netlink::routes(&self.handle, &links.names())
             .await
-            .map_err(|error| observe("routes")(error.to_string()))?;
+            .map_err(|error| observe("routes")(error.into()))?;
         for family in nft::FAMILIES {
             let listing = nft::list(&self.nft, family)
                 .await
-                .map_err(observe("nftables"))?;
+                .map_err(|error| observe("nftables")(error.into()))?;
             if let Some(shape) = nft::observed_shape(&listing, family) {
                 observed.nft.insert(family, shape);
             }
@@ -198,7 +238,7 @@ impl Kernel {
                 let (undone, undo_failures) = self.undo(&done, &indexes).await;
                 return Err(ApplyError::Step {
                     step: change.to_string(),
-                    error,
+                    error: Box::new(error),
                     undone,
                     undo_failures,
                 });
@@ -231,15 +271,14 @@ impl Kernel {
         change: &Change,
         plan: &Plan,
         indexes: &BTreeMap<String, u32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), KernelError> {
         let handle = &self.handle;
         match change {
             Change::Sysctl { key, to, .. } => {
-                return sysctl::write(key, to).map_err(|error| {
-                    format!(
-                        "{error} (set {key}={to} in the Pod's securityContext.sysctls when \
-                         /proc/sys is read-only)"
-                    )
+                return sysctl::write(key, to).map_err(|error| KernelError::SysctlWrite {
+                    key: key.clone(),
+                    value: to.clone(),
+                    error,
                 });
             }
             Change::AddRule(rule) => netlink::add_rule(handle, rule).await,
@@ -248,9 +287,9 @@ impl Kernel {
                 netlink::put_route(handle, route, indexes).await
             }
             Change::DeleteRoute(route) => netlink::delete_route(handle, route, indexes).await,
-            Change::Nft { .. } => return nft::replace(&self.nft, &plan.nft).await,
+            Change::Nft { .. } => return Ok(nft::replace(&self.nft, &plan.nft).await?),
         }
-        .map_err(|error| error.to_string())
+        .map_err(KernelError::from)
     }
 
     async fn undo(&self, done: &[Change], indexes: &BTreeMap<String, u32>) -> (usize, Vec<String>) {

@@ -22,16 +22,31 @@ use crate::state::{ObservedRoute, is_owned_rule};
 
 /// A netlink failure, with the kernel's errno when it sent one.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct NetlinkError(String);
+pub enum NetlinkError {
+    /// The kernel refused the request.
+    #[error("kernel: {0}")]
+    Kernel(std::io::Error),
+    /// The request could not be made (socket, decoding).
+    #[error("{0}")]
+    Request(rtnetlink::Error),
+    /// A route the plan holds has no netlink form.
+    #[error("route {route} cannot be expressed: {reason}")]
+    Inexpressible {
+        /// The route.
+        route: String,
+        /// The builder's objection.
+        reason: String,
+    },
+    /// A route names an interface this namespace lacks.
+    #[error("interface {0:?} does not exist in this namespace")]
+    NoInterface(String),
+}
 
 impl From<rtnetlink::Error> for NetlinkError {
     fn from(error: rtnetlink::Error) -> Self {
         match error {
-            rtnetlink::Error::NetlinkError(message) => {
-                NetlinkError(format!("kernel: {}", message.to_io()))
-            }
-            other => NetlinkError(other.to_string()),
+            rtnetlink::Error::NetlinkError(message) => NetlinkError::Kernel(message.to_io()),
+            other => NetlinkError::Request(other),
         }
     }
 }
@@ -253,7 +268,10 @@ fn route_message(
     indexes: &BTreeMap<String, u32>,
 ) -> Result<RouteMessage, NetlinkError> {
     fn invalid(route: &ObservedRoute) -> impl Fn(&dyn std::fmt::Display) -> NetlinkError + '_ {
-        move |error| NetlinkError(format!("route {route} cannot be expressed: {error}"))
+        move |error| NetlinkError::Inexpressible {
+            route: route.to_string(),
+            reason: error.to_string(),
+        }
     }
     let mut builder = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(route.destination.addr(), route.destination.prefix_len())
@@ -264,11 +282,9 @@ fn route_message(
             .map_err(|error| invalid(route)(&error))?;
     }
     if let Some(device) = &route.device {
-        let index = indexes.get(device).ok_or_else(|| {
-            NetlinkError(format!(
-                "interface {device:?} does not exist in this namespace"
-            ))
-        })?;
+        let index = indexes
+            .get(device)
+            .ok_or_else(|| NetlinkError::NoInterface(device.clone()))?;
         builder = builder.output_interface(*index);
     }
     let builder = builder

@@ -449,36 +449,54 @@ fn set_element(item: &Value) -> Option<IpNet> {
 
 // ===== I/O: the `nft` program =====
 
+/// Why running `nft` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// nft ran and refused; its stderr says why.
+    #[error("nft refused the batch: {stderr}")]
+    Refused {
+        /// What nft printed, trimmed.
+        stderr: String,
+    },
+    /// nft could not be run or its output read.
+    #[error("{0}")]
+    Run(nftables::helper::NftablesError),
+    /// nft printed something that is not JSON.
+    #[error("nft printed invalid JSON: {0}")]
+    InvalidJson(serde_json::Error),
+}
+
+impl From<nftables::helper::NftablesError> for NftError {
+    fn from(error: nftables::helper::NftablesError) -> Self {
+        match error {
+            nftables::helper::NftablesError::NftFailed { stderr, .. } => NftError::Refused {
+                stderr: stderr.trim().to_owned(),
+            },
+            other => NftError::Run(other),
+        }
+    }
+}
+
 /// `nft -j list ruleset <family>`, parsed.
-pub async fn list(program: &str, family: Family) -> Result<Value, String> {
+pub async fn list(program: &str, family: Family) -> Result<Value, NftError> {
     let raw = nftables::helper::get_current_ruleset_raw_async(
         Some(program),
         ["list", "ruleset", family_keyword(family)],
     )
-    .await
-    .map_err(describe)?;
-    serde_json::from_str(&raw).map_err(|error| format!("nft printed invalid JSON: {error}"))
+    .await?;
+    serde_json::from_str(&raw).map_err(NftError::InvalidJson)
 }
 
 /// Applies [`replace_batch`] in one `nft -j -f -` transaction.
-pub async fn replace(program: &str, desired: &[NftTable]) -> Result<(), String> {
+pub async fn replace(program: &str, desired: &[NftTable]) -> Result<(), NftError> {
     let batch = replace_batch(desired);
     nftables::helper::apply_ruleset_with_args_async(
         &batch,
         Some(program),
         nftables::helper::DEFAULT_ARGS,
     )
-    .await
-    .map_err(describe)
-}
-
-fn describe(error: nftables::helper::NftablesError) -> String {
-    match error {
-        nftables::helper::NftablesError::NftFailed { stderr, .. } => {
-            format!("nft refused the batch: {}", stderr.trim())
-        }
-        other => other.to_string(),
-    }
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use crate::protocol::{Atom, Row, Value};
 pub trait NbRow: Sized {
     /// The table.
     const TABLE: &'static str;
+    /// The managed columns (what a monitor of this table must ask for).
+    const COLUMNS: &'static [&'static str];
     /// Reads a row (missing columns take their empty value).
     fn from_row(uuid: &str, row: &Row) -> Self;
     /// The managed columns as a row (without `_uuid`).
@@ -147,6 +149,7 @@ macro_rules! nb_table {
 
         impl NbRow for $name {
             const TABLE: &'static str = $table;
+            const COLUMNS: &'static [&'static str] = &[$($column),*];
 
             fn from_row(uuid: &str, row: &Row) -> Self {
                 $name { uuid: uuid.to_owned(), $($field: <$kind as Column>::read(row.get($column)),)* }
@@ -338,6 +341,20 @@ nb_table!(
         external_ids: BTreeMap<String, String> = "external_ids",
     }
 );
+
+/// A monitor entry for `T`: its table and `columns`, or every managed column when `columns` is
+/// empty (for [`MonitorSpec`](crate::MonitorSpec)).
+pub fn watch<T: NbRow>(columns: &[&str]) -> (String, Vec<String>) {
+    let columns = if columns.is_empty() {
+        T::COLUMNS
+    } else {
+        columns
+    };
+    (
+        T::TABLE.to_owned(),
+        columns.iter().map(|c| (*c).to_owned()).collect(),
+    )
+}
 
 /// One column of a generic row as `T` (its empty value when the column is absent), for code
 /// that reads a few columns without a typed row.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
+use crate::nb::NbRow;
 use crate::protocol::{Atom, Row, Value, row_from_json};
 use crate::schema::{ColumnKind, Schema};
 
@@ -30,6 +31,27 @@ impl Replica {
     /// One row.
     pub fn row(&self, table: &str, uuid: &str) -> Option<&Row> {
         self.tables.get(table)?.get(uuid)
+    }
+
+    /// The rows of a table, typed.
+    pub fn rows<T: NbRow>(&self) -> impl Iterator<Item = T> + '_ {
+        self.table(T::TABLE)
+            .map(|(uuid, row)| T::from_row(uuid, row))
+    }
+
+    /// One row, typed.
+    pub fn get<T: NbRow>(&self, uuid: &str) -> Option<T> {
+        self.row(T::TABLE, uuid).map(|row| T::from_row(uuid, row))
+    }
+
+    /// The first row whose `name` column is `name`, typed (routers, ports, groups: names are
+    /// unique in those tables).
+    pub fn named<T: NbRow>(&self, name: &str) -> Option<T> {
+        self.table(T::TABLE)
+            .find(|(_, row)| {
+                matches!(row.get("name").and_then(Value::as_atom), Some(Atom::String(n)) if n == name)
+            })
+            .map(|(uuid, row)| T::from_row(uuid, row))
     }
 
     /// Rows of `table` whose `external_ids` include every pair of `owner`.

@@ -250,27 +250,6 @@ fn monitor_mode_publishes_candidates_and_leaves_nexthops_to_the_monitor() {
 }
 
 #[test]
-fn monitor_timers_round_trip_and_reject_garbage() {
-    let timers = MonitorTimers {
-        min_tx_ms: 100,
-        min_rx_ms: 300,
-        multiplier: 3,
-    };
-    assert_eq!(MonitorTimers::decode(&timers.encode()), Some(timers));
-    for bad in [
-        "",
-        "100/300",
-        "100/300/3/1",
-        "0/300/3",
-        "100/300/0",
-        "a/b/c",
-        "100/300/300",
-    ] {
-        assert_eq!(MonitorTimers::decode(bad), None, "{bad}");
-    }
-}
-
-#[test]
 fn auto_mode_is_native_only_with_bfd_sessions_and_the_operators_word() {
     use BfdModeSetting::*;
     assert_eq!(Auto.choose(true, true), BfdMode::Native);

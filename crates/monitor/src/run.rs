@@ -1,21 +1,5 @@
-//! `veg monitor`: BFD-driven nexthops for stock OVN (monitor mode).
-//!
-//! The controller publishes, on each BFD-enabled reroute policy, the candidate nexthops
-//! (`veg-candidates`) and the timers (`veg-bfd`). The monitor, with a leg in the VPC, runs an
-//! active BFD session to every candidate and — in the same task that sees a session change —
-//! writes each policy's `nexthops` = its candidates whose session is Up, in one transaction.
-//! A new candidate joins only once Up; with none Up the reroutes are empty and the 29090 drop
-//! applies.
-//!
-//! Two monitors may serve one VPC. Both run every session; only the holder of the writer
-//! lease writes. The lease is a key of `NB_Global.external_ids`
-//! (`veg-monitor:<router>` = `<holder>/<counter>`): the holder bumps the counter every
-//! `renew`; a standby that sees no bump for `timeout` (by its own clock, so no clock sync is
-//! needed) takes over with a write guarded by `wait` on the value it saw, so only one standby
-//! wins. Every nexthop write carries the same guard, so a deposed writer's write fails
-//! (fencing). The NB is used rather than a Kubernetes Lease because the monitor already holds
-//! an NB connection, needs no API-server access (it runs the same in the lab), and the guard
-//! makes the lease and the writes one atomic decision.
+//! The `veg monitor` process: one NB client, an embedded BFD daemon with its sessions driven
+//! over the control socket, and one loop that owns the Up set and the lease.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -25,163 +9,28 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+use veg_api::names::MonitorTimers;
 use veg_bfd::control::{self, Request, Response, Timers};
 use veg_bfd::{DaemonConfig, EventSink, Role, State};
-use veg_ovsdb::nb::{Uuids, column};
+use veg_ovsdb::nb::{self, LogicalRouter, LogicalRouterPolicy, NbGlobal};
 use veg_ovsdb::{
-    Atom, Client, ClientConfig, Condition, MonitorSpec, Operation, Replica, Row, Value,
+    Atom, Client, ClientConfig, Condition, MonitorSpec, Mutation, NbRow, Operation, Row, Value,
 };
 
-use crate::ovn::{CANDIDATES, MONITOR_TIMERS, MonitorTimers};
-
-// ===== the pure part =====
-
-/// One policy the monitor keeps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Watched {
-    /// Candidates.
-    pub candidates: BTreeSet<IpAddr>,
-    /// BFD timers for them.
-    pub timers: MonitorTimers,
-    /// Its nexthops now.
-    pub nexthops: BTreeSet<String>,
-}
-
-/// The policies of `router` that carry candidates, by UUID.
-pub fn watched(replica: &Replica, router: &str) -> BTreeMap<String, Watched> {
-    let Some((_, router_row)) = replica
-        .table("Logical_Router")
-        .find(|(_, row)| column::<String>(row, "name") == router)
-    else {
-        return BTreeMap::new();
-    };
-    let policies: Uuids = column(router_row, "policies");
-    let mut out = BTreeMap::new();
-    for uuid in &policies.0 {
-        let Some(row) = replica.row("Logical_Router_Policy", uuid) else {
-            continue;
-        };
-        let ids: BTreeMap<String, String> = column(row, "external_ids");
-        let (Some(candidates), Some(timers)) = (ids.get(CANDIDATES), ids.get(MONITOR_TIMERS))
-        else {
-            continue;
-        };
-        let Some(timers) = MonitorTimers::decode(timers) else {
-            continue;
-        };
-        let candidates = candidates
-            .split(',')
-            .filter_map(|ip| ip.trim().parse().ok())
-            .collect();
-        let nexthops = column(row, "nexthops");
-        out.insert(
-            uuid.to_owned(),
-            Watched {
-                candidates,
-                timers,
-                nexthops,
-            },
-        );
-    }
-    out
-}
-
-/// The sessions the policies need: every candidate, with the fastest timers asked for it.
-pub fn wanted_sessions(watched: &BTreeMap<String, Watched>) -> BTreeMap<IpAddr, MonitorTimers> {
-    let mut out: BTreeMap<IpAddr, MonitorTimers> = BTreeMap::new();
-    for policy in watched.values() {
-        for candidate in &policy.candidates {
-            out.entry(*candidate)
-                .and_modify(|timers| *timers = (*timers).min(policy.timers))
-                .or_insert(policy.timers);
-        }
-    }
-    out
-}
-
-/// The nexthop writes that make every policy point at its Up candidates.
-pub fn nexthop_updates(
-    watched: &BTreeMap<String, Watched>,
-    up: &BTreeSet<IpAddr>,
-) -> Vec<(String, BTreeSet<String>)> {
-    watched
-        .iter()
-        .filter_map(|(uuid, policy)| {
-            let want: BTreeSet<String> = policy
-                .candidates
-                .intersection(up)
-                .map(ToString::to_string)
-                .collect();
-            (want != policy.nexthops).then(|| (uuid.clone(), want))
-        })
-        .collect()
-}
-
-/// The writer lease as this monitor sees it.
-#[derive(Clone, Debug)]
-pub struct Lease {
-    me: String,
-    value: Option<String>,
-    changed: Instant,
-}
-
-impl Lease {
-    /// A lease seen for the first time now.
-    pub fn new(me: &str, now: Instant) -> Self {
-        Self {
-            me: me.to_owned(),
-            value: None,
-            changed: now,
-        }
-    }
-
-    /// Records the value in the NB.
-    pub fn observe(&mut self, value: Option<String>, now: Instant) {
-        if value != self.value {
-            self.value = value;
-            self.changed = now;
-        }
-    }
-
-    fn parts(&self) -> (Option<&str>, u64) {
-        let Some(value) = &self.value else {
-            return (None, 0);
-        };
-        let (holder, counter) = value.rsplit_once('/').unwrap_or((value.as_str(), "0"));
-        (Some(holder), counter.parse().unwrap_or(0))
-    }
-
-    /// Whether this monitor holds the lease.
-    pub fn held(&self) -> bool {
-        self.parts().0 == Some(self.me.as_str())
-    }
-
-    /// The value to write now: a renewal when held, a takeover when the holder has been
-    /// silent for `timeout` (or there is none), else nothing.
-    pub fn next_value(&self, now: Instant, timeout: Duration) -> Option<String> {
-        let (holder, counter) = self.parts();
-        let stale = now.duration_since(self.changed) >= timeout;
-        (holder.is_none() || self.held() || stale).then(|| format!("{}/{}", self.me, counter + 1))
-    }
-
-    /// The value seen (what a guarded write must still find).
-    pub fn seen(&self) -> Option<&str> {
-        self.value.as_deref()
-    }
-}
-
-// ===== the process =====
+use crate::error::MonitorError;
+use crate::lease::{Lease, lease_key};
+use crate::policies::{nexthop_updates, wanted_sessions, watched};
 
 /// How `veg monitor` runs.
 #[derive(Clone, Debug)]
 pub struct MonitorConfig {
-    /// NB connection (its monitor spec is set here).
+    /// NB connection (its monitor spec is set by [`run`]).
     pub nb: ClientConfig,
     /// The VPC's router.
     pub router: String,
     /// This monitor's addresses in the VPC, one per family.
     pub locals: Vec<IpAddr>,
-    /// Identity for the lease.
+    /// Identity in the lease.
     pub holder: String,
     /// The private control socket of the embedded BFD daemon.
     pub control_socket: PathBuf,
@@ -193,34 +42,12 @@ pub struct MonitorConfig {
     pub http: Option<std::net::SocketAddr>,
 }
 
-/// Why the monitor stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum MonitorError {
-    /// The NB.
-    #[error("OVN NB: {0}")]
-    Nb(#[from] veg_ovsdb::Error),
-    /// The BFD daemon.
-    #[error("BFD daemon: {0}")]
-    Bfd(String),
-}
-
-/// The lease key for a router.
-pub fn lease_key(router: &str) -> String {
-    format!("veg-monitor:{router}")
-}
-
-/// The tables the monitor reads.
+/// The tables and columns the monitor reads.
 pub fn monitor_spec() -> MonitorSpec {
     MonitorSpec::from([
-        ("NB_Global".to_owned(), vec!["external_ids".to_owned()]),
-        (
-            "Logical_Router".to_owned(),
-            vec!["name".to_owned(), "policies".to_owned()],
-        ),
-        (
-            "Logical_Router_Policy".to_owned(),
-            vec!["nexthops".to_owned(), "external_ids".to_owned()],
-        ),
+        nb::watch::<NbGlobal>(&["external_ids"]),
+        nb::watch::<LogicalRouter>(&["name", "policies"]),
+        nb::watch::<LogicalRouterPolicy>(&["nexthops", "external_ids"]),
     ])
 }
 
@@ -258,12 +85,12 @@ pub async fn run(
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = Arc::new(veg_bfd::metrics::Metrics::default());
-    let daemon = tokio::spawn(veg_bfd::run(daemon_config, metrics, async {
+    let mut daemon = tokio::spawn(veg_bfd::run(daemon_config, metrics, async {
         let _ = stop_rx.await;
     }));
     // The control socket is bound at start-up; wait for it.
     for _ in 0..100 {
-        if config.control_socket.exists() {
+        if config.control_socket.exists() || daemon.is_finished() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -284,9 +111,16 @@ pub async fn run(
     let outcome = loop {
         tokio::select! {
             () = &mut shutdown => break Ok(()),
+            ended = &mut daemon => {
+                // The daemon stops only when told to; ending early is a failure to report.
+                break Err(match ended {
+                    Ok(Err(error)) => MonitorError::Bfd(error),
+                    _ => MonitorError::BfdStopped,
+                });
+            }
             changed = changes.changed() => {
                 if changed.is_err() {
-                    break Err(MonitorError::Bfd("NB client stopped".into()));
+                    break Err(MonitorError::NbClosed);
                 }
                 monitor.observe_lease();
                 monitor.sync_sessions().await;
@@ -312,7 +146,9 @@ pub async fn run(
         }
     };
     let _ = stop_tx.send(());
-    let _ = daemon.await;
+    if !daemon.is_finished() {
+        let _ = daemon.await;
+    }
     outcome
 }
 
@@ -322,31 +158,25 @@ impl Monitor {
         let value = self
             .nb
             .replica()
-            .table("NB_Global")
+            .rows::<NbGlobal>()
             .next()
-            .and_then(|(_, row)| {
-                column::<BTreeMap<String, String>>(row, "external_ids").remove(&key)
-            });
+            .and_then(|mut global| global.external_ids.remove(&key));
         self.lease.observe(value, Instant::now());
     }
 
-    /// The `wait` that proves the lease is still as seen, and the current NB_Global row.
+    /// The `wait` that proves the lease is still as seen, and the UUID of the NB_Global row.
     fn lease_guard(&self) -> Option<(Operation, String)> {
-        let replica = self.nb.replica();
-        let (uuid, row) = replica.table("NB_Global").next()?;
-        let external_ids = row
-            .get("external_ids")
-            .cloned()
-            .unwrap_or(Value::Map(BTreeMap::new()));
+        let global = self.nb.replica().rows::<NbGlobal>().next()?;
+        let external_ids = Value::string_map(global.external_ids);
         Some((
             Operation::Wait {
-                table: "NB_Global".into(),
-                conditions: vec![Condition::uuid(uuid.as_str())],
+                table: NbGlobal::TABLE.into(),
+                conditions: vec![Condition::uuid(global.uuid.as_str())],
                 columns: vec!["external_ids".into()],
                 until: "==",
                 rows: vec![Row::from([("external_ids".to_owned(), external_ids)])],
             },
-            uuid.clone(),
+            global.uuid,
         ))
     }
 
@@ -362,14 +192,14 @@ impl Monitor {
         let operations = [
             guard,
             Operation::Mutate {
-                table: "NB_Global".into(),
+                table: NbGlobal::TABLE.into(),
                 conditions: vec![Condition::uuid(uuid.as_str())],
                 mutations: vec![
-                    veg_ovsdb::Mutation::delete(
+                    Mutation::delete(
                         "external_ids",
                         Value::Set([Atom::string(key.as_str())].into()),
                     ),
-                    veg_ovsdb::Mutation::insert(
+                    Mutation::insert(
                         "external_ids",
                         Value::string_map([(key.as_str(), value.as_str())]),
                     ),
@@ -468,7 +298,7 @@ impl Monitor {
         let mut operations = vec![guard];
         for (uuid, nexthops) in &updates {
             operations.push(Operation::Update {
-                table: "Logical_Router_Policy".into(),
+                table: LogicalRouterPolicy::TABLE.into(),
                 conditions: vec![Condition::uuid(uuid.as_str())],
                 row: Row::from([("nexthops".to_owned(), Value::string_set(nexthops))]),
             });
@@ -495,6 +325,3 @@ impl Monitor {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

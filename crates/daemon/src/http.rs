@@ -1,0 +1,304 @@
+//! The one HTTP/1.x endpoint of every daemon: `GET /metrics` (OpenMetrics text), `GET /livez`,
+//! `GET /readyz` and, where the daemon offers it, `PUT /log-level` (body: a tracing filter such
+//! as `debug` or `info,veg_controller=trace`). One request per connection, bounded reads, no web
+//! framework: enough for the kubelet and Prometheus.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Changes the log filter of the running process (`PUT /log-level`).
+pub type SetLevel = Arc<dyn Fn(&str) -> Result<(), InvalidLevel> + Send + Sync>;
+
+/// A log filter that was refused; the cause is the filter parser's own error.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid log filter {directive:?}")]
+pub struct InvalidLevel {
+    /// The directive as sent.
+    pub directive: String,
+    /// Why it was refused.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// The endpoint could not listen.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for HTTP on {address}")]
+pub struct BindError {
+    /// The address asked for.
+    pub address: SocketAddr,
+    /// The kernel's answer.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Liveness and readiness, shared between a daemon's loop and its endpoint.
+///
+/// A daemon whose loop calls [`Health::beat`] is live only while it keeps beating (a wedged
+/// loop fails `/livez`); one that never beats is live while the process serves.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+    heartbeat_ms: AtomicU64,
+}
+
+/// A beating loop must turn at least this often to be live (loops wake every second when idle).
+const STALE_AFTER: Duration = Duration::from_secs(5);
+
+impl Health {
+    /// Records a turn of the loop.
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(unix_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the loop turned recently (always, for a daemon that does not beat).
+    pub fn live(&self) -> bool {
+        let last = self.heartbeat_ms.load(Ordering::Relaxed);
+        last == 0
+            || unix_ms().saturating_sub(last)
+                < u64::try_from(STALE_AFTER.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Sets readiness.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Whether `/readyz` answers 200.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// What one daemon's endpoint serves.
+pub struct Endpoint {
+    /// The daemon's metrics.
+    pub registry: Registry,
+    /// Liveness and readiness.
+    pub health: Arc<Health>,
+    /// The body of a 503 on `/readyz`: what the daemon is waiting for.
+    pub not_ready: &'static str,
+    /// `PUT /log-level`, when the daemon offers it.
+    pub set_level: Option<SetLevel>,
+}
+
+impl Endpoint {
+    /// An endpoint for `registry` with no log-level route.
+    pub fn new(registry: Registry, health: Arc<Health>, not_ready: &'static str) -> Endpoint {
+        Endpoint {
+            registry,
+            health,
+            not_ready,
+            set_level: None,
+        }
+    }
+
+    /// The answer to one request: status line and body (pure, so routes are unit-tested).
+    pub fn respond(&self, method: &str, path: &str, body: &str) -> (&'static str, String) {
+        match (method, path) {
+            ("GET", "/metrics") => {
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+                    Ok(()) => ("200 OK", text),
+                    Err(_) => ("500 Internal Server Error", "encoding failed\n".into()),
+                }
+            }
+            ("GET", "/livez") if self.health.live() => ("200 OK", "ok\n".into()),
+            ("GET", "/livez") => ("503 Service Unavailable", "event loop stalled\n".into()),
+            ("GET", "/readyz") if self.health.ready() => ("200 OK", "ok\n".into()),
+            ("GET", "/readyz") => ("503 Service Unavailable", format!("{}\n", self.not_ready)),
+            ("PUT", "/log-level") if self.set_level.is_some() => {
+                match self.set_level.as_ref().map(|set| set(body)) {
+                    Some(Err(error)) => ("400 Bad Request", format!("{}\n", chain(&error))),
+                    _ => ("200 OK", format!("log level: {}\n", body.trim())),
+                }
+            }
+            ("GET", _) => ("404 Not Found", "not found\n".into()),
+            _ if path == "/log-level" => ("404 Not Found", "not found\n".into()),
+            _ => ("405 Method Not Allowed", "GET only\n".into()),
+        }
+    }
+}
+
+/// Binds the listener (separately from serving, so a bad address fails at start-up).
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| BindError { address, source })
+}
+
+/// Serves until the task is dropped.
+pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &endpoint)).await;
+        });
+    }
+}
+
+/// Largest request head read, and largest body accepted.
+const MAX_HEAD: usize = 8192;
+const MAX_BODY: usize = 4096;
+
+async fn answer(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
+    let mut request = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    let header_end = loop {
+        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if request.len() > MAX_HEAD {
+            return Ok(());
+        }
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        request.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&request[..header_end]).into_owned();
+    let length = content_length(&head).min(MAX_BODY);
+    while request.len() < header_end + length {
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        request.extend_from_slice(&chunk[..read]);
+    }
+    let body_end = request.len().min(header_end + length);
+    let body = String::from_utf8_lossy(&request[header_end..body_end]).into_owned();
+    let mut words = head.split_whitespace();
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (status, text) = endpoint.respond(method, path, &body);
+    let content_type = if path == "/metrics" && status.starts_with("200") {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain"
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// An error and its causes on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn endpoint() -> (Endpoint, Arc<Mutex<Vec<String>>>) {
+        let levels = Arc::new(Mutex::new(Vec::new()));
+        let seen = levels.clone();
+        let set_level: SetLevel = Arc::new(move |level: &str| {
+            if level.trim() == "nonsense[" {
+                return Err(InvalidLevel {
+                    directive: level.to_owned(),
+                    source: "bad directive".into(),
+                });
+            }
+            if let Ok(mut seen) = seen.lock() {
+                seen.push(level.trim().to_owned());
+            }
+            Ok(())
+        });
+        let mut endpoint = Endpoint::new(
+            Registry::default(),
+            Arc::new(Health::default()),
+            "caches not complete yet",
+        );
+        endpoint.set_level = Some(set_level);
+        (endpoint, levels)
+    }
+
+    #[test]
+    fn routes() {
+        let (endpoint, levels) = endpoint();
+        assert_eq!(endpoint.respond("GET", "/livez", "").0, "200 OK");
+        assert_eq!(
+            endpoint.respond("GET", "/readyz", ""),
+            (
+                "503 Service Unavailable",
+                "caches not complete yet\n".to_owned()
+            )
+        );
+        endpoint.health.set_ready(true);
+        assert_eq!(endpoint.respond("GET", "/readyz", "").0, "200 OK");
+        assert_eq!(endpoint.respond("PUT", "/log-level", "debug\n").0, "200 OK");
+        assert_eq!(
+            endpoint.respond("PUT", "/log-level", "nonsense["),
+            (
+                "400 Bad Request",
+                "invalid log filter \"nonsense[\": bad directive\n".to_owned()
+            )
+        );
+        assert_eq!(endpoint.respond("GET", "/nope", "").0, "404 Not Found");
+        assert_eq!(
+            endpoint.respond("POST", "/metrics", "").0,
+            "405 Method Not Allowed"
+        );
+        assert_eq!(
+            levels.lock().map(|l| l.clone()).unwrap_or_default(),
+            vec!["debug".to_owned()]
+        );
+    }
+
+    #[test]
+    fn no_log_level_route_unless_offered() {
+        let endpoint = Endpoint::new(Registry::default(), Arc::default(), "not ready");
+        assert_eq!(
+            endpoint.respond("PUT", "/log-level", "debug").0,
+            "404 Not Found"
+        );
+    }
+
+    #[test]
+    fn a_beating_loop_that_stops_is_not_live() {
+        let health = Health::default();
+        assert!(health.live(), "a daemon that never beats is live");
+        health.beat();
+        assert!(health.live());
+        health.heartbeat_ms.store(1, Ordering::Relaxed);
+        assert!(!health.live(), "a beat from 1970 is stale");
+    }
+}
