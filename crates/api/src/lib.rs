@@ -33,6 +33,6 @@ pub use gateway::{
 pub use manifest::{Manifest, Parsed, parse_object, read_manifests};
 pub use schema::MAX_BANDWIDTH_MBPS;
 pub use validate::{
-    BFD_INTERVAL_RANGE, BFD_MULTIPLIER_RANGE, FieldError, MAX_REPLICAS, Rule, check_ip_block,
-    check_ip_entry, validate, validate_update,
+    BFD_INTERVAL_RANGE, BFD_MULTIPLIER_RANGE, FieldError, IpFormatError, MAX_REPLICAS, Rule,
+    check_ip_block, check_ip_entry, validate, validate_update,
 };

@@ -242,8 +242,8 @@ fn validate_prefix(prefix: &str, name: &str, errors: &mut Errors) {
 fn validate_addresses(leg: &str, ips: &[String], pool: &str, replicas: i32, errors: &mut Errors) {
     let field = format!("spec.{leg}IPs");
     for (index, entry) in ips.iter().enumerate() {
-        if let Err(message) = check_ip_entry(entry) {
-            errors.push(format!("{field}[{index}]"), Rule::Format, message);
+        if let Err(error) = check_ip_entry(entry) {
+            errors.push(format!("{field}[{index}]"), Rule::Format, error.to_string());
         }
     }
     check_set(&field, ips, errors);
@@ -267,29 +267,67 @@ fn validate_addresses(leg: &str, ips: &[String], pool: &str, replicas: i32, erro
     }
 }
 
+/// Why an address field (`internalIPs`/`externalIPs` entry, `ipBlocks` entry, BFD port IP) is
+/// not in the form the schema's CEL accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IpFormatError {
+    /// An address entry with more than two parts.
+    #[error("{entry:?} {IP_ENTRY_FORMAT}")]
+    TooManyParts {
+        /// The entry as written.
+        entry: String,
+    },
+    /// A part that is not an IP address.
+    #[error("{entry:?} {IP_ENTRY_FORMAT}: {part:?} is not an IP address")]
+    NotAnAddress {
+        /// The entry as written.
+        entry: String,
+        /// The part that failed.
+        part: String,
+    },
+    /// Two parts of one family.
+    #[error("{entry:?} {IP_ENTRY_FORMAT}: both are of the same family")]
+    SameFamily {
+        /// The entry as written.
+        entry: String,
+    },
+    /// An ipBlocks entry that is neither an address nor a CIDR.
+    #[error("{block:?} must be an IP address or a CIDR")]
+    NotABlock {
+        /// The entry as written.
+        block: String,
+    },
+}
+
+const IP_ENTRY_FORMAT: &str =
+    "must be an IPv4 address, an IPv6 address, or one of each separated by a comma";
+
 /// One entry of `internalIPs`/`externalIPs`: `v4`, `v6` or one of each joined by a comma.
-pub fn check_ip_entry(entry: &str) -> Result<Vec<IpAddr>, String> {
-    const EXPECTED: &str =
-        "must be an IPv4 address, an IPv6 address, or one of each separated by a comma";
+pub fn check_ip_entry(entry: &str) -> Result<Vec<IpAddr>, IpFormatError> {
     let parts: Vec<&str> = entry.split(',').collect();
     if parts.len() > 2 {
-        return Err(format!("{entry:?} {EXPECTED}"));
+        return Err(IpFormatError::TooManyParts {
+            entry: entry.to_owned(),
+        });
     }
     let mut addresses = Vec::with_capacity(parts.len());
     for part in parts {
         match parse_k8s_ip(part) {
             Some(address) => addresses.push(address),
             None => {
-                return Err(format!(
-                    "{entry:?} {EXPECTED}: {part:?} is not an IP address"
-                ));
+                return Err(IpFormatError::NotAnAddress {
+                    entry: entry.to_owned(),
+                    part: part.to_owned(),
+                });
             }
         }
     }
     if let [first, second] = addresses[..]
         && first.is_ipv4() == second.is_ipv4()
     {
-        return Err(format!("{entry:?} {EXPECTED}: both are of the same family"));
+        return Err(IpFormatError::SameFamily {
+            entry: entry.to_owned(),
+        });
     }
     Ok(addresses)
 }
@@ -304,7 +342,7 @@ fn parse_k8s_ip(text: &str) -> Option<IpAddr> {
 }
 
 /// An IP or a CIDR, as `isIP(x) || isCIDR(x)` accepts it.
-pub fn check_ip_block(block: &str) -> Result<IpNet, String> {
+pub fn check_ip_block(block: &str) -> Result<IpNet, IpFormatError> {
     if let Some(address) = parse_k8s_ip(block) {
         return Ok(IpNet::from(address));
     }
@@ -312,7 +350,9 @@ pub fn check_ip_block(block: &str) -> Result<IpNet, String> {
         Ok(net) if parse_k8s_ip(&net.addr().to_string()).is_some() && !block.contains('%') => {
             Ok(net)
         }
-        _ => Err(format!("{block:?} must be an IP address or a CIDR")),
+        _ => Err(IpFormatError::NotABlock {
+            block: block.to_owned(),
+        }),
     }
 }
 
@@ -325,8 +365,12 @@ fn validate_policy(field: &str, policy: &Policy, errors: &mut Errors) {
         );
     }
     for (index, block) in policy.ip_blocks.iter().enumerate() {
-        if let Err(message) = check_ip_block(block) {
-            errors.push(format!("{field}.ipBlocks[{index}]"), Rule::Format, message);
+        if let Err(error) = check_ip_block(block) {
+            errors.push(
+                format!("{field}.ipBlocks[{index}]"),
+                Rule::Format,
+                error.to_string(),
+            );
         }
     }
     check_set(&format!("{field}.ipBlocks"), &policy.ip_blocks, errors);

@@ -161,13 +161,13 @@ pub type Command = (Request, oneshot::Sender<Response>);
 
 impl Timers {
     /// Checks the bounds: intervals 1 ms – 1 h, multiplier ≥ 1.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), RequestError> {
         let range = 1..=3_600_000;
         if !range.contains(&self.min_tx_ms) || !range.contains(&self.min_rx_ms) {
-            return Err("intervals must be between 1 and 3600000 ms".into());
+            return Err(RequestError::IntervalOutOfRange);
         }
         if self.multiplier == 0 {
-            return Err("the multiplier must be at least 1".into());
+            return Err(RequestError::ZeroMultiplier);
         }
         Ok(())
     }
@@ -188,12 +188,32 @@ impl Response {
     }
 }
 
+/// Why a control request was refused (invalid input: the daemon's state is unchanged).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The line is longer than [`MAX_REQUEST_LEN`].
+    #[error("request longer than {MAX_REQUEST_LEN} bytes")]
+    TooLong,
+    /// Not a request in the protocol's JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A timer outside 1 ms – 1 h.
+    #[error("intervals must be between 1 and 3600000 ms")]
+    IntervalOutOfRange,
+    /// A detection multiplier of 0.
+    #[error("the multiplier must be at least 1")]
+    ZeroMultiplier,
+    /// A minimum TTL of 0.
+    #[error("min_ttl must be between 1 and 255")]
+    ZeroMinTtl,
+}
+
 /// Parses one request line.
-pub fn parse_request(line: &str) -> Result<Request, String> {
+pub fn parse_request(line: &str) -> Result<Request, RequestError> {
     if line.len() > MAX_REQUEST_LEN {
-        return Err(format!("request longer than {MAX_REQUEST_LEN} bytes"));
+        return Err(RequestError::TooLong);
     }
-    let request: Request = serde_json::from_str(line).map_err(|error| error.to_string())?;
+    let request: Request = serde_json::from_str(line)?;
     if let Request::SetTimers { timers, .. }
     | Request::Add {
         timers: Some(timers),
@@ -203,7 +223,7 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
         timers.check()?;
     }
     if let Request::SetMinTtl { min_ttl: 0, .. } = request {
-        return Err("min_ttl must be between 1 and 255".into());
+        return Err(RequestError::ZeroMinTtl);
     }
     Ok(request)
 }
@@ -367,7 +387,7 @@ mod tests {
             ),
         ];
         for (line, expected) in cases {
-            assert_eq!(parse_request(line), Ok(expected), "{line}");
+            assert_eq!(parse_request(line).ok(), Some(expected), "{line}");
         }
         assert!(matches!(
             parse_request(r#"{"command":"add","peer":"198.51.100.1","role":"Passive"}"#),

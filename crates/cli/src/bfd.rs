@@ -167,10 +167,7 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         min_rx_ms: args.min_rx_ms,
         multiplier: args.multiplier,
     };
-    timers
-        .check()
-        .map_err(anyhow::Error::msg)
-        .context("invalid timers")?;
+    timers.check().context("invalid timers")?;
     if args.min_ttl == 0 {
         bail!("--min-ttl must be between 1 and 255");
     }

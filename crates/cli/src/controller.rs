@@ -11,8 +11,10 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tracing::{info, warn};
-use veg_controller::files::{FileOutputs, FileSource};
-use veg_controller::{BfdModeSetting, Reconciler, driver, nb};
+use veg_controller::adapters::files::{FileOutputs, FileSource};
+use veg_controller::apply::nb;
+use veg_controller::run::driver;
+use veg_controller::{BfdModeSetting, Reconciler};
 use veg_ovsdb::Client;
 
 use crate::logging::{self, LogFormat};
@@ -154,9 +156,9 @@ async fn run_kube(
 ) -> anyhow::Result<()> {
     use std::sync::Arc;
     use tokio::sync::watch;
-    use veg_controller::driver::Source as _;
-    use veg_controller::kube::lease::{self, LeaseConfig};
-    use veg_controller::kube::{KubeOutputs, KubeSource};
+    use veg_controller::adapters::kube::lease::{self, LeaseConfig};
+    use veg_controller::adapters::kube::{KubeOutputs, KubeSource};
+    use veg_controller::run::driver::Source as _;
 
     let kube = kube::Client::try_default()
         .await
@@ -166,7 +168,7 @@ async fn run_kube(
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| format!("veg-controller-{}", std::process::id()))
     });
-    let metrics = Arc::new(veg_controller::metrics::Metrics::default());
+    let metrics = Arc::new(veg_controller::run::metrics::Metrics::default());
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let health = Arc::new(veg_daemon::Health::default());

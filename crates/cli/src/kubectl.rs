@@ -9,7 +9,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::Value as Json;
-use veg_controller::snapshot::MemorySnapshot;
+use veg_controller::plan::snapshot::MemorySnapshot;
 
 /// `veg kubectl-plugin`.
 #[derive(Debug, Args)]
@@ -48,12 +48,12 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                 None => (args.namespace.clone(), pod.clone()),
             };
             let snapshot = cluster(&args.kubectl)?;
-            let explanation = veg_controller::explain::explain(&snapshot, &namespace, &name);
+            let explanation = veg_controller::plan::explain::explain(&snapshot, &namespace, &name);
             print!("{explanation}");
             Ok(
                 if matches!(
                     explanation.verdict,
-                    veg_controller::explain::Verdict::Unknown(_)
+                    veg_controller::plan::explain::Verdict::Unknown(_)
                 ) {
                     ExitCode::FAILURE
                 } else {

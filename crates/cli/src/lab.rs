@@ -261,18 +261,18 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         }
         LabCommand::Demo { examples } => demo(&examples),
         LabCommand::Explain { pod } => {
-            use veg_controller::driver::Source as _;
+            use veg_controller::run::driver::Source as _;
             let lab = LabState::read(&state)?;
             let key = pod_key(&lab, &pod)?;
             let (namespace, name) = key.split_once('/').unwrap_or(("default", &key));
-            let source = veg_controller::files::FileSource::new(
+            let source = veg_controller::adapters::files::FileSource::new(
                 &lab.api,
                 &lab.decisions,
                 Duration::from_secs(1),
             )?;
             print!(
                 "{}",
-                veg_controller::explain::explain(source.snapshot(), namespace, name)
+                veg_controller::plan::explain::explain(source.snapshot(), namespace, name)
             );
             Ok(ExitCode::SUCCESS)
         }

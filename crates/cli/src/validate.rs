@@ -100,10 +100,10 @@ fn check_bfd_port(vpc: &Vpc) -> Vec<FieldError> {
     }
     match veg_api::check_ip_entry(&port.ip) {
         Ok(_) => Vec::new(),
-        Err(message) => vec![FieldError {
+        Err(error) => vec![FieldError {
             field,
             rule: Rule::Format,
-            message,
+            message: error.to_string(),
         }],
     }
 }

@@ -196,19 +196,20 @@ fn check(kustomization: &str) -> Result<Vec<String>> {
             other => bail!("{kustomization}: unexpected kind {other}"),
         }
     }
-    let expected: BTreeSet<(String, String, String, bool)> = veg_controller::kube::rbac::CALLS
-        .iter()
-        .flat_map(|call| {
-            call.verbs.iter().map(move |verb| {
-                (
-                    call.group.to_owned(),
-                    call.resource.to_owned(),
-                    (*verb).to_owned(),
-                    call.cluster,
-                )
+    let expected: BTreeSet<(String, String, String, bool)> =
+        veg_controller::adapters::kube::rbac::CALLS
+            .iter()
+            .flat_map(|call| {
+                call.verbs.iter().map(move |verb| {
+                    (
+                        call.group.to_owned(),
+                        call.resource.to_owned(),
+                        (*verb).to_owned(),
+                        call.cluster,
+                    )
+                })
             })
-        })
-        .collect();
+            .collect();
     let missing: Vec<_> = expected.difference(&rules).collect();
     let extra: Vec<_> = rules.difference(&expected).collect();
     ensure!(

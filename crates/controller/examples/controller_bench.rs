@@ -13,8 +13,10 @@ use anyhow::{Context, Result};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value as Json, json};
 use veg_api::names;
-use veg_controller::triggers::{Change, Index};
-use veg_controller::{BfdMode, MemorySnapshot, Outputs, Reconciler, nb, ovn, resolve};
+use veg_controller::apply::nb;
+use veg_controller::plan::ovn;
+use veg_controller::run::triggers::{Change, Index};
+use veg_controller::{BfdMode, MemorySnapshot, OutputError, Outputs, Reconciler, resolve};
 use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
 
 struct NoOutputs;
@@ -23,7 +25,7 @@ impl Outputs for NoOutputs {
     async fn apply_deployment(
         &self,
         _: &k8s_openapi::api::apps::v1::Deployment,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutputError> {
         Ok(())
     }
     async fn patch_status(
@@ -31,18 +33,18 @@ impl Outputs for NoOutputs {
         _: &str,
         _: &str,
         _: &veg_api::VpcEgressGatewayStatus,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutputError> {
         Ok(())
     }
-    async fn event(&self, _: &str, _: &str, _: &veg_controller::status::Event) {}
-    async fn annotate_pod(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), String> {
+    async fn event(&self, _: &str, _: &str, _: &veg_controller::plan::status::Event) {}
+    async fn annotate_pod(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), OutputError> {
         Ok(())
     }
     async fn patch_vpc_bfd_port(
         &self,
         _: &str,
         _: Option<&veg_api::kubeovn::BfdPortStatus>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OutputError> {
         Ok(())
     }
 }

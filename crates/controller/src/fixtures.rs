@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use veg_api::VpcEgressGateway;
 
-use crate::snapshot::MemorySnapshot;
+use crate::plan::snapshot::MemorySnapshot;
 
 pub fn from<T: serde::de::DeserializeOwned>(value: Value) -> T {
     match serde_json::from_value(value) {
@@ -128,7 +128,7 @@ pub async fn test_nb() -> anyhow::Result<(crate::test_server::Servers, veg_ovsdb
     let servers = crate::test_server::Servers::standalone()?;
     let config = ClientConfig::northbound(
         &format!("unix:{}", servers.socket(0).display()),
-        crate::nb::monitor_spec(),
+        crate::apply::nb::monitor_spec(),
     )?;
     let client = Client::connect(config, std::time::Duration::from_secs(5)).await?;
     client
@@ -146,4 +146,37 @@ pub async fn test_nb() -> anyhow::Result<(crate::test_server::Servers, veg_ovsdb
         ])
         .await?;
     Ok((servers, client))
+}
+
+/// A node for the BFD port's choice, with Kube-OVN's chassis annotation when given.
+pub fn node_with_chassis(
+    name: &str,
+    labels: serde_json::Value,
+    chassis: Option<&str>,
+) -> k8s_openapi::api::core::v1::Node {
+    let mut annotations = json!({});
+    if let Some(chassis) = chassis {
+        annotations[crate::plan::bfd_port::CHASSIS_ANNOTATION] = json!(chassis);
+    }
+    from(json!({"metadata": {"name": name, "labels": labels, "annotations": annotations}}))
+}
+
+pub fn bfd_vpc(selector: Option<serde_json::Value>) -> veg_api::kubeovn::Vpc {
+    let mut port = json!({"enabled": true, "ip": "203.0.113.254,2001:db8:ff::254"});
+    if let Some(selector) = selector {
+        port["nodeSelector"] = selector;
+    }
+    from(
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+        "spec": {"bfdPort": port}}),
+    )
+}
+
+pub fn bfd_nodes() -> Vec<k8s_openapi::api::core::v1::Node> {
+    vec![
+        node_with_chassis("worker4", json!({"bfd": "yes"}), Some("ch-4")),
+        node_with_chassis("worker2", json!({"bfd": "yes"}), Some("ch-2")),
+        node_with_chassis("worker1", json!({}), Some("ch-1")),
+        node_with_chassis("worker3", json!({"bfd": "yes"}), None),
+    ]
 }

@@ -16,8 +16,10 @@ use anyhow::{Result, ensure};
 use server::{Servers, prerequisites};
 use veg_api::TrafficPolicy;
 use veg_api::names::AddressFamily;
-use veg_controller::context::{BfdInputs, FamilyInputs, GatewayInputs};
-use veg_controller::{BfdMode, nb, ovn};
+use veg_controller::BfdMode;
+use veg_controller::apply::nb;
+use veg_controller::plan::context::{BfdInputs, FamilyInputs, GatewayInputs};
+use veg_controller::plan::ovn;
 use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Row, Value};
 
 fn ip(text: &str) -> IpAddr {

@@ -16,6 +16,13 @@ pub trait NbRow: Sized {
     fn from_row(uuid: &str, row: &Row) -> Self;
     /// The managed columns as a row (without `_uuid`).
     fn to_row(&self) -> Row;
+    /// Only `columns` of the row: what a writer sets when other columns belong to someone
+    /// else (another writer, or OVSDB mutations such as a parent's reference set).
+    fn to_row_only(&self, columns: &[&str]) -> Row {
+        let mut row = self.to_row();
+        row.retain(|column, _| columns.contains(&column.as_str()));
+        row
+    }
 }
 
 /// A reference to another row (a UUID).

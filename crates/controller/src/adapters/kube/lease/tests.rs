@@ -1,0 +1,133 @@
+//! The decision table, and two contenders against one mocked Lease API: exactly one leads and
+//! only its outputs write; when it stops, the other takes over after the Lease expires.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use tokio::sync::watch;
+
+use super::*;
+use crate::adapters::kube::KubeOutputs;
+use crate::adapters::kube::fake;
+use crate::run::outputs::Outputs;
+
+fn lease(holder: &str, renewed: Timestamp) -> Lease {
+    Lease {
+        spec: Some(LeaseSpec {
+            holder_identity: (!holder.is_empty()).then(|| holder.to_owned()),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(renewed)),
+            ..LeaseSpec::default()
+        }),
+        ..Lease::default()
+    }
+}
+
+#[test]
+fn decisions() {
+    let now = Timestamp::now();
+    let d = Duration::from_secs(15);
+    assert_eq!(decide(None, "a", now, d), Decision::Create);
+    assert_eq!(decide(Some(&lease("a", now)), "a", now, d), Decision::Renew);
+    assert_eq!(
+        decide(Some(&lease("b", now)), "a", now, d),
+        Decision::Follow("b".into())
+    );
+    let old = now - SignedDuration::from_secs(16);
+    assert_eq!(
+        decide(Some(&lease("b", old)), "a", now, d),
+        Decision::TakeOver
+    );
+    assert_eq!(
+        decide(Some(&lease("", now)), "a", now, d),
+        Decision::TakeOver
+    );
+}
+
+fn config(identity: &str) -> LeaseConfig {
+    LeaseConfig {
+        namespace: "kube-system".into(),
+        name: "veg-controller".into(),
+        identity: identity.into(),
+        duration: Duration::from_secs(1),
+        renew_deadline: Duration::from_millis(600),
+        retry: Duration::from_millis(100),
+    }
+}
+
+#[tokio::test]
+async fn two_contenders_one_writer_then_a_takeover() -> anyhow::Result<()> {
+    let (client, state) = fake::server();
+    let (a_tx, a_rx) = watch::channel(false);
+    let (b_tx, b_rx) = watch::channel(false);
+    let a = tokio::spawn(run(client.clone(), config("a"), a_tx));
+    let b = tokio::spawn(run(client.clone(), config("b"), b_tx));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a_leads, b_leads) = (*a_rx.borrow(), *b_rx.borrow());
+    anyhow::ensure!(
+        a_leads != b_leads,
+        "exactly one leader: a {a_leads}, b {b_leads}"
+    );
+
+    // Both controllers try to write; only the leader's request reaches the API server.
+    let outputs_a = KubeOutputs::new(client.clone(), "a", a_rx.clone());
+    let outputs_b = KubeOutputs::new(client.clone(), "b", b_rx.clone());
+    if let Ok(mut state) = state.lock() {
+        state.objects.insert(
+            "/api/v1/namespaces/default/pods/gw-a".into(),
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gw-a", "namespace": "default"}}),
+        );
+    }
+    let wrote_a = outputs_a.annotate_pod("default", "gw-a", "k", "a").await;
+    let wrote_b = outputs_b.annotate_pod("default", "gw-a", "k", "b").await;
+    anyhow::ensure!(
+        wrote_a.is_ok() != wrote_b.is_ok(),
+        "{wrote_a:?} {wrote_b:?}"
+    );
+    let pod_writes = state
+        .lock()
+        .map(|s| {
+            s.writes()
+                .iter()
+                .filter(|r| r.path.ends_with("/pods/gw-a"))
+                .count()
+        })
+        .unwrap_or(0);
+    anyhow::ensure!(
+        pod_writes == 1,
+        "{pod_writes} writes reached the API server"
+    );
+
+    // The leader stops (crash): the standby takes over once the Lease expires (1 s).
+    let (leader, follower_rx) = if a_leads { (a, b_rx) } else { (b, a_rx) };
+    leader.abort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !*follower_rx.borrow() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no takeover within 3 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lease = state
+        .lock()
+        .map(|s| {
+            s.objects["/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/veg-controller"]
+                .clone()
+        })
+        .unwrap_or_default();
+    anyhow::ensure!(lease["spec"]["leaseTransitions"] == 1, "{lease}");
+    for request in state.lock().map(|s| s.requests.clone()).unwrap_or_default() {
+        let permission =
+            crate::adapters::kube::rbac::permission(&request.method, &request.path, &request.query);
+        anyhow::ensure!(
+            permission
+                .as_ref()
+                .is_some_and(|(g, r, v)| crate::adapters::kube::rbac::granted(g, r, v)),
+            "not granted: {request:?}"
+        );
+    }
+    Ok(())
+}

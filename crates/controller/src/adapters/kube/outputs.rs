@@ -1,0 +1,204 @@
+//! What a pass writes to the cluster: the Deployment and the gateway status by server-side
+//! apply (field manager `veg-controller`, forced: the controller owns those fields), events
+//! through the events.k8s.io recorder, merge patches for a VPC's `status.bfdPort` and a Pod's
+//! deletion cost, and the finalizer guarded by the object's resourceVersion. Nothing is
+//! written while this replica does not hold the lease.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::sync::watch;
+use tracing::warn;
+use veg_api::kubeovn::{BfdPortStatus, Vpc};
+use veg_api::{VpcEgressGateway, VpcEgressGatewayStatus, names};
+
+use crate::plan::status::Event;
+use crate::run::outputs::{OutputError, Outputs};
+
+/// The field manager of every apply.
+pub const FIELD_MANAGER: &str = "veg-controller";
+
+/// The cluster outputs of the controller.
+pub struct KubeOutputs {
+    client: Client,
+    recorder: Recorder,
+    leader: watch::Receiver<bool>,
+}
+
+impl KubeOutputs {
+    /// Outputs writing through `client` while `leader` holds true; events are reported as
+    /// `veg-controller` from `instance` (the Pod's name).
+    pub fn new(client: Client, instance: &str, leader: watch::Receiver<bool>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(instance.to_owned()),
+            },
+        );
+        Self {
+            client,
+            recorder,
+            leader,
+        }
+    }
+
+    fn leading(&self) -> Result<(), OutputError> {
+        if *self.leader.borrow() {
+            Ok(())
+        } else {
+            Err(OutputError::NotLeader)
+        }
+    }
+
+    fn apply_params() -> PatchParams {
+        PatchParams::apply(FIELD_MANAGER).force()
+    }
+}
+
+impl Outputs for KubeOutputs {
+    async fn apply_deployment(&self, deployment: &Deployment) -> Result<(), OutputError> {
+        self.leading()?;
+        let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
+        let name = deployment.metadata.name.clone().unwrap_or_default();
+        let mut body = serde_json::to_value(deployment).map_err(OutputError::Encode)?;
+        body["apiVersion"] = json!("apps/v1");
+        body["kind"] = json!("Deployment");
+        Api::<Deployment>::namespaced(self.client.clone(), &namespace)
+            .patch(&name, &Self::apply_params(), &Patch::Apply(body))
+            .await
+            .map(|_| ())?;
+        Ok(())
+    }
+
+    async fn patch_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &VpcEgressGatewayStatus,
+    ) -> Result<(), OutputError> {
+        self.leading()?;
+        // `phase` and `conditions` always go: the schema requires them.
+        let mut status = serde_json::to_value(status).map_err(OutputError::Encode)?;
+        if status.get("conditions").is_none() {
+            status["conditions"] = json!([]);
+        }
+        let body = json!({
+            "apiVersion": format!("{}/{}", names::GROUP, names::VERSION),
+            "kind": names::KIND,
+            "status": status,
+        });
+        Api::<VpcEgressGateway>::namespaced(self.client.clone(), namespace)
+            .patch_status(name, &Self::apply_params(), &Patch::Apply(body))
+            .await
+            .map(|_| ())?;
+        Ok(())
+    }
+
+    async fn event(&self, namespace: &str, name: &str, event: &Event) {
+        if self.leading().is_err() {
+            return;
+        }
+        let reference = ObjectReference {
+            api_version: Some(format!("{}/{}", names::GROUP, names::VERSION)),
+            kind: Some(names::KIND.into()),
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            ..ObjectReference::default()
+        };
+        let published = self
+            .recorder
+            .publish(
+                &KubeEvent {
+                    type_: if event.type_ == "Warning" {
+                        EventType::Warning
+                    } else {
+                        EventType::Normal
+                    },
+                    reason: event.reason.clone(),
+                    note: Some(event.message.clone()),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                },
+                &reference,
+            )
+            .await;
+        if let Err(error) = published {
+            warn!(gateway = %format!("{namespace}/{name}"), %error, "event not recorded");
+        }
+    }
+
+    async fn patch_vpc_bfd_port(
+        &self,
+        vpc: &str,
+        status: Option<&BfdPortStatus>,
+    ) -> Result<(), OutputError> {
+        self.leading()?;
+        let body = json!({"status": {"bfdPort": status}});
+        Api::<Vpc>::all(self.client.clone())
+            .patch_status(vpc, &PatchParams::default(), &Patch::Merge(body))
+            .await
+            .map(|_| ())?;
+        Ok(())
+    }
+
+    async fn annotate_pod(
+        &self,
+        namespace: &str,
+        pod: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), OutputError> {
+        self.leading()?;
+        let body = json!({"metadata": {"annotations": {key: value}}});
+        Api::<Pod>::namespaced(self.client.clone(), namespace)
+            .patch(pod, &PatchParams::default(), &Patch::Merge(body))
+            .await
+            .map(|_| ())?;
+        Ok(())
+    }
+
+    async fn add_finalizer(&self, gateway: &VpcEgressGateway) -> Result<(), OutputError> {
+        let mut finalizers = gateway.metadata.finalizers.clone().unwrap_or_default();
+        finalizers.push(names::FINALIZER.to_owned());
+        self.set_finalizers(gateway, finalizers).await
+    }
+
+    async fn remove_finalizer(&self, gateway: &VpcEgressGateway) -> Result<(), OutputError> {
+        let finalizers: Vec<String> = gateway
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .filter(|f| *f != names::FINALIZER)
+            .cloned()
+            .collect();
+        self.set_finalizers(gateway, finalizers).await
+    }
+}
+
+impl KubeOutputs {
+    /// Replaces the finalizers, only if the object is still the version the pass saw (a
+    /// concurrent change fails with a conflict and the pass is retried on the new version).
+    async fn set_finalizers(
+        &self,
+        gateway: &VpcEgressGateway,
+        finalizers: Vec<String>,
+    ) -> Result<(), OutputError> {
+        self.leading()?;
+        let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+        let name = gateway.metadata.name.clone().unwrap_or_default();
+        let body = json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": gateway.metadata.resource_version,
+        }});
+        Api::<VpcEgressGateway>::namespaced(self.client.clone(), &namespace)
+            .patch(&name, &PatchParams::default(), &Patch::Merge(body))
+            .await
+            .map(|_| ())?;
+        Ok(())
+    }
+}

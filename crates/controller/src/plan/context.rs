@@ -1,0 +1,569 @@
+//! From a gateway and the snapshot around it to everything the OVN planner needs, or the
+//! problem that stops it (a missing reference becomes a condition, and no NB write happens for
+//! that gateway).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Pod;
+use veg_api::names::{self, AddressFamily};
+use veg_api::{TrafficPolicy, VpcEgressGateway};
+
+use crate::plan::selector;
+use crate::plan::snapshot::Snapshot;
+
+/// Kube-OVN's annotations and labels read here.
+pub mod annotations {
+    /// `true` once Kube-OVN allocated the Pod's addresses.
+    pub const ALLOCATED: &str = "ovn.kubernetes.io/allocated";
+    /// The router (VPC) of the Pod's primary network.
+    pub const LOGICAL_ROUTER: &str = "ovn.kubernetes.io/logical_router";
+    /// Multus' report of the Pod's attachments.
+    pub const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+    /// A node's port in the join network, `node-<name>`: its Port_Group is the dotted form.
+    pub const NODE_PORT_NAME: &str = "ovn.kubernetes.io/port_name";
+}
+
+/// Why a gateway cannot be planned; each maps to a condition reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The spec breaks a rule (veg-api validation).
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// The VPC does not exist.
+    #[error("vpc {0} not found")]
+    VpcNotFound(String),
+    /// The VPC has no router yet.
+    #[error("vpc {0} has no logical router in its status yet")]
+    VpcNotReady(String),
+    /// A subnet does not exist.
+    #[error("subnet {0} not found")]
+    SubnetNotFound(String),
+    /// A subnet has no usable CIDR.
+    #[error("subnet {name} has no valid cidrBlock ({cidr:?})")]
+    SubnetInvalid {
+        /// The subnet.
+        name: String,
+        /// Its cidrBlock.
+        cidr: String,
+    },
+    /// The external subnet's provider names no attachment.
+    #[error("external subnet {name} has provider {provider:?}, not <nad>.<namespace>")]
+    ExternalProviderInvalid {
+        /// The subnet.
+        name: String,
+        /// Its provider.
+        provider: String,
+    },
+    /// The NetworkAttachmentDefinition does not exist.
+    #[error("network attachment definition {0} not found")]
+    NadNotFound(String),
+    /// An IP pool does not exist.
+    #[error("ippool {0} not found")]
+    IPPoolNotFound(String),
+    /// An IP pool belongs to another subnet.
+    #[error("ippool {pool} belongs to subnet {pool_subnet}, not {subnet}")]
+    IPPoolMismatch {
+        /// The pool.
+        pool: String,
+        /// Its subnet.
+        pool_subnet: String,
+        /// The subnet it must belong to.
+        subnet: String,
+    },
+    /// BFD is on but the VPC has no BFD port.
+    #[error("vpc {0} bfd port is not enabled or not ready")]
+    VpcBfdPortNotEnabled(String),
+    /// `trafficPolicy: Local` needs the node's port group.
+    #[error("node {0} has no ovn.kubernetes.io/port_name annotation")]
+    NodePortGroupMissing(String),
+}
+
+impl Problem {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Problem::InvalidSpec(_) => "InvalidSpec",
+            Problem::VpcNotFound(_) => "VpcNotFound",
+            Problem::VpcNotReady(_) => "VpcNotReady",
+            Problem::SubnetNotFound(_) => "SubnetNotFound",
+            Problem::SubnetInvalid { .. } => "SubnetInvalid",
+            Problem::ExternalProviderInvalid { .. } => "ExternalProviderInvalid",
+            Problem::NadNotFound(_) => "NetworkAttachmentDefinitionNotFound",
+            Problem::IPPoolNotFound(_) => "IPPoolNotFound",
+            Problem::IPPoolMismatch { .. } => "IPPoolSubnetMismatch",
+            Problem::VpcBfdPortNotEnabled(_) => "VpcBfdPortNotEnabled",
+            Problem::NodePortGroupMissing(_) => "NodePortGroupMissing",
+        }
+    }
+}
+
+/// BFD settings of a gateway whose VPC has a BFD port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BfdInputs {
+    /// The VPC's BFD port (`bfd@<vpc>`).
+    pub port: String,
+    /// Pod-side desired min TX, ms.
+    pub min_tx: i32,
+    /// Pod-side required min RX, ms.
+    pub min_rx: i32,
+    /// Detect multiplier.
+    pub multiplier: i32,
+}
+
+/// One address family the gateway carries (its internal and external subnets both have it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FamilyInputs {
+    /// Policy sources: SNAT ∪ forward-only, CIDRs of this family.
+    pub sources: BTreeSet<IpNet>,
+    /// Forward-only sources.
+    pub forward_only: BTreeSet<IpNet>,
+    /// Gateway instances' internal addresses by node.
+    pub nexthops: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// The node Port_Groups (`trafficPolicy: Local`), by node.
+    pub node_port_groups: BTreeMap<String, String>,
+    /// The VPC's BFD address of this family, when BFD is on.
+    pub bfd_ip: Option<IpAddr>,
+}
+
+impl FamilyInputs {
+    /// Every nexthop.
+    pub fn all_nexthops(&self) -> BTreeSet<IpAddr> {
+        self.nexthops.values().flatten().copied().collect()
+    }
+}
+
+/// A gateway instance as the workload shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    /// Pod name.
+    pub pod: String,
+    /// Node.
+    pub node: String,
+    /// Internal addresses.
+    pub internal_ips: Vec<IpAddr>,
+    /// External addresses (from the attachment's network status).
+    pub external_ips: Vec<IpAddr>,
+    /// The Pod's Ready condition.
+    pub ready: bool,
+}
+
+/// What the workload rendering needs besides the spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkloadInputs {
+    /// The internal subnet (spec, or the VPC's default logical switch).
+    pub internal_subnet: String,
+    /// Its CIDRs.
+    pub internal_cidrs: Vec<IpNet>,
+    /// Its gateways, per family present.
+    pub internal_gateways: Vec<IpAddr>,
+    /// The external subnet's gateways, per family present.
+    pub external_gateways: Vec<IpAddr>,
+    /// The external subnet's provider, `<nad>.<namespace>`.
+    pub external_provider: String,
+    /// The attachment network, `<namespace>/<nad>`.
+    pub attachment: String,
+    /// The VPC's BFD addresses (BFD on).
+    pub bfd_ips: Vec<IpAddr>,
+}
+
+/// Everything the OVN planner needs for one gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayInputs {
+    /// `<namespace>/<name>`.
+    pub key: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The VPC.
+    pub vpc: String,
+    /// Its logical router.
+    pub router: String,
+    /// Whether selectors are given (then a Port_Group holds the selected Pods' ports).
+    pub has_selectors: bool,
+    /// Logical switch ports of the selected Pods.
+    pub ports: BTreeSet<String>,
+    /// Cluster or Local.
+    pub traffic_policy: TrafficPolicy,
+    /// BFD, when enabled.
+    pub bfd: Option<BfdInputs>,
+    /// Families carried.
+    pub families: BTreeMap<AddressFamily, FamilyInputs>,
+    /// Instances with their network, and why others are not counted.
+    pub instances: Vec<Instance>,
+    /// Why a Pod of the workload is not an instance.
+    pub messages: Vec<String>,
+    /// For the Deployment.
+    pub workload: WorkloadInputs,
+}
+
+/// An empty label (or annotation) map, for objects without one.
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(|net| net.trunc())
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn family_of(net: &IpNet) -> AddressFamily {
+    match net {
+        IpNet::V4(_) => AddressFamily::V4,
+        IpNet::V6(_) => AddressFamily::V6,
+    }
+}
+
+fn cidrs(snapshot: &dyn Snapshot, name: &str) -> Result<Vec<IpNet>, Problem> {
+    let subnet = snapshot
+        .subnet(name)
+        .ok_or_else(|| Problem::SubnetNotFound(name.to_owned()))?;
+    let nets: Option<Vec<IpNet>> = subnet
+        .spec
+        .cidr_block
+        .split(',')
+        .filter(|part| !part.trim().is_empty())
+        .map(parse_net)
+        .collect();
+    match nets {
+        Some(nets) if !nets.is_empty() => Ok(nets),
+        _ => Err(Problem::SubnetInvalid {
+            name: name.to_owned(),
+            cidr: subnet.spec.cidr_block.clone(),
+        }),
+    }
+}
+
+/// Resolves a gateway against the snapshot.
+pub fn resolve(
+    gateway: &VpcEgressGateway,
+    snapshot: &dyn Snapshot,
+) -> Result<GatewayInputs, Problem> {
+    if let Err(errors) = veg_api::validate(gateway) {
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(Problem::InvalidSpec(text.join("; ")));
+    }
+    let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+    let name = gateway.metadata.name.clone().unwrap_or_default();
+    let spec = &gateway.spec;
+    let vpc_name = gateway.vpc_name().to_owned();
+    let vpc = snapshot
+        .vpc(&vpc_name)
+        .ok_or_else(|| Problem::VpcNotFound(vpc_name.clone()))?;
+    let vpc_status = vpc.status.clone().unwrap_or_default();
+    let router = if vpc_status.router.is_empty() {
+        return Err(Problem::VpcNotReady(vpc_name));
+    } else {
+        vpc_status.router.clone()
+    };
+
+    let internal_subnet = if spec.internal_subnet.is_empty() {
+        vpc_status.default_logical_switch.clone()
+    } else {
+        spec.internal_subnet.clone()
+    };
+    let internal_cidrs = cidrs(snapshot, &internal_subnet)?;
+    let external_cidrs = cidrs(snapshot, &spec.external_subnet)?;
+    let external = snapshot
+        .subnet(&spec.external_subnet)
+        .ok_or_else(|| Problem::SubnetNotFound(spec.external_subnet.clone()))?;
+    let (nad_namespace, nad_name) =
+        external
+            .attachment_network()
+            .ok_or_else(|| Problem::ExternalProviderInvalid {
+                name: spec.external_subnet.clone(),
+                provider: external.spec.provider.clone(),
+            })?;
+    let attachment = format!("{nad_namespace}/{nad_name}");
+    if snapshot.nad(&nad_namespace, &nad_name).is_none() {
+        return Err(Problem::NadNotFound(attachment));
+    }
+    for (pool, subnet) in [
+        (&spec.internal_ip_pool, &internal_subnet),
+        (&spec.external_ip_pool, &spec.external_subnet),
+    ] {
+        if pool.is_empty() {
+            continue;
+        }
+        let found = snapshot
+            .ip_pool(pool)
+            .ok_or_else(|| Problem::IPPoolNotFound(pool.clone()))?;
+        if &found.spec.subnet != subnet {
+            return Err(Problem::IPPoolMismatch {
+                pool: pool.clone(),
+                pool_subnet: found.spec.subnet.clone(),
+                subnet: subnet.clone(),
+            });
+        }
+    }
+    let gateways_of = |name: &str| -> Vec<IpAddr> {
+        snapshot
+            .subnet(name)
+            .map(|subnet| {
+                subnet
+                    .spec
+                    .gateway
+                    .split(',')
+                    .filter_map(|ip| ip.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let bfd = if spec.bfd.enabled {
+        let port = vpc_status
+            .bfd_port
+            .as_ref()
+            .filter(|port| !port.ip.is_empty() && !port.name.is_empty())
+            .ok_or_else(|| Problem::VpcBfdPortNotEnabled(vpc_name.clone()))?;
+        Some((
+            BfdInputs {
+                port: port.name.clone(),
+                min_tx: spec.bfd.min_tx,
+                min_rx: spec.bfd.min_rx,
+                multiplier: spec.bfd.multiplier,
+            },
+            port.ip
+                .split(',')
+                .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+                .collect::<Vec<_>>(),
+        ))
+    } else {
+        None
+    };
+
+    // Sources, per family.
+    let mut families: BTreeMap<AddressFamily, FamilyInputs> = BTreeMap::new();
+    for family in AddressFamily::ALL {
+        let carried = internal_cidrs.iter().any(|net| family_of(net) == family)
+            && external_cidrs.iter().any(|net| family_of(net) == family);
+        if carried {
+            let bfd_ip = bfd.as_ref().and_then(|(_, ips)| {
+                ips.iter()
+                    .copied()
+                    .find(|ip| AddressFamily::of(*ip) == family)
+            });
+            families.insert(
+                family,
+                FamilyInputs {
+                    bfd_ip,
+                    ..FamilyInputs::default()
+                },
+            );
+        }
+    }
+    for policy in &spec.policies {
+        let mut nets: Vec<IpNet> = policy
+            .ip_blocks
+            .iter()
+            .filter_map(|b| parse_net(b))
+            .collect();
+        for subnet in &policy.subnets {
+            nets.extend(cidrs(snapshot, subnet)?);
+        }
+        for net in nets {
+            if let Some(family) = families.get_mut(&family_of(&net)) {
+                family.sources.insert(net);
+                if !policy.snat {
+                    family.forward_only.insert(net);
+                }
+            }
+        }
+    }
+
+    // Selected Pods.
+    let mut ports = BTreeSet::new();
+    for selection in &spec.selectors {
+        for namespace in snapshot.namespaces() {
+            let labels = namespace.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+            if !selector::matches(selection.namespace_selector.as_ref(), labels) {
+                continue;
+            }
+            let namespace_name = namespace.metadata.name.clone().unwrap_or_default();
+            for pod in snapshot.pods_in(&namespace_name) {
+                let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+                if selector::matches(selection.pod_selector.as_ref(), labels)
+                    && is_vpc_pod(pod, &vpc_name)
+                {
+                    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+                    ports.insert(format!("{pod_name}.{namespace_name}"));
+                }
+            }
+        }
+    }
+
+    // Gateway instances → nexthops.
+    let mut instances = Vec::new();
+    let mut messages = Vec::new();
+    let label_value = names::normalize_label_value(&name);
+    for pod in snapshot.pods_in(&namespace) {
+        let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
+        if labels.get(names::LABEL_APP).map(String::as_str) != Some(names::LABEL_APP_VALUE)
+            || labels.get(names::LABEL_GATEWAY) != Some(&label_value)
+            || pod.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        match instance_of(pod, &attachment) {
+            Ok(instance) => instances.push(instance),
+            Err(message) => messages.push(message),
+        }
+    }
+    instances.sort_by(|a, b| a.pod.cmp(&b.pod));
+    for instance in &instances {
+        // The first address of each family of every instance. Kube-OVN keeps one per node,
+        // so with `podAntiAffinity: Preferred` two instances on a node share one nexthop.
+        for family_kind in AddressFamily::ALL {
+            let first = instance
+                .internal_ips
+                .iter()
+                .find(|ip| AddressFamily::of(**ip) == family_kind);
+            if let (Some(ip), Some(family)) = (first, families.get_mut(&family_kind)) {
+                family
+                    .nexthops
+                    .entry(instance.node.clone())
+                    .or_default()
+                    .insert(*ip);
+            }
+        }
+    }
+    if spec.traffic_policy == TrafficPolicy::Local {
+        let nodes: BTreeSet<String> = instances.iter().map(|i| i.node.clone()).collect();
+        for node in nodes {
+            let Some(found) = snapshot.node(&node) else {
+                continue; // gone: its instances are about to go too
+            };
+            let port_name = found
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(annotations::NODE_PORT_NAME))
+                .ok_or_else(|| Problem::NodePortGroupMissing(node.clone()))?;
+            for family in families.values_mut() {
+                family
+                    .node_port_groups
+                    .insert(node.clone(), port_name.replace('-', "."));
+            }
+        }
+    }
+
+    let workload = WorkloadInputs {
+        internal_gateways: gateways_of(&internal_subnet),
+        external_gateways: gateways_of(&spec.external_subnet),
+        internal_subnet,
+        internal_cidrs,
+        external_provider: external.spec.provider.clone(),
+        attachment,
+        bfd_ips: bfd.as_ref().map(|(_, ips)| ips.clone()).unwrap_or_default(),
+    };
+    Ok(GatewayInputs {
+        key: names::gateway_key(&namespace, &name),
+        namespace,
+        name,
+        vpc: vpc_name,
+        router,
+        has_selectors: !spec.selectors.is_empty(),
+        ports,
+        traffic_policy: spec.traffic_policy,
+        bfd: bfd.map(|(inputs, _)| inputs),
+        families,
+        instances,
+        messages,
+        workload,
+    })
+}
+
+/// A Pod of the VPC's primary network whose port exists (Kube-OVN's exclusions).
+fn is_vpc_pod(pod: &Pod, vpc: &str) -> bool {
+    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&NO_LABELS);
+    let spec = pod.spec.as_ref();
+    let phase = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
+    let restart = spec
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_else(|| "Always".into());
+    let finished = (phase == "Succeeded" && restart != "Always")
+        || (phase == "Failed" && restart == "Never")
+        || (phase == "Failed"
+            && pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted"));
+    !spec.and_then(|s| s.host_network).unwrap_or(false)
+        && annotations.get(annotations::ALLOCATED).map(String::as_str) == Some("true")
+        && annotations
+            .get(annotations::LOGICAL_ROUTER)
+            .map(String::as_str)
+            == Some(vpc)
+        && pod.metadata.deletion_timestamp.is_none()
+        && !finished
+}
+
+/// A gateway Pod as an instance, or why it is not one yet.
+fn instance_of(pod: &Pod, attachment: &str) -> Result<Instance, String> {
+    let name = format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    );
+    let status = pod.status.clone().unwrap_or_default();
+    if status.phase.as_deref() != Some("Running") {
+        return Err(format!("pod {name} is not running"));
+    }
+    let internal_ips: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if internal_ips.is_empty() {
+        return Err(format!("pod {name} has no IP"));
+    }
+    let network_status = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::NETWORK_STATUS))
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .unwrap_or_default();
+    let external_ips: Vec<IpAddr> = network_status
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.get("name").and_then(|n| n.as_str()) == Some(attachment))
+        .flat_map(|entry| {
+            entry
+                .get("ips")
+                .and_then(|ips| ips.as_array())
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|ip| ip.as_str().and_then(|ip| ip.parse().ok()))
+        .collect();
+    if external_ips.is_empty() {
+        return Err(format!(
+            "pod {name} has no address on network {attachment} (network-status)"
+        ));
+    }
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    Ok(Instance {
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        node: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default(),
+        internal_ips,
+        external_ips,
+        ready,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! Which gateways a change affects (pure): every trigger Kube-OVN misses (Pod delete and label
+//! change, Namespace labels, Subnet CIDR, IPPool, Vpc BFD port, Node labels and annotations,
+//! gateway Pod readiness), answered from an index of the gateways' references rather than by
+//! reconciling everything.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use veg_api::names;
+use veg_api::{TrafficPolicy, VpcEgressGateway};
+
+use crate::plan::context::annotations;
+use crate::plan::selector;
+use crate::plan::snapshot::Snapshot;
+
+/// A change the controller saw. Updates carry the old and the new object (either may be absent
+/// for a create or a delete), so a Pod that stops matching is noticed.
+#[derive(Clone, Debug)]
+pub enum Change<'a> {
+    /// A Pod was created, updated or deleted.
+    Pod {
+        /// Before.
+        old: Option<&'a Pod>,
+        /// After.
+        new: Option<&'a Pod>,
+    },
+    /// A Namespace's labels may have changed.
+    Namespace {
+        /// Before.
+        old: Option<&'a Namespace>,
+        /// After.
+        new: Option<&'a Namespace>,
+    },
+    /// A Subnet changed.
+    Subnet(&'a str),
+    /// An IPPool changed.
+    IPPool(&'a str),
+    /// A Vpc changed (its router, its BFD port).
+    Vpc(&'a str),
+    /// A NetworkAttachmentDefinition changed.
+    Nad {
+        /// Namespace.
+        namespace: &'a str,
+        /// Name.
+        name: &'a str,
+    },
+    /// A Node changed or went away.
+    Node(&'a str),
+}
+
+/// The gateways' references, by what they refer to.
+#[derive(Clone, Debug, Default)]
+pub struct Index {
+    by_vpc: BTreeMap<String, BTreeSet<String>>,
+    by_subnet: BTreeMap<String, BTreeSet<String>>,
+    by_pool: BTreeMap<String, BTreeSet<String>>,
+    by_nad: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Gateways with selectors, by VPC (a Pod of that VPC may be selected).
+    selecting: BTreeMap<String, BTreeSet<String>>,
+    /// Gateways with `trafficPolicy: Local` (node port groups matter).
+    local: BTreeSet<String>,
+    /// Gateways by (namespace, label value) of their workload Pods.
+    by_workload: BTreeMap<(String, String), String>,
+    gateways: BTreeMap<String, VpcEgressGateway>,
+}
+
+impl Index {
+    /// Builds the index from the snapshot's gateways.
+    pub fn build(snapshot: &dyn Snapshot) -> Self {
+        let mut index = Index::default();
+        for gateway in snapshot.gateways() {
+            let key = gateway.key();
+            let spec = &gateway.spec;
+            let vpc = gateway.vpc_name().to_owned();
+            index
+                .by_vpc
+                .entry(vpc.clone())
+                .or_default()
+                .insert(key.clone());
+            let internal = if spec.internal_subnet.is_empty() {
+                snapshot
+                    .vpc(&vpc)
+                    .and_then(|v| v.status.as_ref())
+                    .map(|s| s.default_logical_switch.clone())
+                    .unwrap_or_default()
+            } else {
+                spec.internal_subnet.clone()
+            };
+            let subnets = spec
+                .policies
+                .iter()
+                .flat_map(|p| p.subnets.iter().cloned())
+                .chain([internal, spec.external_subnet.clone()]);
+            for subnet in subnets.filter(|s| !s.is_empty()) {
+                index
+                    .by_subnet
+                    .entry(subnet)
+                    .or_default()
+                    .insert(key.clone());
+            }
+            for pool in [&spec.internal_ip_pool, &spec.external_ip_pool] {
+                if !pool.is_empty() {
+                    index
+                        .by_pool
+                        .entry(pool.clone())
+                        .or_default()
+                        .insert(key.clone());
+                }
+            }
+            if let Some((namespace, nad)) = snapshot
+                .subnet(&spec.external_subnet)
+                .and_then(|s| s.attachment_network())
+            {
+                index
+                    .by_nad
+                    .entry((namespace, nad))
+                    .or_default()
+                    .insert(key.clone());
+            }
+            if !spec.selectors.is_empty() {
+                index.selecting.entry(vpc).or_default().insert(key.clone());
+            }
+            if spec.traffic_policy == TrafficPolicy::Local {
+                index.local.insert(key.clone());
+            }
+            let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+            let label =
+                names::normalize_label_value(gateway.metadata.name.as_deref().unwrap_or_default());
+            index.by_workload.insert((namespace, label), key.clone());
+            index.gateways.insert(key, gateway.clone());
+        }
+        index
+    }
+
+    /// The gateways `change` affects.
+    pub fn affected(&self, snapshot: &dyn Snapshot, change: &Change<'_>) -> BTreeSet<String> {
+        let all = |map: &BTreeMap<String, BTreeSet<String>>, key: &str| {
+            map.get(key).cloned().unwrap_or_default()
+        };
+        match change {
+            Change::Subnet(name) => all(&self.by_subnet, name),
+            Change::IPPool(name) => all(&self.by_pool, name),
+            Change::Vpc(name) => all(&self.by_vpc, name),
+            Change::Nad { namespace, name } => self
+                .by_nad
+                .get(&((*namespace).to_owned(), (*name).to_owned()))
+                .cloned()
+                .unwrap_or_default(),
+            Change::Node(_) => {
+                // Local gateways' node port groups; instances on the node are Pods and come
+                // with their own changes.
+                self.local.clone()
+            }
+            Change::Pod { old, new } => {
+                let mut out = BTreeSet::new();
+                for pod in old.iter().chain(new.iter()) {
+                    out.extend(self.pod_affects(snapshot, pod));
+                }
+                out
+            }
+            Change::Namespace { old, new } => {
+                let mut out = BTreeSet::new();
+                for namespace in old.iter().chain(new.iter()) {
+                    let labels = namespace.metadata.labels.clone().unwrap_or_default();
+                    for keys in self.selecting.values() {
+                        for key in keys {
+                            let selects = self.gateways.get(key).is_some_and(|g| {
+                                g.spec.selectors.iter().any(|s| {
+                                    selector::matches(s.namespace_selector.as_ref(), &labels)
+                                })
+                            });
+                            if selects {
+                                out.insert(key.clone());
+                            }
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The gateway a workload Pod belongs to, and the gateways whose selectors pick the Pod.
+    fn pod_affects(&self, snapshot: &dyn Snapshot, pod: &Pod) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        if labels.get(names::LABEL_APP).map(String::as_str) == Some(names::LABEL_APP_VALUE)
+            && let Some(value) = labels.get(names::LABEL_GATEWAY)
+            && let Some(key) = self.by_workload.get(&(namespace.clone(), value.clone()))
+        {
+            out.insert(key.clone());
+            return out;
+        }
+        let Some(vpc) = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(annotations::LOGICAL_ROUTER))
+        else {
+            return out;
+        };
+        let namespace_labels = snapshot
+            .namespaces()
+            .into_iter()
+            .find(|n| n.metadata.name.as_deref() == Some(namespace.as_str()))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default();
+        for key in self.selecting.get(vpc).into_iter().flatten() {
+            let selects = self.gateways.get(key).is_some_and(|g| {
+                g.spec.selectors.iter().any(|s| {
+                    selector::matches(s.namespace_selector.as_ref(), &namespace_labels)
+                        && selector::matches(s.pod_selector.as_ref(), &labels)
+                })
+            });
+            if selects {
+                out.insert(key.clone());
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::fixtures::*;
+
+    fn snapshot() -> crate::plan::snapshot::MemorySnapshot {
+        let mut snapshot = cluster();
+        // gateway1: selects namespaces team=blue, policy subnet subnet1, external macvlan1.
+        snapshot.put_gateway(gateway(base_spec()));
+        // gateway2 in vpc1: another VPC, Local, no selectors.
+        let mut other = base_spec();
+        merge(
+            &mut other,
+            json!({"vpc": "vpc1", "trafficPolicy": "Local", "selectors": [],
+            "internalSubnet": "subnet9", "policies": [{"snat": true, "ipBlocks": ["198.21.0.0/16"]}]}),
+        );
+        let mut second = gateway(other);
+        second.metadata.name = Some("gateway2".into());
+        snapshot.put_gateway(second);
+        snapshot
+    }
+
+    #[test]
+    fn references_map_to_their_gateways() {
+        let snapshot = snapshot();
+        let index = Index::build(&snapshot);
+        let keys = |change: Change<'_>| -> Vec<String> {
+            index.affected(&snapshot, &change).into_iter().collect()
+        };
+        assert_eq!(keys(Change::Subnet("subnet1")), ["default/gateway1"]);
+        assert_eq!(
+            keys(Change::Subnet("macvlan1")),
+            ["default/gateway1", "default/gateway2"]
+        );
+        assert_eq!(keys(Change::Subnet("subnet9")), ["default/gateway2"]);
+        assert_eq!(keys(Change::Subnet("ovn-default")), ["default/gateway1"]);
+        assert_eq!(keys(Change::Vpc("vpc1")), ["default/gateway2"]);
+        assert_eq!(
+            keys(Change::Nad {
+                namespace: "default",
+                name: "eth1"
+            })
+            .len(),
+            2
+        );
+        assert_eq!(keys(Change::Node("worker1")), ["default/gateway2"]);
+        assert!(keys(Change::IPPool("pool1")).is_empty());
+    }
+
+    #[test]
+    fn pods_and_namespaces_reach_the_gateways_that_select_them_before_or_after() {
+        let snapshot = snapshot();
+        let index = Index::build(&snapshot);
+        let before = client("default", "web", "ovn-cluster", json!({}));
+        // Moved to another VPC: selected before, not after — still a trigger.
+        let after = client("default", "web", "vpc1", json!({}));
+        let change = Change::Pod {
+            old: Some(&before),
+            new: Some(&after),
+        };
+        assert_eq!(
+            index
+                .affected(&snapshot, &change)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["default/gateway1"]
+        );
+        // Deleted: a trigger too.
+        let deleted = Change::Pod {
+            old: Some(&before),
+            new: None,
+        };
+        assert_eq!(index.affected(&snapshot, &deleted).len(), 1);
+        // In a namespace nobody selects: nothing.
+        let red = client("other", "db", "ovn-cluster", json!({}));
+        assert!(
+            index
+                .affected(
+                    &snapshot,
+                    &Change::Pod {
+                        old: None,
+                        new: Some(&red)
+                    }
+                )
+                .is_empty()
+        );
+        // The namespace gets the selected label: gateway1.
+        let old: Namespace =
+            from(json!({"metadata": {"name": "other", "labels": {"team": "red"}}}));
+        let new: Namespace =
+            from(json!({"metadata": {"name": "other", "labels": {"team": "blue"}}}));
+        let change = Change::Namespace {
+            old: Some(&old),
+            new: Some(&new),
+        };
+        assert_eq!(
+            index
+                .affected(&snapshot, &change)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["default/gateway1"]
+        );
+        // A gateway's own Pod: only its gateway.
+        let own = instance("gw-a", "worker1", "198.18.0.12", None, false);
+        let change = Change::Pod {
+            old: None,
+            new: Some(&own),
+        };
+        assert_eq!(
+            index
+                .affected(&snapshot, &change)
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["default/gateway1"]
+        );
+    }
+}
