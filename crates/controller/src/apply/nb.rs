@@ -8,47 +8,35 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use veg_api::names::{self, AddressFamily};
-use veg_ovsdb::nb::{Uuids, column};
+use veg_api::names::{EXTERNAL_ID_CANDIDATES, EXTERNAL_ID_MONITOR_TIMERS};
+use veg_ovsdb::nb::{
+    self as tables, AddressSet, Bfd, HaChassis, HaChassisGroup, LogicalRouter,
+    LogicalRouterPolicy, LogicalRouterPort, LogicalSwitchPort, PortGroup, Uuids, column,
+};
 use veg_ovsdb::{
-    Atom, Client, Condition, Desired, MonitorSpec, Mutation, Operation, Parent, Replica, Row,
-    Schema, Value,
+    Atom, Client, Condition, Desired, MonitorSpec, Mutation, NbRow, Operation, Parent, Replica,
+    Row, Schema, Value,
 };
 
 use crate::plan::ovn::{self, GatewayOvn};
-use veg_api::names::{EXTERNAL_ID_CANDIDATES, EXTERNAL_ID_MONITOR_TIMERS};
-
-const ADDRESS_SET: &str = "Address_Set";
-const PORT_GROUP: &str = "Port_Group";
-const BFD: &str = "BFD";
-const POLICY: &str = "Logical_Router_Policy";
-const ROUTER: &str = "Logical_Router";
-const SWITCH_PORT: &str = "Logical_Switch_Port";
 
 /// The tables and columns the controller keeps in its replica.
 pub fn monitor_spec() -> MonitorSpec {
-    let columns = |list: &[&str]| list.iter().map(|c| (*c).to_owned()).collect::<Vec<_>>();
+    // Every column of the rows whose state (BFD `status`) or schema-dependent columns
+    // (`bfd_sessions`) are read; only the names of the many switch ports.
+    let all = |table: &str| (table.to_owned(), Vec::new());
     MonitorSpec::from([
-        (
-            ADDRESS_SET.to_owned(),
-            columns(&["name", "addresses", "external_ids"]),
-        ),
-        (
-            PORT_GROUP.to_owned(),
-            columns(&["name", "ports", "external_ids"]),
-        ),
-        (BFD.to_owned(), Vec::new()),
-        (POLICY.to_owned(), Vec::new()),
-        (ROUTER.to_owned(), columns(&["name", "policies", "ports"])),
-        (SWITCH_PORT.to_owned(), columns(&["name"])),
+        tables::watch::<AddressSet>(&[]),
+        tables::watch::<PortGroup>(&[]),
+        all(Bfd::TABLE),
+        all(LogicalRouterPolicy::TABLE),
+        tables::watch::<LogicalRouter>(&["name", "policies", "ports"]),
+        tables::watch::<LogicalSwitchPort>(&["name"]),
         // The VPCs' BFD ports.
-        ("Logical_Router_Port".to_owned(), Vec::new()),
-        ("HA_Chassis_Group".to_owned(), Vec::new()),
-        ("HA_Chassis".to_owned(), Vec::new()),
+        all(LogicalRouterPort::TABLE),
+        all(HaChassisGroup::TABLE),
+        all(HaChassis::TABLE),
     ])
-}
-
-fn ids(key: &str, family: Option<AddressFamily>) -> Value {
-    Value::string_map(ovn::external_ids(key, family))
 }
 
 fn owner(key: &str) -> BTreeMap<String, String> {
@@ -90,20 +78,22 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         .address_sets
         .iter()
         .map(|set| {
-            Row::from([
-                ("name".to_owned(), Value::string(set.name.as_str())),
-                ("addresses".to_owned(), Value::string_set(&set.addresses)),
-                ("external_ids".to_owned(), ids(key, Some(set.family))),
-            ])
+            AddressSet {
+                name: set.name.clone(),
+                addresses: set.addresses.iter().cloned().collect(),
+                external_ids: ovn::external_ids(key, Some(set.family)),
+                ..AddressSet::default()
+            }
+            .to_row()
         })
         .collect();
-    let have = current(replica, ADDRESS_SET, key, |row| {
+    let have = current(replica, AddressSet::TABLE, key, |row| {
         set_names.contains(column::<String>(row, "name").as_str())
     });
     operations.extend(veg_ovsdb::diff(
         schema,
         &Desired {
-            table: ADDRESS_SET,
+            table: AddressSet::TABLE,
             key: &["name"],
             rows,
             parent: None,
@@ -123,7 +113,7 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         BTreeMap::new()
     } else {
         replica
-            .table(SWITCH_PORT)
+            .table(LogicalSwitchPort::TABLE)
             .filter_map(|(uuid, row)| {
                 let name: String = column(row, "name");
                 wanted.contains(name.as_str()).then(|| (name, uuid.clone()))
@@ -135,25 +125,27 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         .port_group
         .iter()
         .map(|(name, ports)| {
-            let uuids: BTreeSet<Atom> = ports
-                .iter()
-                .filter_map(|port| ports_by_name.get(port))
-                .map(|uuid| Atom::Uuid(uuid.clone()))
-                .collect();
-            Row::from([
-                ("name".to_owned(), Value::string(name.as_str())),
-                ("ports".to_owned(), Value::Set(uuids)),
-                ("external_ids".to_owned(), ids(key, None)),
-            ])
+            PortGroup {
+                name: name.clone(),
+                ports: Uuids(
+                    ports
+                        .iter()
+                        .filter_map(|port| ports_by_name.get(port).cloned())
+                        .collect(),
+                ),
+                external_ids: ovn::external_ids(key, None),
+                ..PortGroup::default()
+            }
+            .to_row()
         })
         .collect();
-    let have = current(replica, PORT_GROUP, key, |row| {
+    let have = current(replica, PortGroup::TABLE, key, |row| {
         group_name.as_deref() == Some(column::<String>(row, "name").as_str())
     });
     operations.extend(veg_ovsdb::diff(
         schema,
         &Desired {
-            table: PORT_GROUP,
+            table: PortGroup::TABLE,
             key: &["name"],
             rows,
             parent: None,
@@ -168,7 +160,7 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         .iter()
         .map(|b| (b.logical_port.clone(), b.dst_ip.to_string()))
         .collect();
-    let have_bfd = current(replica, BFD, key, |row| {
+    let have_bfd = current(replica, Bfd::TABLE, key, |row| {
         bfd_keys.contains(&(
             column::<String>(row, "logical_port"),
             column::<String>(row, "dst_ip"),
@@ -192,31 +184,31 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
             ),
         );
         bfd_names.push(name);
-        bfd_rows.push(Row::from([
-            (
-                "logical_port".to_owned(),
-                Value::string(bfd.logical_port.as_str()),
-            ),
-            ("dst_ip".to_owned(), Value::string(dst)),
-            (
-                "min_rx".to_owned(),
-                Value::Set([Atom::Integer(bfd.min_rx)].into()),
-            ),
-            (
-                "min_tx".to_owned(),
-                Value::Set([Atom::Integer(bfd.min_tx)].into()),
-            ),
-            (
-                "detect_mult".to_owned(),
-                Value::Set([Atom::Integer(bfd.detect_mult)].into()),
-            ),
-            ("external_ids".to_owned(), ids(key, Some(bfd.family))),
-        ]));
+        // `options` and `status` are OVN's.
+        bfd_rows.push(
+            Bfd {
+                logical_port: bfd.logical_port.clone(),
+                dst_ip: dst,
+                min_rx: Some(bfd.min_rx),
+                min_tx: Some(bfd.min_tx),
+                detect_mult: Some(bfd.detect_mult),
+                external_ids: ovn::external_ids(key, Some(bfd.family)),
+                ..Bfd::default()
+            }
+            .to_row_only(&[
+                "logical_port",
+                "dst_ip",
+                "min_rx",
+                "min_tx",
+                "detect_mult",
+                "external_ids",
+            ]),
+        );
     }
     let bfd_operations = veg_ovsdb::diff(
         schema,
         &Desired {
-            table: BFD,
+            table: Bfd::TABLE,
             key: &["logical_port", "dst_ip"],
             rows: bfd_rows,
             parent: None,
@@ -231,16 +223,11 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
     operations.extend(bfd_changes);
 
     // Policies on the gateway's router; its policies on other routers are unlinked there.
-    let has_bfd_sessions = schema.has_column(POLICY, "bfd_sessions");
+    let has_bfd_sessions = schema.has_column(LogicalRouterPolicy::TABLE, "bfd_sessions");
     let rows = desired
         .policies
         .iter()
         .map(|policy| {
-            let mut row = Row::from([
-                ("priority".to_owned(), Value::integer(policy.priority)),
-                ("match".to_owned(), Value::string(policy.match_.as_str())),
-                ("action".to_owned(), Value::string(policy.action.as_str())),
-            ]);
             let mut external_ids = ovn::external_ids(key, Some(policy.family));
             if let Some(candidates) = &policy.candidates {
                 let list: Vec<String> = candidates.iter().map(ToString::to_string).collect();
@@ -249,11 +236,21 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
             if let Some(timers) = &policy.timers {
                 external_ids.insert(EXTERNAL_ID_MONITOR_TIMERS.to_owned(), timers.encode());
             }
-            row.insert("external_ids".to_owned(), Value::string_map(external_ids));
-            if let Some(nexthops) = &policy.nexthops {
-                let hops: Vec<String> = nexthops.iter().map(ToString::to_string).collect();
-                row.insert("nexthops".to_owned(), Value::string_set(&hops));
-            }
+            let typed = LogicalRouterPolicy {
+                priority: policy.priority,
+                match_: policy.match_.clone(),
+                action: policy.action.as_str().to_owned(),
+                nexthops: policy.nexthops.iter().flatten().map(ToString::to_string).collect(),
+                external_ids,
+                ..LogicalRouterPolicy::default()
+            };
+            // Without nexthops in the plan (monitor mode), they are the monitor's to write;
+            // `options` are never ours.
+            let mut row = if policy.nexthops.is_some() {
+                typed.to_row_only(&["priority", "match", "action", "nexthops", "external_ids"])
+            } else {
+                typed.to_row_only(&["priority", "match", "action", "external_ids"])
+            };
             if has_bfd_sessions {
                 let sessions: BTreeSet<Atom> = if policy.bfd_sessions {
                     policy
@@ -270,27 +267,22 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
             row
         })
         .collect();
-    let router_uuid = replica
-        .table(ROUTER)
-        .find(|(_, row)| column::<String>(row, "name") == desired.router)
-        .map(|(uuid, _)| uuid.clone());
-    let on_router: BTreeSet<String> = router_uuid
-        .as_ref()
-        .and_then(|uuid| replica.row(ROUTER, uuid))
-        .map(|row| column::<Uuids>(row, "policies").0)
+    let on_router: BTreeSet<String> = replica
+        .named::<LogicalRouter>(&desired.router)
+        .map(|router| router.policies.0)
         .unwrap_or_default();
-    let owned = current(replica, POLICY, key, |_| false);
+    let owned = current(replica, LogicalRouterPolicy::TABLE, key, |_| false);
     let (here, elsewhere): (BTreeMap<String, Row>, BTreeMap<String, Row>) = owned
         .into_iter()
         .partition(|(uuid, _)| on_router.contains(uuid));
     operations.extend(veg_ovsdb::diff(
         schema,
         &Desired {
-            table: POLICY,
+            table: LogicalRouterPolicy::TABLE,
             key: &["priority", "match"],
             rows,
             parent: Some(Parent {
-                table: ROUTER.to_owned(),
+                table: LogicalRouter::TABLE.to_owned(),
                 conditions: vec![Condition::equals(
                     "name",
                     Value::string(desired.router.as_str()),
@@ -313,22 +305,23 @@ fn unlink_policies<'a>(
 ) -> Vec<Operation> {
     let policies: BTreeSet<&String> = policies.collect();
     let mut operations = Vec::new();
-    for (router, row) in replica.table(ROUTER) {
-        let linked: BTreeSet<Atom> = row
-            .get("policies")
-            .map(Value::as_set)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|atom| {
-                atom.as_uuid()
-                    .is_some_and(|uuid| policies.contains(&uuid.to_owned()))
-            })
-            .collect();
-        if !linked.is_empty() {
+    for router in replica.rows::<LogicalRouter>() {
+        let linked = Uuids(
+            router
+                .policies
+                .0
+                .into_iter()
+                .filter(|uuid| policies.contains(uuid))
+                .collect(),
+        );
+        if !linked.0.is_empty() {
             operations.push(Operation::Mutate {
-                table: ROUTER.to_owned(),
-                conditions: vec![Condition::uuid(router.as_str())],
-                mutations: vec![Mutation::delete("policies", Value::Set(linked))],
+                table: LogicalRouter::TABLE.to_owned(),
+                conditions: vec![Condition::uuid(router.uuid.as_str())],
+                mutations: vec![Mutation::delete(
+                    "policies",
+                    tables::Column::write(&linked),
+                )],
             });
         }
     }
@@ -345,15 +338,15 @@ pub fn cleanup_operations(replica: &Replica, namespace: &str, name: &str) -> Vec
     }
     let group = names::port_group(namespace, name);
     let mut operations = Vec::new();
-    let policies = current(replica, POLICY, &key, |_| false);
+    let policies = current(replica, LogicalRouterPolicy::TABLE, &key, |_| false);
     operations.extend(unlink_policies(replica, policies.keys()));
     // Rows are ours by external_ids, or by the names Kube-OVN gives them.
     let ours_by_name = |table: &str, row: &Row| match table {
-        ADDRESS_SET => set_names.contains(&column::<String>(row, "name")),
-        PORT_GROUP => column::<String>(row, "name") == group,
+        AddressSet::TABLE => set_names.contains(&column::<String>(row, "name")),
+        PortGroup::TABLE => column::<String>(row, "name") == group,
         _ => false,
     };
-    for table in [ADDRESS_SET, PORT_GROUP, BFD] {
+    for table in [AddressSet::TABLE, PortGroup::TABLE, Bfd::TABLE] {
         for uuid in current(replica, table, &key, |row| ours_by_name(table, row)).keys() {
             operations.push(Operation::Delete {
                 table: table.to_owned(),
