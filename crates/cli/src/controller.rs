@@ -15,7 +15,8 @@ use veg_controller::adapters::files::{FileOutputs, FileSource};
 use veg_controller::apply::nb;
 use veg_controller::run::driver;
 use veg_controller::{BfdModeSetting, Reconciler};
-use veg_ovsdb::Client;
+use veg_ovsdb::nb::LogicalRouterPolicy;
+use veg_ovsdb::{Client, NbRow};
 
 use crate::logging::{self, LogFormat};
 use crate::northbound::NorthboundArgs;
@@ -109,7 +110,7 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             .context("cannot reach the OVN Northbound database")?;
         let has_bfd_sessions = client
             .schema()
-            .has_column("Logical_Router_Policy", "bfd_sessions");
+            .has_column(LogicalRouterPolicy::TABLE, "bfd_sessions");
         let setting = match args.bfd_mode {
             BfdModeArg::Native => BfdModeSetting::Native,
             BfdModeArg::Monitor => BfdModeSetting::Monitor,

@@ -17,6 +17,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value as Json;
 use veg_lab::session::read_status;
 use veg_lab::{Lab, LabOptions, LabState, Topology};
+use veg_ovsdb::nb::{AddressSet, LogicalRouterPolicy, PortGroup};
 
 /// `veg lab`.
 #[derive(Debug, Args)]
@@ -1018,17 +1019,23 @@ fn scenario(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         "the gateway's OVN rows to go",
         Duration::from_secs(10),
         |lab| {
-            let mut rows = String::new();
-            for table in ["Logical_Router_Policy", "Address_Set", "Port_Group"] {
-                rows += &lab.ovn().nbctl(&[
-                    "--bare",
-                    "--columns=_uuid",
-                    "find",
-                    table,
-                    "external_ids:vpc-egress-gateway=\"default/gateway1\"",
-                ])?;
-            }
-            Ok(rows.trim().is_empty())
+            let owner = veg_api::names::gateway_key("default", "gateway1");
+            let owned = |ids: &std::collections::BTreeMap<String, String>| {
+                ids.get(veg_api::names::EXTERNAL_ID_GATEWAY) == Some(&owner)
+            };
+            let ovn = lab.ovn();
+            Ok(!ovn
+                .rows::<LogicalRouterPolicy>()?
+                .iter()
+                .any(|row| owned(&row.external_ids))
+                && !ovn
+                    .rows::<AddressSet>()?
+                    .iter()
+                    .any(|row| owned(&row.external_ids))
+                && !ovn
+                    .rows::<PortGroup>()?
+                    .iter()
+                    .any(|row| owned(&row.external_ids)))
         },
     )?;
     say("gateway1 deleted: no Logical_Router_Policy, Address_Set or Port_Group of it is left");

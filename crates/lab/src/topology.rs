@@ -13,6 +13,8 @@ use std::net::IpAddr;
 use std::process::Command;
 
 use ipnet::IpNet;
+use veg_ovsdb::nb::{LogicalRouterPolicy, LogicalSwitchPort, PortGroup};
+use veg_ovsdb::{NbRow, Row, Value};
 
 use crate::command::{ip, run};
 use crate::error::LabError;
@@ -72,21 +74,25 @@ impl Ovn {
         run(&format!("ovn-nbctl {}", args.join(" ")), &mut command)
     }
 
+    /// Every row of `T`'s table, typed (read with `ovn-nbctl --format=json list`, so the lab
+    /// and the controller share one row vocabulary: veg-ovsdb's NB tables).
+    pub fn rows<T: NbRow>(&self) -> Result<Vec<T>, LabError> {
+        let columns = format!("--columns=_uuid,{}", T::COLUMNS.join(","));
+        let text = self.nbctl(&["--format=json", &columns, "list", T::TABLE])?;
+        parse_nbctl_list(&text)
+    }
+
     /// The nexthops of every Logical_Router_Policy of `priority`, one set per policy row
     /// (what the demo, the CLI and the benchmarks watch).
     pub fn policy_nexthops(&self, priority: u32) -> Result<Vec<BTreeSet<IpAddr>>, LabError> {
-        let text = self.nbctl(&[
-            "--bare",
-            "--columns=nexthops",
-            "find",
-            "Logical_Router_Policy",
-            &format!("priority={priority}"),
-        ])?;
-        Ok(text
-            .lines()
-            .filter(|line| !line.trim().is_empty())
-            .map(|line| {
-                line.split_whitespace()
+        Ok(self
+            .rows::<LogicalRouterPolicy>()?
+            .into_iter()
+            .filter(|policy| policy.priority == i64::from(priority))
+            .map(|policy| {
+                policy
+                    .nexthops
+                    .iter()
                     .filter_map(|hop| hop.parse().ok())
                     .collect()
             })
@@ -249,21 +255,17 @@ impl Ovn {
     /// Pod of the default VPC into its node's group).
     pub fn join_node_port_group(&self, node: &str, port: &str) -> Result<(), LabError> {
         let group = format!("node-{node}").replace('-', ".");
-        let uuid = self.nbctl(&[
-            "--bare",
-            "--columns=_uuid",
-            "find",
-            "Logical_Switch_Port",
-            &format!("name=\"{port}\""),
-        ])?;
-        let uuid = uuid.trim();
-        if uuid.is_empty() {
+        let Some(lsp) = self
+            .rows::<LogicalSwitchPort>()?
+            .into_iter()
+            .find(|lsp| lsp.name == port)
+        else {
             return Err(LabError::Step {
                 step: format!("adding {port} to {group}"),
                 detail: "no such logical switch port".into(),
             });
-        }
-        self.nbctl(&["add", "Port_Group", &group, "ports", uuid])
+        };
+        self.nbctl(&["add", PortGroup::TABLE, &group, "ports", &lsp.uuid])
             .map(|_| ())
     }
 
@@ -272,6 +274,42 @@ impl Ovn {
         self.nbctl(&["--wait=hv", "--timeout=30", "sync"])
             .map(|_| ())
     }
+}
+
+/// Typed rows from `ovn-nbctl --format=json list` output (RFC 7047 notation in `data`).
+fn parse_nbctl_list<T: NbRow>(text: &str) -> Result<Vec<T>, LabError> {
+    let invalid = |detail: &str| LabError::Step {
+        step: format!("reading {} from ovn-nbctl", T::TABLE),
+        detail: detail.to_owned(),
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|error| invalid(&error.to_string()))?;
+    let headings: Vec<&str> = json["headings"]
+        .as_array()
+        .ok_or_else(|| invalid("no headings"))?
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let mut rows = Vec::new();
+    for cells in json["data"].as_array().ok_or_else(|| invalid("no data"))? {
+        let mut row = Row::new();
+        let mut uuid = String::new();
+        for (heading, cell) in headings.iter().zip(cells.as_array().into_iter().flatten()) {
+            let value = Value::from_json(cell)
+                .ok_or_else(|| invalid(&format!("{heading}: {cell} is not an OVSDB value")))?;
+            if *heading == "_uuid" {
+                uuid = value
+                    .as_atom()
+                    .and_then(|atom| atom.as_uuid())
+                    .unwrap_or_default()
+                    .to_owned();
+            } else {
+                row.insert((*heading).to_owned(), value);
+            }
+        }
+        rows.push(T::from_row(&uuid, &row));
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -284,5 +322,25 @@ mod tests {
         assert_ne!(mac("web.default"), mac("db.default"));
         assert!(mac("x").starts_with("0a:"));
         assert_eq!(mac("x").len(), 17);
+    }
+
+    #[test]
+    fn nbctl_json_becomes_typed_rows() -> Result<(), LabError> {
+        let text = r#"{"data":[[["uuid","055485ca-2e2c-4df3-a8c4-e370d1b541dc"],29000,"ip4.src == 198.51.100.1","reroute",["set",["198.51.100.2","198.51.100.3"]],["map",[]],["map",[["vpc-egress-gateway","default/gw"]]]]],"headings":["_uuid","priority","match","action","nexthops","options","external_ids"]}"#;
+        let rows: Vec<LogicalRouterPolicy> = parse_nbctl_list(text)?;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].uuid, "055485ca-2e2c-4df3-a8c4-e370d1b541dc");
+        assert_eq!(rows[0].priority, 29000);
+        assert_eq!(rows[0].match_, "ip4.src == 198.51.100.1");
+        assert_eq!(rows[0].nexthops.len(), 2);
+        assert_eq!(
+            rows[0]
+                .external_ids
+                .get("vpc-egress-gateway")
+                .map(String::as_str),
+            Some("default/gw")
+        );
+        assert!(parse_nbctl_list::<LogicalRouterPolicy>("not json").is_err());
+        Ok(())
     }
 }

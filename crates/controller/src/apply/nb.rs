@@ -10,8 +10,8 @@ use std::time::Duration;
 use veg_api::names::{self, AddressFamily};
 use veg_api::names::{EXTERNAL_ID_CANDIDATES, EXTERNAL_ID_MONITOR_TIMERS};
 use veg_ovsdb::nb::{
-    self as tables, AddressSet, Bfd, HaChassis, HaChassisGroup, LogicalRouter,
-    LogicalRouterPolicy, LogicalRouterPort, LogicalSwitchPort, PortGroup, Uuids, column,
+    self as tables, AddressSet, Bfd, HaChassis, HaChassisGroup, LogicalRouter, LogicalRouterPolicy,
+    LogicalRouterPort, LogicalSwitchPort, PortGroup, Uuids, column,
 };
 use veg_ovsdb::{
     Atom, Client, Condition, Desired, MonitorSpec, Mutation, NbRow, Operation, Parent, Replica,
@@ -240,7 +240,12 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
                 priority: policy.priority,
                 match_: policy.match_.clone(),
                 action: policy.action.as_str().to_owned(),
-                nexthops: policy.nexthops.iter().flatten().map(ToString::to_string).collect(),
+                nexthops: policy
+                    .nexthops
+                    .iter()
+                    .flatten()
+                    .map(ToString::to_string)
+                    .collect(),
                 external_ids,
                 ..LogicalRouterPolicy::default()
             };
@@ -318,10 +323,7 @@ fn unlink_policies<'a>(
             operations.push(Operation::Mutate {
                 table: LogicalRouter::TABLE.to_owned(),
                 conditions: vec![Condition::uuid(router.uuid.as_str())],
-                mutations: vec![Mutation::delete(
-                    "policies",
-                    tables::Column::write(&linked),
-                )],
+                mutations: vec![Mutation::delete("policies", tables::Column::write(&linked))],
             });
         }
     }

@@ -16,7 +16,8 @@ use tracing::{info, warn};
 use veg_api::names;
 use veg_api::{BfdState, VpcEgressGateway};
 use veg_ovsdb::Client;
-use veg_ovsdb::nb::column;
+use veg_ovsdb::NbRow;
+use veg_ovsdb::nb::{Bfd, LogicalRouterPolicy};
 
 use crate::apply;
 use crate::apply::nb;
@@ -160,12 +161,15 @@ fn monitor_bfd_states(client: &Client, key: &str) -> BTreeMap<IpAddr, BfdState> 
     let owner = ovn::external_ids(key, None);
     let replica = client.replica();
     let mut states = BTreeMap::new();
-    for (_, row) in replica.owned_by("Logical_Router_Policy", &owner) {
-        let ids: BTreeMap<String, String> = column(row, "external_ids");
-        let Some(candidates) = ids.get(veg_api::names::EXTERNAL_ID_CANDIDATES) else {
+    for (uuid, row) in replica.owned_by(LogicalRouterPolicy::TABLE, &owner) {
+        let policy = LogicalRouterPolicy::from_row(uuid, row);
+        let Some(candidates) = policy
+            .external_ids
+            .get(veg_api::names::EXTERNAL_ID_CANDIDATES)
+        else {
             continue;
         };
-        let hops: std::collections::BTreeSet<String> = column(row, "nexthops");
+        let hops = &policy.nexthops;
         for candidate in candidates.split(',').filter(|c| !c.is_empty()) {
             if let Ok(ip) = candidate.parse::<IpAddr>() {
                 let up = hops.contains(candidate);
@@ -184,9 +188,9 @@ fn nb_bfd_states(client: &Client, key: &str) -> BTreeMap<IpAddr, BfdState> {
     let owner = ovn::external_ids(key, None);
     let replica = client.replica();
     replica
-        .owned_by("BFD", &owner)
-        .filter_map(|(_, row)| {
-            let ip: IpAddr = column::<String>(row, "dst_ip").parse().ok()?;
+        .owned_by(Bfd::TABLE, &owner)
+        .filter_map(|(uuid, row)| {
+            let ip: IpAddr = Bfd::from_row(uuid, row).dst_ip.parse().ok()?;
             let status = veg_ovsdb::nb::bfd_status(row);
             let state = match status.as_deref() {
                 Some("up") => BfdState::Up,
