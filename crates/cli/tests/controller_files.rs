@@ -3,8 +3,7 @@
 //! the controller as a process: it writes gateway1's OVN rows, its Deployment and status;
 //! a deleted manifest removes every row. Needs ovsdb-server; under CI=true a missing one fails.
 
-#[path = "../../ovsdb/tests/server/mod.rs"]
-mod server;
+use veg_testkit::ovsdb as server;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -196,7 +195,7 @@ async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
     let deployment = output.join("deployments/default.gateway1.json");
     let status = output.join("status/default.gateway1.json");
     ensure!(
-        server::wait_until(Duration::from_secs(5), || deployment.exists()
+        veg_testkit::wait_until(Duration::from_secs(5), || deployment.exists()
             && status.exists()),
         "no Deployment/status under {}:\n{}",
         output.display(),

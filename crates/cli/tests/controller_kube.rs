@@ -6,8 +6,7 @@
 //! finalizer (the object goes); SIGTERM gives the Lease up. Needs python3 and ovsdb-server;
 //! under CI=true a missing one fails.
 
-#[path = "../../ovsdb/tests/server/mod.rs"]
-mod server;
+use veg_testkit::ovsdb as server;
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
-use veg_ovsdb::{Client, ClientConfig, Operation, Row};
+use veg_ovsdb::{Client, ClientConfig};
 
 const GATEWAY: &str = "/apis/kubeovn.io/v1/namespaces/default/vpc-egress-gateways/gateway1";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/veg-controller";
@@ -120,6 +119,7 @@ async fn the_controller_runs_against_an_api_server() -> Result<()> {
         return Ok(());
     }
     let servers = server::Servers::standalone()?;
+    servers.seed_nb(0, "ovn-cluster", &[])?;
     let nb = format!("unix:{}", servers.socket(0).display());
     let mut monitor = veg_ovsdb::MonitorSpec::new();
     monitor.insert("Logical_Router_Policy".to_owned(), Vec::new());
@@ -128,20 +128,6 @@ async fn the_controller_runs_against_an_api_server() -> Result<()> {
         Duration::from_secs(5),
     )
     .await?;
-    client
-        .transact(&[
-            Operation::Insert {
-                table: "NB_Global".into(),
-                row: Row::new(),
-                uuid_name: None,
-            },
-            Operation::Insert {
-                table: "Logical_Router".into(),
-                row: Row::from([("name".to_owned(), veg_ovsdb::Value::string("ovn-cluster"))]),
-                uuid_name: None,
-            },
-        ])
-        .await?;
 
     let dir = std::env::temp_dir().join(format!("vck{}-kube", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

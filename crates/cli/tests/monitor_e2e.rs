@@ -5,8 +5,7 @@
 //! monitor killed → the other one takes over and writes the next change. Needs root, ip,
 //! ovsdb-server; under CI=true a missing one fails.
 
-#[path = "../../ovsdb/tests/server/mod.rs"]
-mod server;
+use veg_testkit::ovsdb as server;
 mod support;
 
 use std::collections::BTreeSet;

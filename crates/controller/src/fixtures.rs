@@ -124,27 +124,14 @@ pub fn merge(target: &mut Value, extra: Value) {
 /// A standalone NB (`ovsdb-server`) with NB_Global and the router `ovn-cluster`, and a client
 /// keeping the controller's tables.
 pub async fn test_nb() -> anyhow::Result<(crate::test_server::Servers, veg_ovsdb::Client)> {
-    use veg_ovsdb::{Client, ClientConfig, Operation, Row, Value};
+    use veg_ovsdb::{Client, ClientConfig};
     let servers = crate::test_server::Servers::standalone()?;
+    servers.seed_nb(0, "ovn-cluster", &[])?;
     let config = ClientConfig::northbound(
         &format!("unix:{}", servers.socket(0).display()),
         crate::apply::nb::monitor_spec(),
     )?;
     let client = Client::connect(config, std::time::Duration::from_secs(5)).await?;
-    client
-        .transact(&[
-            Operation::Insert {
-                table: "NB_Global".into(),
-                row: Row::new(),
-                uuid_name: None,
-            },
-            Operation::Insert {
-                table: "Logical_Router".into(),
-                row: Row::from([("name".to_owned(), Value::string("ovn-cluster"))]),
-                uuid_name: None,
-            },
-        ])
-        .await?;
     Ok((servers, client))
 }
 

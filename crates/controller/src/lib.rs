@@ -21,10 +21,9 @@ pub mod run;
 
 #[cfg(test)]
 mod fixtures;
-/// Real ovsdb-servers for the unit tests that need one (the veg-ovsdb test harness).
+/// Real ovsdb-servers for the unit tests that need one.
 #[cfg(test)]
-#[path = "../../ovsdb/tests/server/mod.rs"]
-mod test_server;
+use veg_testkit::ovsdb as test_server;
 
 pub use error::ErrorClass;
 pub use plan::context::{GatewayInputs, Problem, resolve};

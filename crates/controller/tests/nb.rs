@@ -4,8 +4,7 @@
 //! interrupted apply converges without duplicates, a `spec.vpc` change and a delete leave
 //! nothing behind, and rows of other owners are untouched.
 
-#[path = "../../ovsdb/tests/server/mod.rs"]
-mod server;
+use veg_testkit::ovsdb as server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

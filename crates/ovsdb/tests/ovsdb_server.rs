@@ -1,6 +1,6 @@
 //! veg-ovsdb against real `ovsdb-server` (Debian's openvswitch-common) with OVN's NB schema.
 
-mod server;
+use veg_testkit::ovsdb as server;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -581,7 +581,7 @@ async fn the_leader_dies_during_1000_writes() -> Result<()> {
             let leader_socket = format!("unix:{}", servers.socket(leader).display());
             // The failover is only tested if the client writes to the member being killed.
             ensure!(
-                server::wait_until(Duration::from_secs(5), || client
+                veg_testkit::wait_until(Duration::from_secs(5), || client
                     .current_remote()
                     .as_deref()
                     == Some(leader_socket.as_str())),
@@ -903,7 +903,8 @@ async fn an_unanswered_echo_probe_drops_the_connection_and_it_comes_back() -> Re
     probing.probe_interval = Duration::from_millis(300);
     let client = Client::connect(probing, Duration::from_secs(5)).await?;
     servers.signal(0, "-STOP")?;
-    let gave_up = server::wait_until(Duration::from_secs(3), || client.current_remote().is_none());
+    let gave_up =
+        veg_testkit::wait_until(Duration::from_secs(3), || client.current_remote().is_none());
     servers.signal(0, "-CONT")?;
     ensure!(gave_up, "the client kept a connection to a frozen server");
     let insert = Operation::Insert {

@@ -60,6 +60,8 @@ pub struct Lab {
     ns_veg: String,
     veg: Option<Child>,
     role: VegRole,
+    /// Deleted when the lab is dropped, after its processes are stopped.
+    namespaces: Vec<veg_testkit::Netns>,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -83,6 +85,7 @@ impl Lab {
             dir,
             veg: None,
             role,
+            namespaces: Vec::new(),
             _serial: serial,
         };
         lab.create()?;
@@ -94,8 +97,8 @@ impl Lab {
         run("chown", &["frr:frr", &self.dir.to_string_lossy()])?;
         let (a, b) = (&self.ns_frr, &self.ns_veg);
         let (va, vb) = (format!("{}a", self.id), format!("{}b", self.id));
-        run("ip", &["netns", "add", a])?;
-        run("ip", &["netns", "add", b])?;
+        self.namespaces.push(veg_testkit::Netns::add(a)?);
+        self.namespaces.push(veg_testkit::Netns::add(b)?);
         run(
             "ip",
             &[
@@ -486,9 +489,6 @@ impl Drop for Lab {
             let _ = child.wait();
         }
         let _ = self.stop_frr();
-        for ns in [&self.ns_frr, &self.ns_veg] {
-            let _ = run("ip", &["netns", "del", ns]);
-        }
         if std::env::var_os("VEG_KEEP_LAB").is_none() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

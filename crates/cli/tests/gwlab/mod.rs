@@ -62,40 +62,6 @@ const UNPRIVILEGED: &[&str] = &[
     "--bounding-set=-all,+net_admin,+net_raw",
 ];
 
-const ECHO: &str = r#"
-import socket, sys, threading
-port = int(sys.argv[1])
-def serve(family, kind, address):
-    s = socket.socket(family, kind)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    s.bind((address, port))
-    if kind == socket.SOCK_STREAM:
-        s.listen(64)
-        while True:
-            c, peer = s.accept(); c.sendall(("tcp " + peer[0] + "\n").encode()); c.close()
-    while True:
-        data, peer = s.recvfrom(2048); s.sendto(("udp " + peer[0] + "\n").encode(), peer)
-for family, address in [(socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")]:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        threading.Thread(target=serve, args=(family, kind, address), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
-const ASK: &str = r#"
-import socket, sys
-proto, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-family = socket.AF_INET6 if ":" in host else socket.AF_INET
-if proto == "tcp":
-    s = socket.create_connection((host, port), timeout=2)
-    print(s.recv(100).decode().strip())
-else:
-    s = socket.socket(family, socket.SOCK_DGRAM); s.settimeout(2)
-    s.sendto(b"?", (host, port)); print(s.recvfrom(100)[0].decode().strip())
-"#;
-
 /// `AGENT_ARGS` with some flags' values replaced (or added).
 pub fn agent_args(overrides: &[(&str, &str)]) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
@@ -135,7 +101,8 @@ pub struct Lab {
     pub id: String,
     pub dir: PathBuf,
     veg: PathBuf,
-    namespaces: Vec<String>,
+    /// Deleted when the lab is dropped, after its processes are stopped.
+    namespaces: Vec<veg_testkit::Netns>,
     children: Vec<Child>,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
@@ -165,8 +132,7 @@ impl Lab {
         std::fs::set_permissions(&lab.dir, std::fs::Permissions::from_mode(0o755))?;
         std::fs::copy(env!("CARGO_BIN_EXE_veg"), &lab.veg)?;
         std::fs::set_permissions(&lab.veg, std::fs::Permissions::from_mode(0o755))?;
-        std::fs::write(lab.dir.join("echo.py"), ECHO)?;
-        std::fs::write(lab.dir.join("ask.py"), ASK)?;
+        veg_testkit::probe::write_scripts(&lab.dir)?;
         let run_dir = lab.dir.join("run");
         std::fs::create_dir_all(&run_dir)?;
         std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o777))?;
@@ -182,8 +148,7 @@ impl Lab {
     fn build(&mut self) -> Result<()> {
         for role in ["pod", "fwd", "rtr", "gw", "ext"] {
             let ns = self.ns(role);
-            run("ip", &["netns", "add", &ns])?;
-            self.namespaces.push(ns.clone());
+            self.namespaces.push(veg_testkit::Netns::add(&ns)?);
             run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
             // No duplicate address detection: a tentative link-local address delays the
             // first Neighbor Solicitations by a second on every hop.
@@ -329,7 +294,7 @@ impl Lab {
         self.spawn_logged(
             "ext",
             false,
-            &["python3", &script.to_string_lossy(), ECHO_PORT],
+            &["python3", &script.to_string_lossy(), ECHO_PORT, "tagged"],
             &log,
         )?;
         ensure!(
@@ -538,9 +503,6 @@ impl Drop for Lab {
                 let _ = child.kill();
                 let _ = child.wait();
             }
-        }
-        for ns in self.namespaces.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
