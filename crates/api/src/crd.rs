@@ -30,7 +30,7 @@ pub fn crd() -> CustomResourceDefinition {
 
 /// The CRD as the YAML document `kubectl apply -f` takes.
 pub fn crd_yaml() -> Result<String, Error> {
-    let body = serde_saphyr::to_string(&crd()).map_err(|source| Error::Render { source })?;
+    let body = serde_saphyr::to_string(&crd()).map_err(|error| Error::Render { error })?;
     Ok(format!("{HEADER}{body}"))
 }
 

@@ -5,11 +5,11 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The text is not YAML (or JSON).
-    #[error("not valid YAML: {source}")]
+    #[error("not valid YAML: {error}")]
     Yaml {
-        /// The parser's error, with its line and column.
-        #[source]
-        source: serde_saphyr::Error,
+        /// The parser's error, with its line and column (printed in the message, so not a
+        /// `source`: a cause chain would print it twice).
+        error: serde_saphyr::Error,
     },
     /// A document is not a mapping, so it cannot be a Kubernetes object.
     #[error("document {index} is not a Kubernetes object (a mapping with apiVersion and kind)")]
@@ -18,11 +18,10 @@ pub enum Error {
         index: usize,
     },
     /// The CRD could not be rendered as YAML.
-    #[error("cannot render the CRD as YAML: {source}")]
+    #[error("cannot render the CRD as YAML: {error}")]
     Render {
         /// The serializer's error.
-        #[source]
-        source: serde_saphyr::SerializeError,
+        error: serde_saphyr::SerializeError,
     },
 }
 

@@ -56,7 +56,7 @@ pub struct Parsed<T> {
 /// Splits a YAML stream into its objects; empty documents are skipped.
 pub fn read_manifests(text: &str) -> Result<Vec<Manifest>, Error> {
     let documents: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|source| Error::Yaml { source })?;
+        serde_saphyr::from_multiple(text).map_err(|error| Error::Yaml { error })?;
     let mut manifests = Vec::with_capacity(documents.len());
     for (index, object) in documents.into_iter().enumerate() {
         match object {

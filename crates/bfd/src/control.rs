@@ -240,9 +240,9 @@ pub async fn serve(
         let (stream, _) = listener
             .accept()
             .await
-            .map_err(|source| Error::ControlSocket {
+            .map_err(|error| Error::ControlSocket {
                 path: path.to_path_buf(),
-                source,
+                error,
             })?;
         let commands = commands.clone();
         tokio::spawn(async move {
@@ -255,9 +255,9 @@ pub async fn serve(
 
 /// Binds the control socket at `path`, replacing a stale socket file.
 pub fn bind(path: &Path) -> Result<UnixListener, Error> {
-    let error = |source| Error::ControlSocket {
+    let error = |error| Error::ControlSocket {
         path: PathBuf::from(path),
-        source,
+        error,
     };
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()

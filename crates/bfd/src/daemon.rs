@@ -153,7 +153,7 @@ pub async fn run(
             () = &mut shutdown => break,
             datagram = state.network.recv(&mut buffer) => match datagram {
                 Ok(datagram) => state.on_datagram(&buffer[..datagram.len], &datagram),
-                Err(source) => return Err(Error::Receive { source }),
+                Err(error) => return Err(Error::Receive { error }),
             },
             Some((request, respond)) = command_rx.recv() => {
                 let response = state.on_request(request);

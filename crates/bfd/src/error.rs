@@ -8,38 +8,34 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A socket could not be opened or bound.
-    #[error("cannot bind a BFD socket to {address}: {source}")]
+    #[error("cannot bind a BFD socket to {address}: {error}")]
     Bind {
         /// The address.
         address: SocketAddr,
         /// The kernel's error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A packet could not be sent.
-    #[error("cannot send a BFD packet to {peer}: {source}")]
+    #[error("cannot send a BFD packet to {peer}: {error}")]
     Send {
         /// The peer.
         peer: IpAddr,
         /// The kernel's error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Receiving failed (not a bad packet: the socket itself).
-    #[error("cannot receive BFD packets: {source}")]
+    #[error("cannot receive BFD packets: {error}")]
     Receive {
         /// The kernel's error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The control socket could not be opened.
-    #[error("cannot open the control socket {path}: {source}")]
+    #[error("cannot open the control socket {path}: {error}")]
     ControlSocket {
         /// Its path.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The HTTP listener could not be opened.
     #[error(transparent)]

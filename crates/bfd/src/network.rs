@@ -130,9 +130,9 @@ impl Network {
         socket
             .send_to(&packet.bytes, &destination)
             .map(|_| ())
-            .map_err(|source| Error::Send {
+            .map_err(|error| Error::Send {
                 peer: packet.peer,
-                source,
+                error,
             })
     }
 
@@ -210,7 +210,7 @@ fn udp_socket(address: SocketAddr) -> io::Result<Socket> {
 
 fn rx_socket(any: IpAddr) -> Result<UdpSocket, Error> {
     let address = SocketAddr::new(any, CONTROL_PORT);
-    let bind_error = |source| Error::Bind { address, source };
+    let bind_error = |error| Error::Bind { address, error };
     let socket = udp_socket(address).map_err(bind_error)?;
     if any.is_ipv6() {
         setsockopt(&socket, sockopt::Ipv6RecvHopLimit, &true)
@@ -234,7 +234,7 @@ fn tx_socket(key: TxKey) -> Result<Socket, Error> {
         TxKey::AnyV6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     };
     let address = SocketAddr::new(local, 0);
-    let bind_error = |source| Error::Bind { address, source };
+    let bind_error = |error| Error::Bind { address, error };
     let socket = udp_socket(address).map_err(bind_error)?;
     if local.is_ipv6() {
         socket.set_unicast_hops_v6(TTL).map_err(bind_error)?;

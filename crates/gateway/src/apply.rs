@@ -20,10 +20,10 @@ use crate::sysctl;
 pub enum ApplyError {
     /// The input is wrong.
     #[error("invalid configuration: {0}")]
-    Plan(#[from] PlanError),
+    Plan(PlanError),
     /// The input does not fit the interfaces.
     #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     /// No netlink connection.
     #[error("cannot open a netlink socket: {0}")]
     Netlink(std::io::Error),
@@ -68,6 +68,19 @@ pub enum ApplyError {
         /// The remaining differences.
         remaining: Vec<String>,
     },
+}
+
+// Causes are printed in the message, not chained as `source`: `{:#}` would print them twice.
+impl From<PlanError> for ApplyError {
+    fn from(error: PlanError) -> Self {
+        ApplyError::Plan(error)
+    }
+}
+
+impl From<ConfigError> for ApplyError {
+    fn from(error: ConfigError) -> Self {
+        ApplyError::Config(error)
+    }
 }
 
 /// One kernel read or change that failed: the kernel's, nft's or /proc/sys's answer.

@@ -165,9 +165,9 @@ impl Connection {
         incoming: mpsc::UnboundedSender<Incoming>,
     ) -> Result<Arc<Connection>, Error> {
         let label = remote.label();
-        let connect_error = |source| Error::Connect {
+        let connect_error = |error| Error::Connect {
             remote: label.clone(),
-            source,
+            error,
         };
         let stream: Box<dyn Stream> = match remote {
             Remote::Unix(path) => Box::new(

@@ -13,13 +13,12 @@ pub enum Error {
         remote: String,
     },
     /// Connecting failed.
-    #[error("cannot connect to {remote}: {source}")]
+    #[error("cannot connect to {remote}: {error}")]
     Connect {
         /// The remote.
         remote: String,
         /// The system's error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The connection broke; the outcome of a pending transaction is unknown.
     #[error("connection to {remote} lost")]
@@ -28,13 +27,12 @@ pub enum Error {
         remote: String,
     },
     /// The stream held something that is not JSON-RPC.
-    #[error("protocol error from {remote}: {source}")]
+    #[error("protocol error from {remote}: {error}")]
     Protocol {
         /// The remote.
         remote: String,
         /// What was wrong.
-        #[source]
-        source: FrameError,
+        error: FrameError,
     },
     /// The server answered a request with an error.
     #[error("{method} on {remote} failed: {error}")]

@@ -310,6 +310,10 @@ fn unlink_policies<'a>(
 ) -> Vec<Operation> {
     let policies: BTreeSet<&String> = policies.collect();
     let mut operations = Vec::new();
+    if policies.is_empty() {
+        // The common case: no router needs reading.
+        return operations;
+    }
     for router in replica.rows::<LogicalRouter>() {
         let linked = Uuids(
             router

@@ -47,7 +47,7 @@ pub fn has_finalizer(gateway: &VpcEgressGateway) -> bool {
 pub enum ReconcileError {
     /// The NB transaction failed.
     #[error("OVN NB: {0}")]
-    Nb(#[from] veg_ovsdb::Error),
+    Nb(veg_ovsdb::Error),
     /// The Deployment (or a leaving Pod's deletion cost) could not be written.
     #[error("applying the Deployment: {0}")]
     Deployment(OutputError),
@@ -57,6 +57,13 @@ pub enum ReconcileError {
     /// The finalizer could not be added or removed.
     #[error("the finalizer: {0}")]
     Finalizer(OutputError),
+}
+
+// The cause is printed in the message, not chained as `source`: `{:#}` would print it twice.
+impl From<veg_ovsdb::Error> for ReconcileError {
+    fn from(error: veg_ovsdb::Error) -> Self {
+        ReconcileError::Nb(error)
+    }
 }
 
 impl ReconcileError {
