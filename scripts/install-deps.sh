@@ -22,6 +22,9 @@ PACKAGES=(
   openvswitch-switch  # ovs-vswitchd (userspace netdev datapath) for the embedded lab
   ovn-host          # ovn-controller for the embedded lab
   ethtool           # the lab turns TX checksum offload off on veths attached to OVS
+  tcpdump           # the lab e2e tests watch which instance a flow leaves through
+  procps            # pgrep/kill in the lab and the tests
+  iputils-ping      # ping, used by the README's walk-through
 )
 
 as_root() {

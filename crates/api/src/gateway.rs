@@ -349,7 +349,7 @@ pub struct VpcEgressGatewayStatus {
     pub external_ips: Vec<String>,
     /// Conditions, one per type.
     #[serde(default)]
-    #[schemars(schema_with = "schema::condition_list")]
+    #[schemars(schema_with = "condition_list")]
     pub conditions: Vec<Condition>,
     /// The workload that runs the instances.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -369,6 +369,11 @@ pub enum Phase {
     Processing,
     /// Reconciled and ready.
     Completed,
+}
+
+/// `status.conditions`' schema (schemars cannot say "a map keyed by type" itself).
+fn condition_list(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schema::list_keyed_by_type(generator.subschema_for::<Condition>())
 }
 
 /// A status condition, with Kube-OVN's `lastUpdateTime` beside the usual fields.

@@ -6,6 +6,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 // ===== Vpc =====
@@ -133,6 +136,55 @@ pub struct IPPoolSpec {
 
 // ===== impls =====
 
+/// The parts of one of Kube-OVN's comma-separated lists (`cidrBlock`, `gateway`, a BFD port's
+/// `ip`, an instance's `externalIPs` entry): trimmed, empty parts dropped.
+pub fn list_items(text: &str) -> impl Iterator<Item = &str> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+/// The IP addresses of a comma-separated list; parts that are not addresses are skipped.
+pub fn list_addresses(text: &str) -> Vec<IpAddr> {
+    list_items(text)
+        .filter_map(|item| item.parse().ok())
+        .collect()
+}
+
+impl SubnetSpec {
+    /// `cidrBlock` as networks (host bits cleared; a bare address is a /32 or /128), or
+    /// `None` when a part is neither.
+    pub fn cidrs(&self) -> Option<Vec<IpNet>> {
+        list_items(&self.cidr_block)
+            .map(|item| {
+                item.parse::<IpNet>()
+                    .map(|net| net.trunc())
+                    .ok()
+                    .or_else(|| item.parse::<IpAddr>().ok().map(IpNet::from))
+            })
+            .collect()
+    }
+
+    /// `gateway` as addresses.
+    pub fn gateways(&self) -> Vec<IpAddr> {
+        list_addresses(&self.gateway)
+    }
+}
+
+impl BfdPort {
+    /// `ip` as written, one item per family.
+    pub fn networks(&self) -> Vec<String> {
+        list_items(&self.ip).map(str::to_owned).collect()
+    }
+}
+
+impl BfdPortStatus {
+    /// `ip` as addresses.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        list_addresses(&self.ip)
+    }
+}
+
 impl Subnet {
     /// The attachment network (`<namespace>/<nad>`) named by this subnet's provider
     /// `<nad>.<namespace>[.ovn]`, or `None` for Kube-OVN's own network or a malformed provider.
@@ -147,6 +199,33 @@ impl Subnet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comma_lists_read_as_kube_ovn_writes_them() {
+        let spec = SubnetSpec {
+            cidr_block: " 198.18.16.5/20, 2001:db8:16::/64,".into(),
+            gateway: "198.18.16.1,bogus, 2001:db8:16::1".into(),
+            ..SubnetSpec::default()
+        };
+        let cidrs: Vec<String> = spec
+            .cidrs()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(cidrs, ["198.18.16.0/20", "2001:db8:16::/64"]);
+        assert_eq!(spec.gateways().len(), 2);
+        let bad = SubnetSpec {
+            cidr_block: "198.18.16.0/20,nope".into(),
+            ..SubnetSpec::default()
+        };
+        assert_eq!(bad.cidrs(), None);
+        let port = BfdPortStatus {
+            ip: "203.0.113.254, 2001:db8:ff::254".into(),
+            ..BfdPortStatus::default()
+        };
+        assert_eq!(port.addresses().len(), 2);
+    }
 
     #[test]
     fn reads_kube_ovn_objects_and_ignores_the_rest() -> anyhow::Result<()> {

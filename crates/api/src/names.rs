@@ -174,6 +174,17 @@ pub fn bfd_port(vpc: &str) -> String {
 
 /// external_ids key under which monitor mode publishes a policy's candidate nexthops.
 pub const EXTERNAL_ID_CANDIDATES: &str = "veg-candidates";
+
+/// The value of [`EXTERNAL_ID_CANDIDATES`]: the instances' addresses, comma-separated.
+pub fn encode_candidates<'a>(candidates: impl IntoIterator<Item = &'a std::net::IpAddr>) -> String {
+    let list: Vec<String> = candidates.into_iter().map(ToString::to_string).collect();
+    list.join(",")
+}
+
+/// Reads [`EXTERNAL_ID_CANDIDATES`]; parts that are not addresses are skipped.
+pub fn decode_candidates(text: &str) -> Vec<std::net::IpAddr> {
+    crate::kubeovn::list_addresses(text)
+}
 /// external_ids key of the monitor's BFD timers for those candidates.
 pub const EXTERNAL_ID_MONITOR_TIMERS: &str = "veg-bfd";
 

@@ -162,9 +162,9 @@ pub(crate) fn bandwidth_rate(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// `status.conditions`: a map keyed by `type`, so server-side apply merges per condition.
-pub(crate) fn condition_list(generator: &mut SchemaGenerator) -> Schema {
-    let item = generator.subschema_for::<crate::gateway::Condition>();
+/// A list that is a map keyed by `type` (`status.conditions`), so server-side apply merges
+/// per item.
+pub(crate) fn list_keyed_by_type(item: Schema) -> Schema {
     json_schema!({
         "type": "array",
         "x-kubernetes-list-type": "map",

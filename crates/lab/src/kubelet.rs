@@ -16,8 +16,22 @@ use serde_json::{Value as Json, json};
 use crate::command::{ip, run, step, write_json};
 use crate::error::LabError;
 use crate::ovn::{Ovn, record_child};
-use crate::session::PodState;
 use crate::topology::{LabPod, LabSubnet};
+
+/// One Pod of the lab.
+#[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize, PartialEq)]
+pub struct PodState {
+    /// Its network namespace.
+    pub netns: String,
+    /// `client`, `gateway` or `monitor`.
+    pub role: String,
+    /// Addresses.
+    pub addresses: Vec<IpAddr>,
+    /// The node.
+    pub node: String,
+    /// Running, Killed, Cut, UplinkCut.
+    pub state: String,
+}
 
 /// A subnet the kubelet can give addresses from.
 #[derive(Clone, Debug)]
@@ -117,8 +131,8 @@ impl Kubelet {
         let mut out = Vec::new();
         for cidr in &subnet.cidrs {
             let wanted: Option<IpAddr> = pinned.and_then(|text| {
-                text.split(',')
-                    .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+                veg_api::kubeovn::list_addresses(text)
+                    .into_iter()
                     .find(|ip| cidr.contains(ip))
             });
             let address = match wanted {

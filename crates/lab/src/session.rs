@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::command::{step, write_json};
 use crate::error::LabError;
-use crate::kubelet::{Kubelet, KubeletSubnet};
+use crate::kubelet::{Kubelet, KubeletSubnet, PodState};
 use crate::ovn::{Ovn, OvnConfig, record_child};
 use crate::topology::{LabPod, LabSubnet};
 
@@ -116,21 +116,6 @@ pub struct LabState {
     pub pods: BTreeMap<String, PodState>,
 }
 
-/// One Pod of the lab.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-pub struct PodState {
-    /// Its network namespace.
-    pub netns: String,
-    /// `client`, `gateway` or `monitor`.
-    pub role: String,
-    /// Addresses.
-    pub addresses: Vec<IpAddr>,
-    /// The node.
-    pub node: String,
-    /// Running, Killed, Cut, UplinkCut.
-    pub state: String,
-}
-
 impl LabState {
     /// Reads `<state>/lab.json`.
     pub fn read(state_dir: &Path) -> Result<LabState, LabError> {
@@ -162,7 +147,7 @@ impl ManifestSubnet {
 }
 
 fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    text.split(',').map(str::trim).filter(|s| !s.is_empty())
+    veg_api::kubeovn::list_items(text)
 }
 
 fn parse_subnet(object: &Json) -> Result<ManifestSubnet, LabError> {

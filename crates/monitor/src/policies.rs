@@ -40,9 +40,8 @@ pub fn watched(replica: &Replica, router: &str) -> BTreeMap<String, Watched> {
         let Some(timers) = MonitorTimers::decode(timers) else {
             continue;
         };
-        let candidates = candidates
-            .split(',')
-            .filter_map(|ip| ip.trim().parse().ok())
+        let candidates = veg_api::names::decode_candidates(candidates)
+            .into_iter()
             .collect();
         out.insert(
             policy.uuid,

@@ -65,10 +65,22 @@ fn current(
 
 /// The operations that make the NB hold `desired` for its gateway (empty when it does).
 pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> Vec<Operation> {
-    let key = desired.key.as_str();
-    let mut operations = Vec::new();
+    let mut operations = address_set_operations(replica, schema, desired);
+    operations.extend(port_group_operations(replica, schema, desired));
+    let bfd = bfd_operations(replica, schema, desired);
+    operations.extend(bfd.changes);
+    operations.extend(policy_operations(replica, schema, desired, &bfd.refs));
+    operations.extend(bfd.deletes);
+    operations
+}
 
-    // Address sets.
+/// The gateway's address sets (adopted by name when Kube-OVN made them).
+fn address_set_operations(
+    replica: &Replica,
+    schema: &Schema,
+    desired: &GatewayOvn,
+) -> Vec<Operation> {
+    let key = desired.key.as_str();
     let set_names: BTreeSet<&str> = desired
         .address_sets
         .iter()
@@ -90,7 +102,7 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
     let have = current(replica, AddressSet::TABLE, key, |row| {
         set_names.contains(column::<String>(row, "name").as_str())
     });
-    operations.extend(veg_ovsdb::diff(
+    veg_ovsdb::diff(
         schema,
         &Desired {
             table: AddressSet::TABLE,
@@ -100,10 +112,17 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
             names: Vec::new(),
         },
         &have,
-    ));
+    )
+}
 
-    // Port group: the selected Pods' ports that exist (unknown ports are skipped).
-    // Only the wanted names are looked up (a cluster has many more ports than a gateway).
+/// The gateway's port group: the selected Pods' ports that exist (unknown ports are
+/// skipped; only the wanted names are looked up, a cluster has many more ports than a gateway).
+fn port_group_operations(
+    replica: &Replica,
+    schema: &Schema,
+    desired: &GatewayOvn,
+) -> Vec<Operation> {
+    let key = desired.key.as_str();
     let wanted: std::collections::HashSet<&str> = desired
         .port_group
         .iter()
@@ -142,7 +161,7 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
     let have = current(replica, PortGroup::TABLE, key, |row| {
         group_name.as_deref() == Some(column::<String>(row, "name").as_str())
     });
-    operations.extend(veg_ovsdb::diff(
+    veg_ovsdb::diff(
         schema,
         &Desired {
             table: PortGroup::TABLE,
@@ -152,9 +171,22 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
             names: Vec::new(),
         },
         &have,
-    ));
+    )
+}
 
-    // BFD rows: existing ones keep their UUID, new ones get a name the policies refer to.
+/// The BFD rows' operations, split around the policies that refer to them.
+struct BfdOperations {
+    /// Inserts and updates: before the policies.
+    changes: Vec<Operation>,
+    /// Deletes: after the policies stop referring to them.
+    deletes: Vec<Operation>,
+    /// Each instance address's row: its UUID, or the name an insert gives it.
+    refs: BTreeMap<String, Atom>,
+}
+
+/// The BFD rows: existing ones keep their UUID, new ones get a name the policies refer to.
+fn bfd_operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> BfdOperations {
+    let key = desired.key.as_str();
     let bfd_keys: BTreeSet<(String, String)> = desired
         .bfd
         .iter()
@@ -217,12 +249,24 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         &have_bfd,
     );
     // Inserts and updates before the policies that refer to them, deletes after.
-    let (bfd_deletes, bfd_changes): (Vec<Operation>, Vec<Operation>) = bfd_operations
+    let (deletes, changes) = bfd_operations
         .into_iter()
         .partition(|op| matches!(op, Operation::Delete { .. }));
-    operations.extend(bfd_changes);
+    BfdOperations {
+        changes,
+        deletes,
+        refs: bfd_refs,
+    }
+}
 
-    // Policies on the gateway's router; its policies on other routers are unlinked there.
+/// The policies on the gateway's router; its policies on other routers are unlinked there.
+fn policy_operations(
+    replica: &Replica,
+    schema: &Schema,
+    desired: &GatewayOvn,
+    bfd_refs: &BTreeMap<String, Atom>,
+) -> Vec<Operation> {
+    let key = desired.key.as_str();
     let has_bfd_sessions = schema.has_column(LogicalRouterPolicy::TABLE, "bfd_sessions");
     let rows = desired
         .policies
@@ -230,8 +274,10 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
         .map(|policy| {
             let mut external_ids = ovn::external_ids(key, Some(policy.family));
             if let Some(candidates) = &policy.candidates {
-                let list: Vec<String> = candidates.iter().map(ToString::to_string).collect();
-                external_ids.insert(EXTERNAL_ID_CANDIDATES.to_owned(), list.join(","));
+                external_ids.insert(
+                    EXTERNAL_ID_CANDIDATES.to_owned(),
+                    names::encode_candidates(candidates),
+                );
             }
             if let Some(timers) = &policy.timers {
                 external_ids.insert(EXTERNAL_ID_MONITOR_TIMERS.to_owned(), timers.encode());
@@ -280,7 +326,7 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
     let (here, elsewhere): (BTreeMap<String, Row>, BTreeMap<String, Row>) = owned
         .into_iter()
         .partition(|(uuid, _)| on_router.contains(uuid));
-    operations.extend(veg_ovsdb::diff(
+    let mut operations = veg_ovsdb::diff(
         schema,
         &Desired {
             table: LogicalRouterPolicy::TABLE,
@@ -297,9 +343,8 @@ pub fn operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> V
             names: Vec::new(),
         },
         &here,
-    ));
+    );
     operations.extend(unlink_policies(replica, elsewhere.keys()));
-    operations.extend(bfd_deletes);
     operations
 }
 

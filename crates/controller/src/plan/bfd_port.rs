@@ -54,13 +54,7 @@ pub fn plan(vpc: &Vpc, nodes: &[&Node]) -> Option<BfdPortPlan> {
     let mut plan = BfdPortPlan {
         port: names::bfd_port(&name),
         vpc: name,
-        networks: spec
-            .ip
-            .split(',')
-            .map(str::trim)
-            .filter(|ip| !ip.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        networks: spec.networks(),
         nodes: Vec::new(),
         chassis: Vec::new(),
         missing_chassis: Vec::new(),

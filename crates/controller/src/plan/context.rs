@@ -221,13 +221,7 @@ fn cidrs(snapshot: &dyn Snapshot, name: &str) -> Result<Vec<IpNet>, Problem> {
     let subnet = snapshot
         .subnet(name)
         .ok_or_else(|| Problem::SubnetNotFound(name.to_owned()))?;
-    let nets: Option<Vec<IpNet>> = subnet
-        .spec
-        .cidr_block
-        .split(',')
-        .filter(|part| !part.trim().is_empty())
-        .map(parse_net)
-        .collect();
+    let nets = subnet.spec.cidrs();
     match nets {
         Some(nets) if !nets.is_empty() => Ok(nets),
         _ => Err(Problem::SubnetInvalid {
@@ -281,9 +275,63 @@ pub fn resolve(
     if snapshot.nad(&nad_namespace, &nad_name).is_none() {
         return Err(Problem::NadNotFound(attachment));
     }
+    check_ip_pools(snapshot, spec, &internal_subnet)?;
+    let gateways_of = |name: &str| -> Vec<IpAddr> {
+        snapshot
+            .subnet(name)
+            .map(|subnet| subnet.spec.gateways())
+            .unwrap_or_default()
+    };
+    let bfd = bfd_of(spec, &vpc_status, &vpc_name)?;
+    let mut families = sources(
+        snapshot,
+        spec,
+        &internal_cidrs,
+        &external_cidrs,
+        bfd.as_ref(),
+    )?;
+    let ports = selected_ports(snapshot, spec, &vpc_name);
+    let (instances, messages) = instances(snapshot, &namespace, &name, &attachment);
+    add_nexthops(&instances, &mut families);
+    if spec.traffic_policy == TrafficPolicy::Local {
+        add_node_port_groups(snapshot, &instances, &mut families)?;
+    }
+
+    let workload = WorkloadInputs {
+        internal_gateways: gateways_of(&internal_subnet),
+        external_gateways: gateways_of(&spec.external_subnet),
+        internal_subnet,
+        internal_cidrs,
+        external_provider: external.spec.provider.clone(),
+        attachment,
+        bfd_ips: bfd.as_ref().map(|(_, ips)| ips.clone()).unwrap_or_default(),
+    };
+    Ok(GatewayInputs {
+        key: names::gateway_key(&namespace, &name),
+        namespace,
+        name,
+        vpc: vpc_name,
+        router,
+        has_selectors: !spec.selectors.is_empty(),
+        ports,
+        traffic_policy: spec.traffic_policy,
+        bfd: bfd.map(|(inputs, _)| inputs),
+        families,
+        instances,
+        messages,
+        workload,
+    })
+}
+
+/// `internalIPPool` / `externalIPPool` exist and belong to the gateway's subnets.
+fn check_ip_pools(
+    snapshot: &dyn Snapshot,
+    spec: &veg_api::VpcEgressGatewaySpec,
+    internal_subnet: &str,
+) -> Result<(), Problem> {
     for (pool, subnet) in [
-        (&spec.internal_ip_pool, &internal_subnet),
-        (&spec.external_ip_pool, &spec.external_subnet),
+        (&spec.internal_ip_pool, internal_subnet),
+        (&spec.external_ip_pool, spec.external_subnet.as_str()),
     ] {
         if pool.is_empty() {
             continue;
@@ -291,56 +339,57 @@ pub fn resolve(
         let found = snapshot
             .ip_pool(pool)
             .ok_or_else(|| Problem::IPPoolNotFound(pool.clone()))?;
-        if &found.spec.subnet != subnet {
+        if found.spec.subnet != subnet {
             return Err(Problem::IPPoolMismatch {
                 pool: pool.clone(),
                 pool_subnet: found.spec.subnet.clone(),
-                subnet: subnet.clone(),
+                subnet: subnet.to_owned(),
             });
         }
     }
-    let gateways_of = |name: &str| -> Vec<IpAddr> {
-        snapshot
-            .subnet(name)
-            .map(|subnet| {
-                subnet
-                    .spec
-                    .gateway
-                    .split(',')
-                    .filter_map(|ip| ip.trim().parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let bfd = if spec.bfd.enabled {
-        let port = vpc_status
-            .bfd_port
-            .as_ref()
-            .filter(|port| !port.ip.is_empty() && !port.name.is_empty())
-            .ok_or_else(|| Problem::VpcBfdPortNotEnabled(vpc_name.clone()))?;
-        Some((
-            BfdInputs {
-                port: port.name.clone(),
-                min_tx: spec.bfd.min_tx,
-                min_rx: spec.bfd.min_rx,
-                multiplier: spec.bfd.multiplier,
-            },
-            port.ip
-                .split(',')
-                .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-                .collect::<Vec<_>>(),
-        ))
-    } else {
-        None
-    };
+    Ok(())
+}
 
-    // Sources, per family.
+/// The BFD settings and the VPC BFD port's addresses, when BFD is on (it needs the port).
+fn bfd_of(
+    spec: &veg_api::VpcEgressGatewaySpec,
+    vpc_status: &veg_api::kubeovn::VpcStatus,
+    vpc_name: &str,
+) -> Result<Option<(BfdInputs, Vec<IpAddr>)>, Problem> {
+    if !spec.bfd.enabled {
+        return Ok(None);
+    }
+    let port = vpc_status
+        .bfd_port
+        .as_ref()
+        .filter(|port| !port.ip.is_empty() && !port.name.is_empty())
+        .ok_or_else(|| Problem::VpcBfdPortNotEnabled(vpc_name.to_owned()))?;
+    Ok(Some((
+        BfdInputs {
+            port: port.name.clone(),
+            min_tx: spec.bfd.min_tx,
+            min_rx: spec.bfd.min_rx,
+            multiplier: spec.bfd.multiplier,
+        },
+        port.addresses(),
+    )))
+}
+
+/// The families both subnets carry, each with its sources (policy blocks and subnets) and the
+/// BFD port's address of that family.
+fn sources(
+    snapshot: &dyn Snapshot,
+    spec: &veg_api::VpcEgressGatewaySpec,
+    internal_cidrs: &[IpNet],
+    external_cidrs: &[IpNet],
+    bfd: Option<&(BfdInputs, Vec<IpAddr>)>,
+) -> Result<BTreeMap<AddressFamily, FamilyInputs>, Problem> {
     let mut families: BTreeMap<AddressFamily, FamilyInputs> = BTreeMap::new();
     for family in AddressFamily::ALL {
         let carried = internal_cidrs.iter().any(|net| family_of(net) == family)
             && external_cidrs.iter().any(|net| family_of(net) == family);
         if carried {
-            let bfd_ip = bfd.as_ref().and_then(|(_, ips)| {
+            let bfd_ip = bfd.and_then(|(_, ips)| {
                 ips.iter()
                     .copied()
                     .find(|ip| AddressFamily::of(*ip) == family)
@@ -372,8 +421,15 @@ pub fn resolve(
             }
         }
     }
+    Ok(families)
+}
 
-    // Selected Pods.
+/// The ports (`<pod>.<namespace>`) of the VPC's Pods the selectors choose.
+fn selected_ports(
+    snapshot: &dyn Snapshot,
+    spec: &veg_api::VpcEgressGatewaySpec,
+    vpc_name: &str,
+) -> BTreeSet<String> {
     let mut ports = BTreeSet::new();
     for selection in &spec.selectors {
         for namespace in snapshot.namespaces() {
@@ -385,7 +441,7 @@ pub fn resolve(
             for pod in snapshot.pods_in(&namespace_name) {
                 let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
                 if selector::matches(selection.pod_selector.as_ref(), labels)
-                    && is_vpc_pod(pod, &vpc_name)
+                    && is_vpc_pod(pod, vpc_name)
                 {
                     let pod_name = pod.metadata.name.clone().unwrap_or_default();
                     ports.insert(format!("{pod_name}.{namespace_name}"));
@@ -393,12 +449,21 @@ pub fn resolve(
             }
         }
     }
+    ports
+}
 
-    // Gateway instances → nexthops.
+/// The gateway's instances (its Pods not being deleted), by Pod name, and why some Pods are
+/// not instances yet.
+fn instances(
+    snapshot: &dyn Snapshot,
+    namespace: &str,
+    name: &str,
+    attachment: &str,
+) -> (Vec<Instance>, Vec<String>) {
     let mut instances = Vec::new();
     let mut messages = Vec::new();
-    let label_value = names::normalize_label_value(&name);
-    for pod in snapshot.pods_in(&namespace) {
+    let label_value = names::normalize_label_value(name);
+    for pod in snapshot.pods_in(namespace) {
         let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
         if labels.get(names::LABEL_APP).map(String::as_str) != Some(names::LABEL_APP_VALUE)
             || labels.get(names::LABEL_GATEWAY) != Some(&label_value)
@@ -406,13 +471,18 @@ pub fn resolve(
         {
             continue;
         }
-        match instance_of(pod, &attachment) {
+        match instance_of(pod, attachment) {
             Ok(instance) => instances.push(instance),
             Err(message) => messages.push(message),
         }
     }
     instances.sort_by(|a, b| a.pod.cmp(&b.pod));
-    for instance in &instances {
+    (instances, messages)
+}
+
+/// Each family's nexthops by node: the first address of that family of every instance.
+fn add_nexthops(instances: &[Instance], families: &mut BTreeMap<AddressFamily, FamilyInputs>) {
+    for instance in instances {
         // The first address of each family of every instance. Kube-OVN keeps one per node,
         // so with `podAntiAffinity: Preferred` two instances on a node share one nexthop.
         for family_kind in AddressFamily::ALL {
@@ -429,50 +499,33 @@ pub fn resolve(
             }
         }
     }
-    if spec.traffic_policy == TrafficPolicy::Local {
-        let nodes: BTreeSet<String> = instances.iter().map(|i| i.node.clone()).collect();
-        for node in nodes {
-            let Some(found) = snapshot.node(&node) else {
-                continue; // gone: its instances are about to go too
-            };
-            let port_name = found
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(annotations::NODE_PORT_NAME))
-                .ok_or_else(|| Problem::NodePortGroupMissing(node.clone()))?;
-            for family in families.values_mut() {
-                family
-                    .node_port_groups
-                    .insert(node.clone(), port_name.replace('-', "."));
-            }
+}
+
+/// `trafficPolicy: Local`: the port group of each node with an instance (Kube-OVN's
+/// `node-<name>` group, from the node's annotation).
+fn add_node_port_groups(
+    snapshot: &dyn Snapshot,
+    instances: &[Instance],
+    families: &mut BTreeMap<AddressFamily, FamilyInputs>,
+) -> Result<(), Problem> {
+    let nodes: BTreeSet<String> = instances.iter().map(|i| i.node.clone()).collect();
+    for node in nodes {
+        let Some(found) = snapshot.node(&node) else {
+            continue; // gone: its instances are about to go too
+        };
+        let port_name = found
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(annotations::NODE_PORT_NAME))
+            .ok_or_else(|| Problem::NodePortGroupMissing(node.clone()))?;
+        for family in families.values_mut() {
+            family
+                .node_port_groups
+                .insert(node.clone(), port_name.replace('-', "."));
         }
     }
-
-    let workload = WorkloadInputs {
-        internal_gateways: gateways_of(&internal_subnet),
-        external_gateways: gateways_of(&spec.external_subnet),
-        internal_subnet,
-        internal_cidrs,
-        external_provider: external.spec.provider.clone(),
-        attachment,
-        bfd_ips: bfd.as_ref().map(|(_, ips)| ips.clone()).unwrap_or_default(),
-    };
-    Ok(GatewayInputs {
-        key: names::gateway_key(&namespace, &name),
-        namespace,
-        name,
-        vpc: vpc_name,
-        router,
-        has_selectors: !spec.selectors.is_empty(),
-        ports,
-        traffic_policy: spec.traffic_policy,
-        bfd: bfd.map(|(inputs, _)| inputs),
-        families,
-        instances,
-        messages,
-        workload,
-    })
+    Ok(())
 }
 
 /// A Pod of the VPC's primary network whose port exists (Kube-OVN's exclusions).

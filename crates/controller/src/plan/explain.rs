@@ -223,8 +223,7 @@ fn instance_addresses(instance: &GatewayInstance, families: &BTreeSet<bool>) -> 
     instance
         .external_ips
         .iter()
-        .flat_map(|ips| ips.split(','))
-        .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+        .flat_map(|ips| veg_api::kubeovn::list_addresses(ips))
         .filter(|ip| families.contains(&ip.is_ipv4()))
         .collect()
 }

@@ -177,13 +177,11 @@ fn monitor_bfd_states(client: &Client, key: &str) -> BTreeMap<IpAddr, BfdState> 
             continue;
         };
         let hops = &policy.nexthops;
-        for candidate in candidates.split(',').filter(|c| !c.is_empty()) {
-            if let Ok(ip) = candidate.parse::<IpAddr>() {
-                let up = hops.contains(candidate);
-                let state = states.entry(ip).or_insert(BfdState::Down);
-                if up {
-                    *state = BfdState::Up;
-                }
+        for ip in veg_api::names::decode_candidates(candidates) {
+            let up = hops.contains(&ip.to_string());
+            let state = states.entry(ip).or_insert(BfdState::Down);
+            if up {
+                *state = BfdState::Up;
             }
         }
     }
