@@ -6,6 +6,10 @@
 #   usage: bench/compare-controller.sh REF [ROUNDS] [PODS] [NAMESPACES] [GATEWAYS] [EVENTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# One codegen unit for both builds: with the default 16, how rustc happens to partition the
+# crate moves the result a lot (measured for the controller's move into layers: 23 % slower
+# with 16 units, no measurable difference with one), which would swamp what is compared.
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
 REF=${1:?usage: bench/compare-controller.sh REF [ROUNDS] [PODS] [NAMESPACES] [GATEWAYS] [EVENTS]}
 ROUNDS=${2:-3}
 ARGS=("${3:-10000}" "${4:-1000}" "${5:-100}" "${6:-200}")

@@ -317,7 +317,6 @@ pub struct Bandwidth {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum BandwidthRate {
-    /// Mbps.
     Mbps(i64),
     /// A quantity in bit/s.
     Quantity(String),
@@ -461,7 +460,6 @@ pub struct GatewayInstance {
 pub enum BfdState {
     /// Administratively down, e.g. the instance lost its uplink.
     AdminDown,
-    /// Down.
     Down,
     /// Coming up.
     Init,

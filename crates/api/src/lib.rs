@@ -11,7 +11,6 @@
 //! - `kubeovn`, `multus` — read-only views of the resources veg consumes.
 //! - `names` — constants and Kube-OVN-compatible names (OVN rows, labels, hashes).
 //! - `error` — [`Error`].
-#![warn(missing_docs)]
 
 mod crd;
 mod error;

@@ -12,7 +12,6 @@ use crate::validate::{FieldError, Rule};
 pub struct Manifest {
     /// Position of the document in its stream, from 0 (empty documents count).
     pub index: usize,
-    /// The object.
     pub object: Value,
 }
 

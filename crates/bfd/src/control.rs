@@ -52,7 +52,6 @@ pub enum Request {
     Status {},
     /// Add a session.
     Add {
-        /// The peer.
         peer: IpAddr,
         /// Our address towards it.
         #[serde(default)]
@@ -68,28 +67,18 @@ pub enum Request {
         min_ttl: Option<u8>,
     },
     /// Remove the peer's session.
-    Remove {
-        /// The peer.
-        peer: IpAddr,
-    },
+    Remove { peer: IpAddr },
     /// Restart the peer's session from Down.
-    Reset {
-        /// The peer.
-        peer: IpAddr,
-    },
+    Reset { peer: IpAddr },
     /// Let the peer open a passive session.
     Allow {
-        /// The peer.
         peer: IpAddr,
         /// Lowest TTL accepted; 255 when absent.
         #[serde(default)]
         min_ttl: Option<u8>,
     },
     /// Refuse the peer and drop its session.
-    Block {
-        /// The peer.
-        peer: IpAddr,
-    },
+    Block { peer: IpAddr },
     /// AdminDown for the peer's session, or all sessions when `peer` is absent.
     AdminDown {
         /// The peer, or all.
@@ -115,7 +104,6 @@ pub enum Request {
     },
     /// Change the lowest TTL accepted from a peer.
     SetMinTtl {
-        /// The peer.
         peer: IpAddr,
         /// 1–255.
         min_ttl: u8,
@@ -126,11 +114,9 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Response {
-    /// Status.
     Status {
         /// Always true.
         ok: bool,
-        /// The sessions.
         sessions: Vec<SessionStatus>,
         /// Peers allowed to open passive sessions.
         allowed: Vec<IpAddr>,

@@ -10,7 +10,6 @@ pub enum Error {
     /// A socket could not be opened or bound.
     #[error("cannot bind a BFD socket to {address}: {error}")]
     Bind {
-        /// The address.
         address: SocketAddr,
         /// The kernel's error.
         error: std::io::Error,
@@ -18,7 +17,6 @@ pub enum Error {
     /// A packet could not be sent.
     #[error("cannot send a BFD packet to {peer}: {error}")]
     Send {
-        /// The peer.
         peer: IpAddr,
         /// The kernel's error.
         error: std::io::Error,
@@ -32,9 +30,7 @@ pub enum Error {
     /// The control socket could not be opened.
     #[error("cannot open the control socket {path}: {error}")]
     ControlSocket {
-        /// Its path.
         path: PathBuf,
-        /// The error.
         error: std::io::Error,
     },
     /// The HTTP listener could not be opened.

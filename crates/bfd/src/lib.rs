@@ -11,17 +11,16 @@
 //! - `metrics` — Prometheus metrics (served by veg-daemon's endpoint).
 //! - `daemon` — the event loop that owns the sessions.
 //! - `error` — [`Error`].
-#![warn(missing_docs)]
 
 pub mod control;
-pub mod daemon;
+mod daemon;
 mod error;
-pub mod fsm;
+mod fsm;
 pub mod metrics;
-pub mod network;
+mod network;
 pub mod packet;
-pub mod session;
-pub mod sessions;
+mod session;
+mod sessions;
 
 pub use daemon::{DaemonConfig, EventSink, run};
 pub use error::Error;

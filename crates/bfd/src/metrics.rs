@@ -32,7 +32,6 @@ pub struct TransitionLabels {
 /// Label: why a packet was dropped (a bounded set, `DropReason::metric_label`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    /// The reason.
     pub reason: &'static str,
 }
 
@@ -52,7 +51,6 @@ pub struct Metrics {
     pub transitions: Family<TransitionLabels, Counter>,
     /// Datagrams received (before any check).
     pub packets_received: Counter,
-    /// Packets sent.
     pub packets_sent: Counter,
     /// Packets that could not be sent.
     pub send_errors: Counter,

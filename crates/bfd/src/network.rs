@@ -135,17 +135,6 @@ impl Network {
                 error,
             })
     }
-
-    /// The source port used from `local` (for tests and status), once a packet went out.
-    pub fn source_port(&self, local: Option<IpAddr>, v6: bool) -> Option<u16> {
-        let key = match (local, v6) {
-            (Some(local), _) => TxKey::Local(local),
-            (None, false) => TxKey::AnyV4,
-            (None, true) => TxKey::AnyV6,
-        };
-        let address = self.tx.get(&key)?.local_addr().ok()?;
-        address.as_socket().map(|address| address.port())
-    }
 }
 
 fn recv_with_ttl(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {

@@ -76,17 +76,11 @@ pub enum Diag {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Auth {
     /// Type 1: a password in clear (1–16 bytes).
-    SimplePassword {
-        /// Key ID.
-        key_id: u8,
-        /// The password.
-        password: Vec<u8>,
-    },
+    SimplePassword { key_id: u8, password: Vec<u8> },
     /// Type 2 (keyed) or 3 (meticulous keyed) MD5.
     Md5 {
         /// Meticulous: the sequence number grows with every packet.
         meticulous: bool,
-        /// Key ID.
         key_id: u8,
         /// Sequence number.
         sequence: u32,
@@ -97,7 +91,6 @@ pub enum Auth {
     Sha1 {
         /// Meticulous: the sequence number grows with every packet.
         meticulous: bool,
-        /// Key ID.
         key_id: u8,
         /// Sequence number.
         sequence: u32,
@@ -121,7 +114,6 @@ pub struct ControlPacket {
     pub control_plane_independent: bool,
     /// D: the sender wants demand mode.
     pub demand: bool,
-    /// Detect Mult.
     pub detect_mult: u8,
     /// My Discriminator.
     pub my_discr: u32,
@@ -188,18 +180,10 @@ pub enum DecodeError {
     },
     /// The A bit is set but the section is cut short or its Auth Len disagrees.
     #[error("authentication section of type {auth_type} with bad length {auth_len}")]
-    BadAuthLength {
-        /// Auth Type.
-        auth_type: u8,
-        /// Auth Len.
-        auth_len: u8,
-    },
+    BadAuthLength { auth_type: u8, auth_len: u8 },
     /// An Auth Type RFC 5880 does not define.
     #[error("unknown authentication type {auth_type}")]
-    UnknownAuthType {
-        /// Auth Type.
-        auth_type: u8,
-    },
+    UnknownAuthType { auth_type: u8 },
 }
 
 // ===== impls =====

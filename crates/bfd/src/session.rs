@@ -122,7 +122,6 @@ pub struct SessionStatus {
     pub local_discr: u32,
     /// bfd.RemoteDiscr.
     pub remote_discr: u32,
-    /// The peer.
     pub peer: IpAddr,
     /// Our address, when set.
     pub local: Option<IpAddr>,
@@ -156,7 +155,6 @@ pub struct SessionStatus {
     pub min_ttl: u8,
     /// Milliseconds since the last state change.
     pub since_ms: u64,
-    /// Counters.
     pub counters: Counters,
 }
 

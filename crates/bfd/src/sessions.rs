@@ -70,7 +70,6 @@ pub struct Outgoing {
 pub struct Event {
     /// bfd.LocalDiscr of the session.
     pub local_discr: u32,
-    /// Its peer.
     pub peer: IpAddr,
     /// The change.
     pub transition: Transition,
@@ -81,16 +80,10 @@ pub struct Event {
 pub enum CommandError {
     /// A session for that peer exists already.
     #[error("a session with {peer} exists already")]
-    Exists {
-        /// The peer.
-        peer: IpAddr,
-    },
+    Exists { peer: IpAddr },
     /// No session for that peer.
     #[error("no session with {peer}")]
-    NoSession {
-        /// The peer.
-        peer: IpAddr,
-    },
+    NoSession { peer: IpAddr },
 }
 
 /// The sessions and their timers.
@@ -433,7 +426,6 @@ impl Sessions {
         self.sessions.is_empty()
     }
 
-    /// Allowed peers.
     pub fn allowed_peers(&self) -> Vec<IpAddr> {
         let mut peers: Vec<IpAddr> = self.allowed.keys().copied().collect();
         peers.sort();

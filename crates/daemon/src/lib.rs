@@ -5,7 +5,6 @@
 //! - `http` — `/metrics`, `/livez`, `/readyz` and, where a daemon offers it, `PUT /log-level`.
 //! - `task` — [`Task`]: a spawned task aborted when its handle is dropped.
 //! - `shutdown` — [`shutdown_signal`]: SIGTERM or SIGINT as a future.
-#![warn(missing_docs)]
 
 pub mod http;
 mod shutdown;

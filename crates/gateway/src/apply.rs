@@ -37,7 +37,6 @@ pub enum ApplyError {
     MissingInterface {
         /// `internal` or `external`.
         role: &'static str,
-        /// The name.
         name: String,
         /// The interfaces that exist.
         found: String,
@@ -95,7 +94,6 @@ pub enum KernelError {
     /// Reading a sysctl.
     #[error("{key}: {error}")]
     SysctlRead {
-        /// The key.
         key: String,
         /// The file system's answer.
         error: std::io::Error,
@@ -106,9 +104,7 @@ pub enum KernelError {
          read-only)"
     )]
     SysctlWrite {
-        /// The key.
         key: String,
-        /// The value.
         value: String,
         /// The file system's answer.
         error: std::io::Error,
@@ -161,7 +157,6 @@ pub struct Kernel {
 /// Interfaces by name and index.
 #[derive(Clone, Debug, Default)]
 pub struct Links {
-    /// By name.
     pub by_name: BTreeMap<String, Link>,
 }
 

@@ -36,19 +36,14 @@ pub enum ConfigError {
     /// Two internal gateways of one family.
     #[error("two internal gateways of one family: {first} and {second}")]
     TwoGateways {
-        /// Flag.
         flag: &'static str,
-        /// The first.
         first: IpAddr,
-        /// The second.
         second: IpAddr,
     },
     /// An entry of a family the gateway has no internal gateway for.
     #[error("{flag} {value}: the gateway has no {family} internal gateway (--internal-gateway)")]
     FamilyMissing {
-        /// Flag.
         flag: &'static str,
-        /// Value.
         value: String,
         /// `IPv4` or `IPv6`.
         family: &'static str,
@@ -58,9 +53,7 @@ pub enum ConfigError {
         "interface {interface:?} has no address in the subnet of internal gateway {gateway} (its addresses: {found})"
     )]
     NoInternalAddress {
-        /// Interface.
         interface: String,
-        /// Gateway.
         gateway: IpAddr,
         /// The addresses found.
         found: String,

@@ -10,18 +10,17 @@
 //! - `apply` — observe, change, undo on failure, read back.
 //! - `uplink` — the external gateway's reachability verdicts (pure).
 //! - `agent`, `metrics` — `veg gateway init|run`: the loop, drift repair, uplink → bfdd.
-#![warn(missing_docs)]
 
 pub mod agent;
-pub mod apply;
+mod apply;
 pub mod config;
 pub mod metrics;
-pub mod netlink;
-pub mod nft;
-pub mod plan;
-pub mod state;
-pub mod sysctl;
-pub mod uplink;
+mod netlink;
+mod nft;
+mod plan;
+mod state;
+mod sysctl;
+mod uplink;
 
 pub use apply::{ApplyError, Kernel, Report};
 pub use plan::{FamilyConfig, GatewayConfig, Plan, PlanError, plan};

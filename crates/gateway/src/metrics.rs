@@ -53,9 +53,7 @@ pub struct Metrics {
     pub snat_packets: Family<FlowLabel, Counter>,
     /// Bytes of masqueraded connections.
     pub snat_bytes: Family<FlowLabel, Counter>,
-    /// Interface packets.
     pub interface_packets: Family<InterfaceLabel, Counter>,
-    /// Interface bytes.
     pub interface_bytes: Family<InterfaceLabel, Counter>,
     /// 1 when the external gateway is reachable.
     pub uplink_up: Gauge,

@@ -32,7 +32,6 @@ pub enum NetlinkError {
     /// A route the plan holds has no netlink form.
     #[error("route {route} cannot be expressed: {reason}")]
     Inexpressible {
-        /// The route.
         route: String,
         /// The builder's objection.
         reason: String,
@@ -54,9 +53,7 @@ impl From<rtnetlink::Error> for NetlinkError {
 /// An interface as veg needs it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Link {
-    /// Index.
     pub index: u32,
-    /// Name.
     pub name: String,
     /// Administratively up and with carrier.
     pub carrier: bool,

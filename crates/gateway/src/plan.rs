@@ -83,7 +83,6 @@ pub enum PlanError {
     WrongFamily {
         /// Which field, e.g. `ipv4.internal_gateway`.
         field: String,
-        /// The value.
         value: String,
         /// `IPv4` or `IPv6`.
         family: &'static str,
@@ -93,15 +92,11 @@ pub enum PlanError {
     BadInterface {
         /// Which field.
         field: &'static str,
-        /// The value.
         value: String,
     },
     /// Both legs on one interface.
     #[error("the internal and external interfaces are both {name:?}")]
-    SameInterface {
-        /// The name.
-        name: String,
-    },
+    SameInterface { name: String },
     /// No family at all.
     #[error("neither an IPv4 nor an IPv6 configuration was given")]
     NoFamily,
@@ -123,16 +118,13 @@ pub enum Family {
 pub struct Sysctl {
     /// Path under /proc/sys, with dots: `net.ipv4.ip_forward`.
     pub key: String,
-    /// Value.
     pub value: String,
 }
 
 /// An ip rule.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RulePlan {
-    /// Family.
     pub family: Family,
-    /// Priority.
     pub priority: u32,
     /// Incoming interface (`lo` for locally generated packets).
     pub iif: String,
@@ -142,12 +134,10 @@ pub struct RulePlan {
     pub table: u32,
 }
 
-/// A route.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RoutePlan {
     /// Table (254 is main).
     pub table: u32,
-    /// Destination.
     pub destination: IpNet,
     /// Next hop; `None` for a route to an on-link subnet.
     pub gateway: Option<IpAddr>,
@@ -158,7 +148,6 @@ pub struct RoutePlan {
 /// veg's nftables table of one family.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NftTable {
-    /// Family.
     pub family: Family,
     /// Interface of the internal leg (packets entering there are marked).
     pub internal_interface: String,

@@ -32,9 +32,7 @@ pub fn default_metric(destination: &IpNet) -> u32 {
 /// A route as read from the kernel.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ObservedRoute {
-    /// Table.
     pub table: u32,
-    /// Destination.
     pub destination: IpNet,
     /// Next hop, if any (connected routes have none).
     pub gateway: Option<IpAddr>,
@@ -42,7 +40,6 @@ pub struct ObservedRoute {
     pub device: Option<String>,
     /// Route protocol (`proto`).
     pub protocol: u8,
-    /// Metric.
     pub metric: u32,
     /// Scope (0 universe, 253 link).
     pub scope: u8,
@@ -125,18 +122,14 @@ pub struct Observed {
 pub enum Change {
     /// A sysctl has the wrong value.
     Sysctl {
-        /// Key.
         key: String,
         /// Current value.
         from: Option<String>,
         /// Planned value.
         to: String,
     },
-    /// Add a rule.
     AddRule(RulePlan),
-    /// Delete a rule.
     DeleteRule(RulePlan),
-    /// Add a route.
     AddRoute(ObservedRoute),
     /// Replace a route by another with the same destination and metric.
     ReplaceRoute {
@@ -145,7 +138,6 @@ pub enum Change {
         /// What must be there.
         to: ObservedRoute,
     },
-    /// Delete a route.
     DeleteRoute(ObservedRoute),
     /// Replace veg's nftables tables (the families listed differ).
     Nft {

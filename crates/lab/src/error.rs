@@ -5,13 +5,11 @@ use std::path::PathBuf;
 /// A lab failure; every variant says what to do or what broke.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    /// Not root.
     #[error("the lab needs root (network namespaces, OVS): run it with sudo")]
     NotRoot,
     /// A program is missing.
     #[error("{program} is missing: install {package} (scripts/install-deps.sh installs it)")]
     Missing {
-        /// The program.
         program: &'static str,
         /// The Debian package.
         package: &'static str,
@@ -27,7 +25,6 @@ pub enum LabError {
     /// A daemon did not come up in time.
     #[error("{what} not ready within {seconds} s; see {log}")]
     Timeout {
-        /// What.
         what: &'static str,
         /// Seconds waited.
         seconds: u64,

@@ -25,9 +25,7 @@ pub struct PodState {
     pub netns: String,
     /// `client`, `gateway` or `monitor`.
     pub role: String,
-    /// Addresses.
     pub addresses: Vec<IpAddr>,
-    /// The node.
     pub node: String,
     /// Running, Killed, Cut, UplinkCut.
     pub state: String,
@@ -36,7 +34,6 @@ pub struct PodState {
 /// A subnet the kubelet can give addresses from.
 #[derive(Clone, Debug)]
 pub struct KubeletSubnet {
-    /// The subnet.
     pub subnet: LabSubnet,
     /// `ovn` for the VPC's switches, `<nad>.<namespace>` for an attachment.
     pub provider: String,
@@ -593,11 +590,6 @@ impl Kubelet {
                 )
             })
             .collect()
-    }
-
-    /// The namespace of a running Pod.
-    pub fn namespace_of(&self, pod: &str) -> Option<&str> {
-        self.pods.get(pod).map(|p| p.netns.as_str())
     }
 
     /// Stops every Pod's processes (namespaces go with the lab's OVN).

@@ -13,16 +13,15 @@
 //! - `command` — running programs and writing files, failures named by step.
 //! - `error` — [`LabError`].
 //!
-#![warn(missing_docs)]
 
 pub mod api;
 mod command;
 mod error;
-pub mod external;
-pub mod kubelet;
+mod external;
+mod kubelet;
 pub mod ovn;
 pub mod session;
-pub mod topology;
+mod topology;
 
 pub use error::LabError;
 pub use ovn::{Ovn, OvnConfig};

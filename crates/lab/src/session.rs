@@ -49,7 +49,6 @@ pub struct Topology {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientPod {
-    /// Name.
     pub name: String,
     /// Namespace (`default` when absent).
     #[serde(default = "default_namespace")]
@@ -59,7 +58,6 @@ pub struct ClientPod {
     /// Fixed addresses (one per family of the subnet); allocated when absent.
     #[serde(default)]
     pub ips: Vec<IpAddr>,
-    /// Labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// The node it runs on (the first node when absent).

@@ -34,9 +34,7 @@ pub struct LabSubnet {
 /// A Pod of a subnet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabPod {
-    /// Name.
     pub name: String,
-    /// Namespace.
     pub namespace: String,
     /// Addresses, with the subnet's prefix length.
     pub addresses: Vec<IpNet>,

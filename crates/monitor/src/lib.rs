@@ -22,11 +22,10 @@
 //! - `lease` — the writer lease as one monitor sees it (pure, time passed in).
 //! - `run` — the process: NB client, embedded BFD daemon, the loop.
 //! - `error` — [`MonitorError`].
-#![warn(missing_docs)]
 
 mod error;
-pub mod lease;
-pub mod policies;
+mod lease;
+mod policies;
 mod run;
 
 pub use error::MonitorError;

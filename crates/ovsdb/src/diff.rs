@@ -23,7 +23,6 @@ pub struct Parent {
 /// The rows one owner wants in one table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired<'a> {
-    /// The table.
     pub table: &'a str,
     /// Columns that identify a row (e.g. `name`, or `priority` + `match`).
     pub key: &'a [&'a str],

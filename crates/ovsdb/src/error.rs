@@ -15,21 +15,16 @@ pub enum Error {
     /// Connecting failed.
     #[error("cannot connect to {remote}: {error}")]
     Connect {
-        /// The remote.
         remote: String,
         /// The system's error.
         error: std::io::Error,
     },
     /// The connection broke; the outcome of a pending transaction is unknown.
     #[error("connection to {remote} lost")]
-    Disconnected {
-        /// The remote.
-        remote: String,
-    },
+    Disconnected { remote: String },
     /// The stream held something that is not JSON-RPC.
     #[error("protocol error from {remote}: {error}")]
     Protocol {
-        /// The remote.
         remote: String,
         /// What was wrong.
         error: FrameError,
@@ -37,9 +32,7 @@ pub enum Error {
     /// The server answered a request with an error.
     #[error("{method} on {remote} failed: {error}")]
     Rpc {
-        /// The remote.
         remote: String,
-        /// The method.
         method: String,
         /// The server's error, as JSON text.
         error: String,
@@ -47,7 +40,6 @@ pub enum Error {
     /// An operation of a transaction failed (or its commit did).
     #[error("transaction on {remote} failed at {operation}: {error} ({details})")]
     Transaction {
-        /// The remote.
         remote: String,
         /// `operation N (op on table)`, or `commit`.
         operation: String,

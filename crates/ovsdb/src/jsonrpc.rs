@@ -13,16 +13,13 @@ pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 pub enum Message {
     /// A request, answered with the same id.
     Request {
-        /// Its id.
         id: Value,
-        /// The method.
         method: String,
         /// The parameters (an array).
         params: Value,
     },
     /// A notification (a request with a null id), never answered.
     Notification {
-        /// The method.
         method: String,
         /// The parameters.
         params: Value,
@@ -46,10 +43,7 @@ pub enum FrameError {
     TooLong,
     /// Something other than an object or array where a message starts.
     #[error("unexpected byte {byte:#04x} between messages")]
-    Garbage {
-        /// The byte.
-        byte: u8,
-    },
+    Garbage { byte: u8 },
     /// A complete text that is not valid JSON.
     #[error("invalid JSON: {reason}")]
     Json {

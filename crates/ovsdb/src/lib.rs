@@ -9,16 +9,15 @@
 //! - `client` — connections (unix, tcp, ssl), request matching, echo, reconnect, clustered leader.
 //! - `tls` — `ssl:` remotes with CA, certificate and key files.
 //! - `error` — [`Error`].
-#![warn(missing_docs)]
 
-pub mod client;
+mod client;
 pub mod diff;
 mod error;
 pub mod jsonrpc;
 pub mod nb;
-pub mod protocol;
-pub mod replica;
-pub mod schema;
+mod protocol;
+mod replica;
+mod schema;
 mod tls;
 
 pub use client::{Client, ClientConfig, MonitorSpec, Remote};

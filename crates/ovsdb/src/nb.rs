@@ -8,7 +8,6 @@ use crate::protocol::{Atom, Row, Value};
 
 /// A typed NB row.
 pub trait NbRow: Sized {
-    /// The table.
     const TABLE: &'static str;
     /// The managed columns (what a monitor of this table must ask for).
     const COLUMNS: &'static [&'static str];
@@ -174,9 +173,7 @@ macro_rules! nb_table {
 nb_table!(
     /// `NB_Global`: the one global row.
     NbGlobal, "NB_Global" {
-        /// `name`.
         name: String = "name",
-        /// `options`.
         options: BTreeMap<String, String> = "options",
         /// `external_ids`.
         external_ids: BTreeMap<String, String> = "external_ids",
@@ -186,7 +183,6 @@ nb_table!(
 nb_table!(
     /// `Logical_Router`: a VPC's router.
     LogicalRouter, "Logical_Router" {
-        /// `name`.
         name: String = "name",
         /// `ports` (Logical_Router_Port).
         ports: Uuids = "ports",
@@ -202,15 +198,11 @@ nb_table!(
 nb_table!(
     /// `Logical_Router_Policy`: the 29150/29100/29090 reroutes and drops.
     LogicalRouterPolicy, "Logical_Router_Policy" {
-        /// `priority`.
         priority: i64 = "priority",
-        /// `match`.
         match_: String = "match",
         /// `action`: `allow`, `drop` or `reroute`.
         action: String = "action",
-        /// `nexthops`.
         nexthops: BTreeSet<String> = "nexthops",
-        /// `options`.
         options: BTreeMap<String, String> = "options",
         /// `external_ids`.
         external_ids: BTreeMap<String, String> = "external_ids",
@@ -220,15 +212,11 @@ nb_table!(
 nb_table!(
     /// `Logical_Router_Port`, e.g. `bfd@<vpc>`.
     LogicalRouterPort, "Logical_Router_Port" {
-        /// `name`.
         name: String = "name",
-        /// `mac`.
         mac: String = "mac",
-        /// `networks`.
         networks: BTreeSet<String> = "networks",
         /// `ha_chassis_group`.
         ha_chassis_group: Option<Uuid> = "ha_chassis_group",
-        /// `options`.
         options: BTreeMap<String, String> = "options",
         /// `external_ids`.
         external_ids: BTreeMap<String, String> = "external_ids",
@@ -240,7 +228,6 @@ nb_table!(
     LogicalRouterStaticRoute, "Logical_Router_Static_Route" {
         /// `ip_prefix`.
         ip_prefix: String = "ip_prefix",
-        /// `nexthop`.
         nexthop: String = "nexthop",
         /// `output_port`.
         output_port: Option<String> = "output_port",
@@ -254,7 +241,6 @@ nb_table!(
 nb_table!(
     /// `Logical_Switch`: a subnet.
     LogicalSwitch, "Logical_Switch" {
-        /// `name`.
         name: String = "name",
         /// `ports` (Logical_Switch_Port).
         ports: Uuids = "ports",
@@ -270,11 +256,8 @@ nb_table!(
     LogicalSwitchPort, "Logical_Switch_Port" {
         /// `name` (`<pod>.<namespace>` in Kube-OVN).
         name: String = "name",
-        /// `type`.
         type_: String = "type",
-        /// `addresses`.
         addresses: BTreeSet<String> = "addresses",
-        /// `options`.
         options: BTreeMap<String, String> = "options",
         /// `external_ids`.
         external_ids: BTreeMap<String, String> = "external_ids",
@@ -284,9 +267,7 @@ nb_table!(
 nb_table!(
     /// `Address_Set`, e.g. `VEG.<hash>.ipv4`.
     AddressSet, "Address_Set" {
-        /// `name`.
         name: String = "name",
-        /// `addresses`.
         addresses: BTreeSet<String> = "addresses",
         /// `external_ids`.
         external_ids: BTreeMap<String, String> = "external_ids",
@@ -296,7 +277,6 @@ nb_table!(
 nb_table!(
     /// `Port_Group`, e.g. `VEG.<hash>`.
     PortGroup, "Port_Group" {
-        /// `name`.
         name: String = "name",
         /// `ports` (Logical_Switch_Port).
         ports: Uuids = "ports",
@@ -318,7 +298,6 @@ nb_table!(
         min_rx: Option<i64> = "min_rx",
         /// `detect_mult`.
         detect_mult: Option<i64> = "detect_mult",
-        /// `options`.
         options: BTreeMap<String, String> = "options",
         /// `external_ids`.
         external_ids: BTreeMap<String, String> = "external_ids",
@@ -328,7 +307,6 @@ nb_table!(
 nb_table!(
     /// `HA_Chassis_Group`, e.g. `bfd@<vpc>`.
     HaChassisGroup, "HA_Chassis_Group" {
-        /// `name`.
         name: String = "name",
         /// `ha_chassis` (HA_Chassis).
         ha_chassis: Uuids = "ha_chassis",
@@ -342,7 +320,6 @@ nb_table!(
     HaChassis, "HA_Chassis" {
         /// `chassis_name`.
         chassis_name: String = "chassis_name",
-        /// `priority`.
         priority: i64 = "priority",
         /// `external_ids`.
         external_ids: BTreeMap<String, String> = "external_ids",

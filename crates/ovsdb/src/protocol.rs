@@ -17,11 +17,8 @@ use serde_json::{Value as Json, json};
 pub enum Atom {
     /// A 64-bit integer.
     Integer(i64),
-    /// A real.
     Real(f64),
-    /// A boolean.
     Boolean(bool),
-    /// A string.
     String(String),
     /// A row's UUID.
     Uuid(String),
@@ -34,9 +31,7 @@ pub enum Atom {
 pub enum Value {
     /// A single atom (also a set of one).
     Atom(Atom),
-    /// A set.
     Set(BTreeSet<Atom>),
-    /// A map.
     Map(BTreeMap<Atom, Atom>),
 }
 
@@ -57,7 +52,6 @@ pub struct Condition {
 /// A mutation: `[column, mutator, value]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mutation {
-    /// The column.
     pub column: String,
     /// `insert`, `delete`, `+=`, `-=`, `*=`, `/=`, `%=`.
     pub mutator: &'static str,
@@ -70,7 +64,6 @@ pub struct Mutation {
 pub enum Operation {
     /// Insert a row; `uuid_name` lets later operations refer to it.
     Insert {
-        /// Table.
         table: String,
         /// Columns.
         row: Row,
@@ -79,7 +72,6 @@ pub enum Operation {
     },
     /// Set columns of matching rows.
     Update {
-        /// Table.
         table: String,
         /// Which rows.
         conditions: Vec<Condition>,
@@ -88,7 +80,6 @@ pub enum Operation {
     },
     /// Change set or map columns (or numbers) in place: the minimal write.
     Mutate {
-        /// Table.
         table: String,
         /// Which rows.
         conditions: Vec<Condition>,
@@ -97,14 +88,12 @@ pub enum Operation {
     },
     /// Delete matching rows.
     Delete {
-        /// Table.
         table: String,
         /// Which rows.
         conditions: Vec<Condition>,
     },
     /// Read matching rows.
     Select {
-        /// Table.
         table: String,
         /// Which rows.
         conditions: Vec<Condition>,
@@ -114,7 +103,6 @@ pub enum Operation {
     /// Abort the transaction unless the matching rows' `columns` equal `rows` (`==`) or not
     /// (`!=`): optimistic concurrency, and idempotent retries.
     Wait {
-        /// Table.
         table: String,
         /// Which rows.
         conditions: Vec<Condition>,

@@ -16,7 +16,6 @@ pub enum ColumnKind {
     Optional,
     /// A set of any other size.
     Set,
-    /// A map.
     Map,
 }
 

@@ -24,7 +24,6 @@ pub enum FilesError {
     /// I/O.
     #[error("{path}: {source}")]
     Io {
-        /// The path.
         path: PathBuf,
         /// The error.
         source: std::io::Error,

@@ -15,7 +15,6 @@ use crate::plan::context::GatewayInputs;
 pub struct Claim {
     /// `<namespace>/<name>`.
     pub key: String,
-    /// The VPC.
     pub vpc: String,
     /// Creation time (`None` sorts last: not created yet).
     pub created: Option<Time>,

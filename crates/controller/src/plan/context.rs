@@ -53,7 +53,6 @@ pub enum Problem {
     ExternalProviderInvalid {
         /// The subnet.
         name: String,
-        /// Its provider.
         provider: String,
     },
     /// The NetworkAttachmentDefinition does not exist.
@@ -65,9 +64,7 @@ pub enum Problem {
     /// An IP pool belongs to another subnet.
     #[error("ippool {pool} belongs to subnet {pool_subnet}, not {subnet}")]
     IPPoolMismatch {
-        /// The pool.
         pool: String,
-        /// Its subnet.
         pool_subnet: String,
         /// The subnet it must belong to.
         subnet: String,
@@ -139,7 +136,6 @@ impl FamilyInputs {
 pub struct Instance {
     /// Pod name.
     pub pod: String,
-    /// Node.
     pub node: String,
     /// Internal addresses.
     pub internal_ips: Vec<IpAddr>,
@@ -154,7 +150,6 @@ pub struct Instance {
 pub struct WorkloadInputs {
     /// The internal subnet (spec, or the VPC's default logical switch).
     pub internal_subnet: String,
-    /// Its CIDRs.
     pub internal_cidrs: Vec<IpNet>,
     /// Its gateways, per family present.
     pub internal_gateways: Vec<IpAddr>,
@@ -173,11 +168,8 @@ pub struct WorkloadInputs {
 pub struct GatewayInputs {
     /// `<namespace>/<name>`.
     pub key: String,
-    /// Namespace.
     pub namespace: String,
-    /// Name.
     pub name: String,
-    /// The VPC.
     pub vpc: String,
     /// Its logical router.
     pub router: String,

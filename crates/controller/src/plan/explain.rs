@@ -34,7 +34,6 @@ pub enum Verdict {
     /// `gateway` selects it but no instance can carry it now; `dropped` when the BFD drop
     /// policy catches it (BFD on), else it is not rerouted at all.
     NoInstance {
-        /// The gateway.
         gateway: String,
         /// Dropped by the 29090 policy.
         dropped: bool,

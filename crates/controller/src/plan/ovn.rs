@@ -63,7 +63,6 @@ impl BfdModeSetting {
 pub enum Action {
     /// `reroute` to the nexthops.
     Reroute,
-    /// `drop`.
     Drop,
 }
 
@@ -82,11 +81,8 @@ impl Action {
 pub struct PolicyRow {
     /// Family (external_ids `af`).
     pub family: AddressFamily,
-    /// Priority.
     pub priority: i64,
-    /// Match.
     pub match_: String,
-    /// Action.
     pub action: Action,
     /// Nexthops the controller writes; `None` when the monitor owns them.
     pub nexthops: Option<BTreeSet<IpAddr>>,
@@ -101,7 +97,6 @@ pub struct PolicyRow {
 /// One BFD row.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct BfdRow {
-    /// Family.
     pub family: AddressFamily,
     /// `bfd@<vpc>`.
     pub logical_port: String,
@@ -118,9 +113,7 @@ pub struct BfdRow {
 /// One Address_Set row.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AddressSetRow {
-    /// Family.
     pub family: AddressFamily,
-    /// Name.
     pub name: String,
     /// Addresses (CIDR text as Kube-OVN writes it).
     pub addresses: BTreeSet<String>,
@@ -133,13 +126,11 @@ pub struct GatewayOvn {
     pub key: String,
     /// The router the policies hang on.
     pub router: String,
-    /// Address sets.
     pub address_sets: Vec<AddressSetRow>,
     /// The Port_Group and its ports (LSP names), with selectors.
     pub port_group: Option<(String, BTreeSet<String>)>,
     /// BFD rows (native mode).
     pub bfd: Vec<BfdRow>,
-    /// Policies.
     pub policies: Vec<PolicyRow>,
 }
 

@@ -31,7 +31,6 @@ pub trait Snapshot {
     fn node(&self, name: &str) -> Option<&Node>;
     /// Every node.
     fn nodes(&self) -> Vec<&Node>;
-    /// A Deployment.
     fn deployment(&self, namespace: &str, name: &str) -> Option<&Deployment>;
 }
 
@@ -86,7 +85,6 @@ impl MemorySnapshot {
         let key = (namespace_of(&gateway.metadata), name_of(&gateway.metadata));
         self.gateways.insert(key, gateway);
     }
-    /// Removes a gateway.
     pub fn remove_gateway(&mut self, namespace: &str, name: &str) {
         self.gateways
             .remove(&(namespace.to_owned(), name.to_owned()));
@@ -120,7 +118,6 @@ impl MemorySnapshot {
             .or_default()
             .insert(name_of(&pod.metadata), pod);
     }
-    /// Removes a Pod.
     pub fn remove_pod(&mut self, namespace: &str, name: &str) {
         if let Some(pods) = self.pods.get_mut(namespace) {
             pods.remove(name);
@@ -145,19 +142,13 @@ impl MemorySnapshot {
 pub enum ObjectKind {
     /// VpcEgressGateway.
     Gateway,
-    /// Vpc.
     Vpc,
-    /// Subnet.
     Subnet,
-    /// IPPool.
     IPPool,
     /// NetworkAttachmentDefinition.
     Nad,
-    /// Namespace.
     Namespace,
-    /// Pod.
     Pod,
-    /// Node.
     Node,
     /// Deployment (the gateways' own).
     Deployment,
@@ -179,11 +170,9 @@ impl ObjectKind {
 }
 
 impl MemorySnapshot {
-    /// Removes a VPC.
     pub fn remove_vpc(&mut self, name: &str) {
         self.vpcs.remove(name);
     }
-    /// Removes a subnet.
     pub fn remove_subnet(&mut self, name: &str) {
         self.subnets.remove(name);
     }
@@ -191,28 +180,22 @@ impl MemorySnapshot {
     pub fn remove_ip_pool(&mut self, name: &str) {
         self.ip_pools.remove(name);
     }
-    /// Removes a NAD.
     pub fn remove_nad(&mut self, namespace: &str, name: &str) {
         self.nads.remove(&(namespace.to_owned(), name.to_owned()));
     }
-    /// Removes a namespace.
     pub fn remove_namespace(&mut self, name: &str) {
         self.namespaces.remove(name);
     }
-    /// Removes a node.
     pub fn remove_node(&mut self, name: &str) {
         self.nodes.remove(name);
     }
-    /// Removes a Deployment.
     pub fn remove_deployment(&mut self, namespace: &str, name: &str) {
         self.deployments
             .remove(&(namespace.to_owned(), name.to_owned()));
     }
-    /// A Pod.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
         self.pods.get(namespace)?.get(name)
     }
-    /// A namespace.
     pub fn namespace(&self, name: &str) -> Option<&Namespace> {
         self.namespaces.get(name)
     }

@@ -32,7 +32,6 @@ pub mod types {
 /// What the status is computed from.
 #[derive(Clone, Copy, Debug)]
 pub struct StatusInputs<'a> {
-    /// The gateway.
     pub gateway: &'a VpcEgressGateway,
     /// Its resolution.
     pub resolved: Result<&'a GatewayInputs, &'a Problem>,
@@ -42,7 +41,6 @@ pub struct StatusInputs<'a> {
     pub deployment: Option<&'a Deployment>,
     /// BFD state by instance address (native: NB BFD status; monitor: the monitor's view).
     pub bfd: &'a BTreeMap<IpAddr, BfdState>,
-    /// Now.
     pub now: &'a Time,
 }
 
@@ -303,9 +301,7 @@ fn instances(
 pub struct Event {
     /// `Normal` or `Warning`.
     pub type_: &'static str,
-    /// Reason.
     pub reason: String,
-    /// Message.
     pub message: String,
 }
 

@@ -23,19 +23,9 @@ pub enum Update {
     /// Reconcile everything (start-up, a relist).
     Resync,
     /// A gateway was created, changed or deleted.
-    Gateway {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
+    Gateway { namespace: String, name: String },
     /// A gateway's Deployment changed (its readiness).
-    Deployment {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
+    Deployment { namespace: String, name: String },
     /// A Pod changed.
     Pod {
         /// Before.
@@ -64,12 +54,7 @@ pub enum Update {
     /// A Vpc changed.
     Vpc(String),
     /// A NetworkAttachmentDefinition changed.
-    Nad {
-        /// Namespace.
-        namespace: String,
-        /// Name.
-        name: String,
-    },
+    Nad { namespace: String, name: String },
 }
 
 /// Where the loop's inputs come from.

@@ -22,7 +22,6 @@ pub struct ReconcileLabels {
     pub reason: String,
 }
 
-/// `phase`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     /// The gateway phase.

@@ -38,12 +38,7 @@ pub enum Change<'a> {
     /// A Vpc changed (its router, its BFD port).
     Vpc(&'a str),
     /// A NetworkAttachmentDefinition changed.
-    Nad {
-        /// Namespace.
-        namespace: &'a str,
-        /// Name.
-        name: &'a str,
-    },
+    Nad { namespace: &'a str, name: &'a str },
     /// A Node changed or went away.
     Node(&'a str),
 }

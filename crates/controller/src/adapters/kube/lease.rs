@@ -25,7 +25,6 @@ use tracing::{info, warn};
 pub struct LeaseConfig {
     /// Namespace of the Lease.
     pub namespace: String,
-    /// Its name.
     pub name: String,
     /// This replica (the Pod name).
     pub identity: String,

@@ -9,7 +9,6 @@ pub struct Call {
     pub group: &'static str,
     /// Resource, `resource/subresource` for subresources.
     pub resource: &'static str,
-    /// Verbs.
     pub verbs: &'static [&'static str],
     /// Cluster-wide (ClusterRole) or in the controller's namespace only (Role).
     pub cluster: bool,

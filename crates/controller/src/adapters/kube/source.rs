@@ -23,19 +23,14 @@ use crate::run::driver::{Source, Update};
 /// One object of a watched kind.
 #[derive(Clone, Debug)]
 pub enum Object {
-    /// A gateway.
     Gateway(Box<VpcEgressGateway>),
-    /// A Vpc.
     Vpc(Box<Vpc>),
-    /// A Subnet.
     Subnet(Box<Subnet>),
-    /// An IPPool.
     IPPool(Box<IPPool>),
     /// A NetworkAttachmentDefinition.
     Nad(Box<NetworkAttachmentDefinition>),
     /// A Namespace (metadata only).
     Namespace(Box<Namespace>),
-    /// A Pod.
     Pod(Box<Pod>),
     /// A Node (metadata only).
     Node(Box<Node>),
@@ -250,7 +245,6 @@ impl KubeSource {
         }
     }
 
-    /// The snapshot.
     pub fn snapshot_ref(&self) -> &dyn Snapshot {
         &self.snapshot
     }
