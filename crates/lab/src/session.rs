@@ -114,6 +114,9 @@ pub struct LabState {
     pub pods: BTreeMap<String, PodState>,
 }
 
+/// A VPC's BFD port as the monitors need it: router, default switch, addresses.
+type BfdPortSpec = (String, String, Vec<IpAddr>);
+
 impl LabState {
     /// Reads `<state>/lab.json`.
     pub fn read(state_dir: &Path) -> Result<LabState, LabError> {
@@ -297,10 +300,110 @@ impl Lab {
             .map_err(|e| step("decisions dir")(e.to_string()))?;
         let kind = |o: &Json| o["kind"].as_str().unwrap_or_default().to_owned();
 
-        // Routers: every Vpc's (status.router, else its name), and ovn-cluster.
+        let bfd_ports = self.build_routers(objects)?;
+        let subnets = objects
+            .iter()
+            .filter(|(_, o)| kind(o) == "Subnet")
+            .map(|(_, o)| parse_subnet(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        let external_addresses = self.build_subnets(&subnets)?;
+        for (_, gateway) in objects.iter().filter(|(_, o)| kind(o) == "Pod") {
+            for ip in gateway["status"]["podIPs"].as_array().into_iter().flatten() {
+                if let Some(Ok(ip)) = ip["ip"].as_str().map(str::parse::<IpAddr>) {
+                    self.kubelet.reserve(ip);
+                }
+            }
+        }
+        let nodes = if self.options.topology.nodes.is_empty() {
+            vec!["lab-node".to_owned()]
+        } else {
+            self.options.topology.nodes.clone()
+        };
+        self.kubelet.set_nodes(nodes.clone());
+        self.kubelet.set_record(&self.options.state_dir);
+        progress(
+            &format!(
+                "topology: routers {}, subnets {}",
+                self.routers.join(", "),
+                subnets
+                    .iter()
+                    .map(|s| format!(
+                        "{} {}",
+                        s.subnet.name,
+                        s.subnet
+                            .cidrs
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            started.elapsed(),
+        );
+
+        self.start_external(&external_addresses, started, progress)?;
+        self.write_api_objects(objects, &nodes)?;
+
+        // Client Pods.
+        let clients = self.options.topology.pods.clone();
+        for client in &clients {
+            self.add_client(client, &subnets, &nodes)?;
+        }
+        if !clients.is_empty() {
+            progress(
+                &format!(
+                    "client Pods: {}",
+                    clients
+                        .iter()
+                        .map(|c| format!("{}/{}", c.namespace, c.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                started.elapsed(),
+            );
+        }
+
+        // veg: the controller, and a monitor per VPC with a BFD address.
+        self.start_controller()?;
+        for port in &bfd_ports {
+            self.start_monitor(port, &subnets, &nodes)?;
+        }
+        progress(
+            &format!(
+                "veg controller (monitor mode){}",
+                if bfd_ports.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " and veg monitor on {}",
+                        bfd_ports
+                            .iter()
+                            .map(|(r, _, ips)| format!(
+                                "{r} ({})",
+                                ips.iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+            started.elapsed(),
+        );
+        self.write_state()?;
+        Ok(())
+    }
+
+    /// Every Vpc's router (its `status.router`, else its name) and `ovn-cluster`; returns the
+    /// VPC BFD ports the monitors serve.
+    fn build_routers(&mut self, objects: &[(String, Json)]) -> Result<Vec<BfdPortSpec>, LabError> {
         let mut routers: BTreeSet<String> = BTreeSet::from(["ovn-cluster".to_owned()]);
-        let mut bfd_ports: Vec<(String, String, Vec<IpAddr>)> = Vec::new(); // router, switch, ips
-        for (_, vpc) in objects.iter().filter(|(_, o)| kind(o) == "Vpc") {
+        let mut bfd_ports: Vec<BfdPortSpec> = Vec::new();
+        for (_, vpc) in objects.iter().filter(|(_, o)| o["kind"] == "Vpc") {
             let name = vpc["metadata"]["name"].as_str().unwrap_or_default();
             let router = vpc["status"]["router"]
                 .as_str()
@@ -324,20 +427,19 @@ impl Lab {
             self.ovn.add_router(router)?;
         }
         self.routers = routers.iter().cloned().collect();
+        Ok(bfd_ports)
+    }
 
-        // Subnets: internal ones become switches on their VPC's router, the others (a NAD's
-        // provider) the external network, whose gateways are the external host.
-        let subnets = objects
-            .iter()
-            .filter(|(_, o)| kind(o) == "Subnet")
-            .map(|(_, o)| parse_subnet(o))
-            .collect::<Result<Vec<_>, _>>()?;
+    /// Internal subnets become switches on their VPC's router (with Kube-OVN's default route);
+    /// the others (a NAD's provider) the external network, whose gateways are the external
+    /// host's addresses (returned).
+    fn build_subnets(&mut self, subnets: &[ManifestSubnet]) -> Result<Vec<IpNet>, LabError> {
         let mut external_addresses = Vec::new();
         let mut kubelet_subnets = Vec::new();
         let mut default_routes: BTreeMap<(String, bool), IpAddr> = BTreeMap::new();
-        for subnet in &subnets {
+        for subnet in subnets {
             if subnet.internal() {
-                let router = if subnet.vpc == "ovn-cluster" || routers.contains(&subnet.vpc) {
+                let router = if subnet.vpc == "ovn-cluster" || self.routers.contains(&subnet.vpc) {
                     subnet.vpc.clone()
                 } else {
                     return Err(step(&format!("Subnet {}", subnet.subnet.name))(format!(
@@ -386,46 +488,19 @@ impl Lab {
                 &via.to_string(),
             ])?;
         }
-        for (_, gateway) in objects.iter().filter(|(_, o)| kind(o) == "Pod") {
-            for ip in gateway["status"]["podIPs"].as_array().into_iter().flatten() {
-                if let Some(Ok(ip)) = ip["ip"].as_str().map(str::parse::<IpAddr>) {
-                    self.kubelet.reserve(ip);
-                }
-            }
-        }
         self.kubelet.set_subnets(kubelet_subnets);
-        let nodes = if self.options.topology.nodes.is_empty() {
-            vec!["lab-node".to_owned()]
-        } else {
-            self.options.topology.nodes.clone()
-        };
-        self.kubelet.set_nodes(nodes.clone());
-        self.kubelet.set_record(&self.options.state_dir);
-        progress(
-            &format!(
-                "topology: routers {}, subnets {}",
-                self.routers.join(", "),
-                subnets
-                    .iter()
-                    .map(|s| format!(
-                        "{} {}",
-                        s.subnet.name,
-                        s.subnet
-                            .cidrs
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            started.elapsed(),
-        );
+        Ok(external_addresses)
+    }
 
-        // The external host and its echo service.
+    /// The external host and its echo service.
+    fn start_external(
+        &mut self,
+        external_addresses: &[IpNet],
+        started: Instant,
+        progress: &mut dyn FnMut(&str, Duration),
+    ) -> Result<(), LabError> {
         if !external_addresses.is_empty() {
-            self.ovn.add_external(&external_addresses)?;
+            self.ovn.add_external(external_addresses)?;
             self.state.external_addresses = external_addresses.iter().map(IpNet::addr).collect();
             let script = self.options.state_dir.join("echo.py");
             std::fs::write(&script, ECHO).map_err(|e| step("echo.py")(e.to_string()))?;
@@ -451,8 +526,16 @@ impl Lab {
                 started.elapsed(),
             );
         }
+        Ok(())
+    }
 
-        // The API objects: the manifests, then what the lab adds (namespaces, nodes, clients).
+    /// The API objects: the manifests, then what the lab adds (namespaces, nodes).
+    fn write_api_objects(
+        &mut self,
+        objects: &[(String, Json)],
+        nodes: &[String],
+    ) -> Result<(), LabError> {
+        let kind = |o: &Json| o["kind"].as_str().unwrap_or_default().to_owned();
         for (index, (_, object)) in objects.iter().enumerate() {
             let name = object["metadata"]["name"].as_str().unwrap_or("object");
             let path = self.api.join(format!(
@@ -490,7 +573,7 @@ impl Lab {
                     "metadata": {"name": namespace, "labels": labels}}),
             )?;
         }
-        for node in &nodes {
+        for node in nodes {
             let port_name = self.ovn.add_node_port_group(node)?;
             write_json(
                 &self.api.join(format!("node-{node}.yaml")),
@@ -499,113 +582,74 @@ impl Lab {
                         "annotations": {"ovn.kubernetes.io/port_name": port_name}}}),
             )?;
         }
+        Ok(())
+    }
 
-        // Client Pods.
-        let clients = self.options.topology.pods.clone();
-        for client in &clients {
-            self.add_client(client, &subnets, &nodes)?;
+    /// `veg monitor` for a VPC's BFD port, as a Pod on the port's subnet.
+    fn start_monitor(
+        &mut self,
+        (router, switch, ips): &BfdPortSpec,
+        subnets: &[ManifestSubnet],
+        nodes: &[String],
+    ) -> Result<(), LabError> {
+        let Some(subnet) = subnets.iter().find(|s| &s.subnet.name == switch) else {
+            return Err(step(&format!("the BFD port of {router}"))(format!(
+                "its default subnet {switch} has no Subnet manifest"
+            )));
+        };
+        let addresses = subnet
+            .subnet
+            .cidrs
+            .iter()
+            .filter_map(|cidr| {
+                let ip = ips.iter().find(|ip| cidr.contains(*ip))?;
+                IpNet::new(*ip, cidr.prefix_len()).ok()
+            })
+            .collect::<Vec<_>>();
+        for address in &addresses {
+            self.kubelet.reserve(address.addr());
         }
-        if !clients.is_empty() {
-            progress(
-                &format!(
-                    "client Pods: {}",
-                    clients
-                        .iter()
-                        .map(|c| format!("{}/{}", c.namespace, c.name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                started.elapsed(),
-            );
-        }
-
-        // veg: the controller, and a monitor per VPC with a BFD address.
-        self.start_controller()?;
-        for (router, switch, ips) in &bfd_ports {
-            let Some(subnet) = subnets.iter().find(|s| &s.subnet.name == switch) else {
-                return Err(step(&format!("the BFD port of {router}"))(format!(
-                    "its default subnet {switch} has no Subnet manifest"
-                )));
-            };
-            let addresses = subnet
-                .subnet
-                .cidrs
-                .iter()
-                .filter_map(|cidr| {
-                    let ip = ips.iter().find(|ip| cidr.contains(*ip))?;
-                    IpNet::new(*ip, cidr.prefix_len()).ok()
-                })
-                .collect::<Vec<_>>();
-            for address in &addresses {
-                self.kubelet.reserve(address.addr());
-            }
-            let pod = LabPod {
-                name: format!("veg-monitor-{router}"),
-                namespace: "kube-system".into(),
-                addresses: addresses.clone(),
-                gateways: subnet.subnet.gateways.clone(),
-            };
-            let index = self.kubelet.next_index();
-            let netns = self.ovn.add_pod(&subnet.subnet.name, &pod, index)?;
-            let locals = ips
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(",");
-            let socket = self
-                .options
-                .state_dir
-                .join(format!("monitor-{router}.sock"));
-            let mut command = Command::new("ip");
-            command
-                .args(["netns", "exec", &netns])
-                .arg(&self.options.veg)
-                .args(["monitor", "--nb", &self.state.nb, "--vpc", router])
-                .args(["--local", &locals, "--holder", "lab-monitor"])
-                .arg("--control-socket")
-                .arg(&socket)
-                .args(["--log-format", "json"]);
-            let log = self
-                .options
-                .state_dir
-                .join(format!("veg-monitor-{router}.log"));
-            self.spawn(&format!("monitor-{router}"), command, &log)?;
-            self.state.pods.insert(
-                format!("kube-system/{}", pod.name),
-                PodState {
-                    netns,
-                    role: "monitor".into(),
-                    addresses: ips.clone(),
-                    node: nodes[0].clone(),
-                    state: "Running".into(),
-                },
-            );
-        }
-        progress(
-            &format!(
-                "veg controller (monitor mode){}",
-                if bfd_ports.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " and veg monitor on {}",
-                        bfd_ports
-                            .iter()
-                            .map(|(r, _, ips)| format!(
-                                "{r} ({})",
-                                ips.iter()
-                                    .map(ToString::to_string)
-                                    .collect::<Vec<_>>()
-                                    .join(",")
-                            ))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            ),
-            started.elapsed(),
+        let pod = LabPod {
+            name: format!("veg-monitor-{router}"),
+            namespace: "kube-system".into(),
+            addresses: addresses.clone(),
+            gateways: subnet.subnet.gateways.clone(),
+        };
+        let index = self.kubelet.next_index();
+        let netns = self.ovn.add_pod(&subnet.subnet.name, &pod, index)?;
+        let locals = ips
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let socket = self
+            .options
+            .state_dir
+            .join(format!("monitor-{router}.sock"));
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &netns])
+            .arg(&self.options.veg)
+            .args(["monitor", "--nb", &self.state.nb, "--vpc", router])
+            .args(["--local", &locals, "--holder", "lab-monitor"])
+            .arg("--control-socket")
+            .arg(&socket)
+            .args(["--log-format", "json"]);
+        let log = self
+            .options
+            .state_dir
+            .join(format!("veg-monitor-{router}.log"));
+        self.spawn(&format!("monitor-{router}"), command, &log)?;
+        self.state.pods.insert(
+            format!("kube-system/{}", pod.name),
+            PodState {
+                netns,
+                role: "monitor".into(),
+                addresses: ips.clone(),
+                node: nodes[0].clone(),
+                state: "Running".into(),
+            },
         );
-        self.write_state()?;
         Ok(())
     }
 

@@ -345,28 +345,8 @@ fn pod_spec(
     labels: &BTreeMap<String, String>,
 ) -> PodSpec {
     let spec = &gateway.spec;
-    let workload = &inputs.workload;
     let bfd_on = inputs.bfd.is_some();
-    let carried = |ip: &IpAddr| inputs.families.contains_key(&family_of(ip));
-    let sources = inputs.families.values().flat_map(|f| f.sources.iter());
-    let forward_only = inputs.families.values().flat_map(|f| f.forward_only.iter());
-    let mut agent_env = vec![
-        env("VEG_GW_INTERNAL_INTERFACE", "eth0"),
-        env("VEG_GW_EXTERNAL_INTERFACE", "net1"),
-        env(
-            "VEG_GW_INTERNAL_GATEWAY",
-            join(workload.internal_gateways.iter().filter(|gw| carried(gw))),
-        ),
-        env(
-            "VEG_GW_EXTERNAL_GATEWAY",
-            join(workload.external_gateways.iter().filter(|gw| carried(gw))),
-        ),
-        env("VEG_GW_SOURCES", join(sources)),
-        env("VEG_GW_FORWARD_ONLY", join(forward_only)),
-        env("VEG_GW_BFD_PEERS", join(&workload.bfd_ips)),
-        env("VEG_LOG_FORMAT", "json"),
-    ];
-    agent_env.retain(|var| var.value.as_deref().is_some_and(|v| !v.is_empty()));
+    let agent_env = agent_env(inputs);
     let run_mount = VolumeMount {
         name: "run".into(),
         mount_path: RUN_DIR.into(),
@@ -418,44 +398,111 @@ fn pod_spec(
     };
     let mut containers = vec![agent];
     if let Some(bfd) = &inputs.bfd {
-        containers.push(Container {
-            name: "bfdd".into(),
-            image: Some(image.to_owned()),
-            image_pull_policy: Some("IfNotPresent".into()),
-            args: Some(vec![
-                "bfdd".into(),
-                "--allow".into(),
-                join(&workload.bfd_ips),
-                "--min-tx-ms".into(),
-                bfd.min_tx.to_string(),
-                "--min-rx-ms".into(),
-                bfd.min_rx.to_string(),
-                "--multiplier".into(),
-                bfd.multiplier.to_string(),
-                // OVN routes the router's packets: one hop.
-                "--min-ttl".into(),
-                "254".into(),
-                "--control-socket".into(),
-                socket,
-                "--http".into(),
-                format!("0.0.0.0:{BFDD_HTTP_PORT}"),
-                "--log-format".into(),
-                "json".into(),
-            ]),
-            ports: Some(vec![ContainerPort {
-                name: Some("bfdd-http".into()),
-                container_port: BFDD_HTTP_PORT,
-                protocol: Some("TCP".into()),
-                ..ContainerPort::default()
-            }]),
-            // Live, not ready-on-sessions: a gateway with no session yet is healthy.
-            liveness_probe: Some(probe(probe_way, "/livez", BFDD_HTTP_PORT, 5, 3)),
-            security_context: Some(unprivileged()),
-            volume_mounts: Some(vec![run_mount]),
-            ..Container::default()
-        });
+        containers.push(bfdd_container(
+            bfd, inputs, image, socket, probe_way, run_mount,
+        ));
     }
 
+    PodSpec {
+        init_containers: Some(vec![init]),
+        containers,
+        affinity: Some(affinity(spec, labels)),
+        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            sysctls: Some(sysctls(inputs)),
+            ..PodSecurityContext::default()
+        }),
+        volumes: Some(vec![Volume {
+            name: "run".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]),
+        // BFD on: time for the AdminDown the router needs to withdraw this instance.
+        termination_grace_period_seconds: Some(if bfd_on { 30 } else { 5 }),
+        ..PodSpec::default()
+    }
+}
+
+/// The environment of `veg gateway init` and `veg gateway run` (empty values left out).
+fn agent_env(inputs: &GatewayInputs) -> Vec<EnvVar> {
+    let workload = &inputs.workload;
+    let carried = |ip: &IpAddr| inputs.families.contains_key(&family_of(ip));
+    let sources = inputs.families.values().flat_map(|f| f.sources.iter());
+    let forward_only = inputs.families.values().flat_map(|f| f.forward_only.iter());
+    let mut agent_env = vec![
+        env("VEG_GW_INTERNAL_INTERFACE", "eth0"),
+        env("VEG_GW_EXTERNAL_INTERFACE", "net1"),
+        env(
+            "VEG_GW_INTERNAL_GATEWAY",
+            join(workload.internal_gateways.iter().filter(|gw| carried(gw))),
+        ),
+        env(
+            "VEG_GW_EXTERNAL_GATEWAY",
+            join(workload.external_gateways.iter().filter(|gw| carried(gw))),
+        ),
+        env("VEG_GW_SOURCES", join(sources)),
+        env("VEG_GW_FORWARD_ONLY", join(forward_only)),
+        env("VEG_GW_BFD_PEERS", join(&workload.bfd_ips)),
+        env("VEG_LOG_FORMAT", "json"),
+    ];
+    agent_env.retain(|var| var.value.as_deref().is_some_and(|v| !v.is_empty()));
+    agent_env
+}
+
+/// The `veg bfdd` container: the passive side of the router's sessions.
+fn bfdd_container(
+    bfd: &crate::plan::context::BfdInputs,
+    inputs: &GatewayInputs,
+    image: &str,
+    socket: String,
+    probe_way: ProbeWay,
+    run_mount: VolumeMount,
+) -> Container {
+    Container {
+        name: "bfdd".into(),
+        image: Some(image.to_owned()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            "bfdd".into(),
+            "--allow".into(),
+            join(&inputs.workload.bfd_ips),
+            "--min-tx-ms".into(),
+            bfd.min_tx.to_string(),
+            "--min-rx-ms".into(),
+            bfd.min_rx.to_string(),
+            "--multiplier".into(),
+            bfd.multiplier.to_string(),
+            // OVN routes the router's packets: one hop.
+            "--min-ttl".into(),
+            "254".into(),
+            "--control-socket".into(),
+            socket,
+            "--http".into(),
+            format!("0.0.0.0:{BFDD_HTTP_PORT}"),
+            "--log-format".into(),
+            "json".into(),
+        ]),
+        ports: Some(vec![ContainerPort {
+            name: Some("bfdd-http".into()),
+            container_port: BFDD_HTTP_PORT,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        // Live, not ready-on-sessions: a gateway with no session yet is healthy.
+        liveness_probe: Some(probe(probe_way, "/livez", BFDD_HTTP_PORT, 5, 3)),
+        security_context: Some(unprivileged()),
+        volume_mounts: Some(vec![run_mount]),
+        ..Container::default()
+    }
+}
+
+/// What the data plane needs of the kernel, per family carried.
+fn sysctls(inputs: &GatewayInputs) -> Vec<Sysctl> {
     let mut sysctls = Vec::new();
     if inputs.families.contains_key(&AddressFamily::V4) {
         for (name, value) in [
@@ -475,7 +522,11 @@ fn pod_spec(
             value: "1".into(),
         });
     }
+    sysctls
+}
 
+/// Spread over nodes (`podAntiAffinity`) and kept to the chosen ones (`nodeSelector`).
+fn affinity(spec: &veg_api::VpcEgressGatewaySpec, labels: &BTreeMap<String, String>) -> Affinity {
     let anti_affinity_term = PodAffinityTerm {
         label_selector: Some(LabelSelector {
             match_labels: Some(labels.clone()),
@@ -518,38 +569,15 @@ fn pod_spec(
             }
         })
         .collect();
-
-    PodSpec {
-        init_containers: Some(vec![init]),
-        containers,
-        affinity: Some(Affinity {
-            pod_anti_affinity: Some(pod_anti_affinity),
-            node_affinity: (!node_terms.is_empty()).then(|| NodeAffinity {
-                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
-                    node_selector_terms: node_terms,
-                }),
-                ..NodeAffinity::default()
+    Affinity {
+        pod_anti_affinity: Some(pod_anti_affinity),
+        node_affinity: (!node_terms.is_empty()).then(|| NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: node_terms,
             }),
-            ..Affinity::default()
+            ..NodeAffinity::default()
         }),
-        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                localhost_profile: None,
-            }),
-            sysctls: Some(sysctls),
-            ..PodSecurityContext::default()
-        }),
-        volumes: Some(vec![Volume {
-            name: "run".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
-        // BFD on: time for the AdminDown the router needs to withdraw this instance.
-        termination_grace_period_seconds: Some(if bfd_on { 30 } else { 5 }),
-        ..PodSpec::default()
+        ..Affinity::default()
     }
 }
 
