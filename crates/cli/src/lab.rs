@@ -819,7 +819,17 @@ fn nexthops(lab: &Lab) -> usize {
         .unwrap_or(0)
 }
 
+/// The demo's walk: up, egress per client, failover, scaling, delete.
 fn scenario(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+    scenario_ready(lab, say)?;
+    scenario_egress(lab)?;
+    scenario_failover(lab, say)?;
+    scenario_scaling(lab, say)?;
+    scenario_delete(lab, say)
+}
+
+/// gateway1 comes up: its Pods, their BFD sessions, its status and rows.
+fn scenario_ready(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     lab.wait_for(
         "gateway Pods and their BFD sessions",
         Duration::from_secs(30),
@@ -845,7 +855,11 @@ fn scenario(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     print!("{}", gateway_table(&[gateway], true));
     println!("\n$ ovn-nbctl lr-policy-list ovn-cluster");
     print!("{}", lab.ovn().nbctl(&["lr-policy-list", "ovn-cluster"])?);
+    Ok(())
+}
 
+/// What the external host sees of each client Pod.
+fn scenario_egress(lab: &mut Lab) -> anyhow::Result<()> {
     // The forward-only source needs a way back: a return route on the external host.
     let status = lab.status("default", "gateway1");
     let first_external = status["externalIPs"][0].as_str().unwrap_or_default();
@@ -889,7 +903,11 @@ fn scenario(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
             address.map(|a| a.to_string()).unwrap_or_default()
         );
     }
+    Ok(())
+}
 
+/// The instance carrying web-1's UDP flow dies; the flow's gap, the status, the restart.
+fn scenario_failover(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     // Failover: an instance dies.
     let mut spread = BTreeMap::new();
     for _ in 0..20 {
@@ -986,7 +1004,11 @@ fn scenario(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     say(&format!(
         "the kubelet restarted {victim}; both instances are nexthops again"
     ));
+    Ok(())
+}
 
+/// Scale to 3 and back to 2.
+fn scenario_scaling(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     // Scale to 3 and back to 2.
     veg_lab::api::scale(lab.api_dir(), "default", "gateway1", 3)?;
     lab.wait_for("three instances", Duration::from_secs(30), |lab| {
@@ -1005,7 +1027,11 @@ fn scenario(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
                 == 2)
     })?;
     say("scaled back to 2: the leaving instance left the nexthops first, then its Pod went");
+    Ok(())
+}
 
+/// Delete: no OVN row is left.
+fn scenario_delete(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
     // Delete: no OVN row is left.
     veg_lab::api::delete(
         lab.api_dir(),
