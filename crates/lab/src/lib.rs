@@ -9,7 +9,8 @@
 //! - `external` — the external network (a bridge) and gateway Pods' second leg.
 //! - `kubelet` — gateway Deployments → gateway Pods with their containers as processes.
 //! - `api` — the lab's API objects (apply, delete, scale).
-//! - `session` — a whole lab from manifests and a topology file ([`Lab`]).
+//! - `inputs` — the manifests and the topology file a lab is made from.
+//! - `session` — a whole lab from them ([`Lab`]).
 //! - `command` — running programs and writing files, failures named by step.
 //! - `error` — [`LabError`].
 //!
@@ -18,6 +19,7 @@ pub mod api;
 mod command;
 mod error;
 mod external;
+mod inputs;
 mod kubelet;
 pub mod ovn;
 pub mod session;
