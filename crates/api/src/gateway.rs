@@ -317,6 +317,7 @@ pub struct Bandwidth {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum BandwidthRate {
+    /// Mbps.
     Mbps(i64),
     /// A quantity in bit/s.
     Quantity(String),
@@ -460,6 +461,7 @@ pub struct GatewayInstance {
 pub enum BfdState {
     /// Administratively down, e.g. the instance lost its uplink.
     AdminDown,
+    /// Down.
     Down,
     /// Coming up.
     Init,

@@ -347,44 +347,9 @@ pub fn explain(snapshot: &dyn Snapshot, namespace: &str, name: &str) -> Explanat
         ));
     }
 
-    // The instances, as the status reports them (BFD state included).
     let bfd = inputs.bfd.is_some();
     let status = gateway.status.clone().unwrap_or_default();
-    let mut carrying: Vec<&GatewayInstance> = status
-        .gateways
-        .iter()
-        .filter(|i| !bfd || i.bfd == Some(BfdState::Up))
-        .collect();
-    for instance in status
-        .gateways
-        .iter()
-        .filter(|i| bfd && i.bfd != Some(BfdState::Up))
-    {
-        details.push(format!(
-            "instance {} cannot carry it: BFD {}",
-            instance.pod,
-            instance
-                .bfd
-                .map_or_else(|| "unknown".to_owned(), |s| format!("{s:?}"))
-        ));
-    }
-    if inputs.traffic_policy == TrafficPolicy::Local && !node.is_empty() {
-        let local: Vec<&GatewayInstance> = carrying
-            .iter()
-            .copied()
-            .filter(|i| i.node == node)
-            .collect();
-        if local.is_empty() {
-            details.push(format!(
-                "trafficPolicy Local: no instance on node {node} can carry it, so any instance does"
-            ));
-        } else {
-            details.push(format!(
-                "trafficPolicy Local: the instances on node {node} carry it"
-            ));
-            carrying = local;
-        }
-    }
+    let carrying = carrying_instances(inputs, &status, &node, &mut details);
     if carrying.is_empty() {
         if status.gateways.is_empty() {
             details.push("the gateway has no instance yet".into());
@@ -427,6 +392,54 @@ pub fn explain(snapshot: &dyn Snapshot, namespace: &str, name: &str) -> Explanat
         },
         details,
     }
+}
+
+/// The instances that can carry the Pod, as the status reports them: BFD Up when BFD is on,
+/// and the Pod's node's own under `trafficPolicy: Local` when there are any; why the others
+/// cannot goes to `details`.
+fn carrying_instances<'a>(
+    inputs: &GatewayInputs,
+    status: &'a veg_api::VpcEgressGatewayStatus,
+    node: &str,
+    details: &mut Vec<String>,
+) -> Vec<&'a GatewayInstance> {
+    let bfd = inputs.bfd.is_some();
+    let mut carrying: Vec<&GatewayInstance> = status
+        .gateways
+        .iter()
+        .filter(|i| !bfd || i.bfd == Some(BfdState::Up))
+        .collect();
+    for instance in status
+        .gateways
+        .iter()
+        .filter(|i| bfd && i.bfd != Some(BfdState::Up))
+    {
+        details.push(format!(
+            "instance {} cannot carry it: BFD {}",
+            instance.pod,
+            instance
+                .bfd
+                .map_or_else(|| "unknown".to_owned(), |s| format!("{s:?}"))
+        ));
+    }
+    if inputs.traffic_policy == TrafficPolicy::Local && !node.is_empty() {
+        let local: Vec<&GatewayInstance> = carrying
+            .iter()
+            .copied()
+            .filter(|i| i.node == node)
+            .collect();
+        if local.is_empty() {
+            details.push(format!(
+                "trafficPolicy Local: no instance on node {node} can carry it, so any instance does"
+            ));
+        } else {
+            details.push(format!(
+                "trafficPolicy Local: the instances on node {node} carry it"
+            ));
+            carrying = local;
+        }
+    }
+    carrying
 }
 
 #[cfg(test)]
