@@ -8,6 +8,8 @@
 //! - `topology` — the VPC router, subnets with their allow policies, Pods as namespaces.
 //! - `external` — the external network (a bridge) and gateway Pods' second leg.
 //! - `kubelet` — gateway Deployments → gateway Pods with their containers as processes.
+//! - `podsecurity` — what a stock cluster grants a Pod: Pod Security levels, the sysctl
+//!   allowlist, the capabilities a container process really gets (pure).
 //! - `api` — the lab's API objects (apply, delete, scale).
 //! - `inputs` — the manifests and the topology file a lab is made from.
 //! - `session` — a whole lab from them ([`Lab`]).
@@ -22,6 +24,7 @@ mod external;
 mod inputs;
 mod kubelet;
 pub mod ovn;
+pub mod podsecurity;
 pub mod session;
 mod topology;
 
