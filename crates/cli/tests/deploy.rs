@@ -266,3 +266,154 @@ fn every_kustomization_renders_parses_and_matches_the_code() -> Result<()> {
     );
     Ok(())
 }
+
+/// Kinds that live in a namespace (every other kind deploy/ renders is cluster-scoped).
+const NAMESPACED: [&str; 7] = [
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "Deployment",
+];
+
+/// The names a Pod template refers to, by kind: ConfigMaps and Secrets (envFrom, env
+/// valueFrom, volumes) and its ServiceAccount.
+fn references(template: &Value) -> Vec<(&'static str, String)> {
+    let spec = &template["spec"];
+    let mut out = Vec::new();
+    if let Some(account) = spec["serviceAccountName"].as_str() {
+        out.push(("ServiceAccount", account.to_owned()));
+    }
+    let containers = ["initContainers", "containers"]
+        .into_iter()
+        .flat_map(|field| spec[field].as_array().into_iter().flatten());
+    for container in containers {
+        for source in container["envFrom"].as_array().into_iter().flatten() {
+            if let Some(name) = source["configMapRef"]["name"].as_str() {
+                out.push(("ConfigMap", name.to_owned()));
+            }
+            if let Some(name) = source["secretRef"]["name"].as_str() {
+                out.push(("Secret", name.to_owned()));
+            }
+        }
+        for var in container["env"].as_array().into_iter().flatten() {
+            if let Some(name) = var["valueFrom"]["configMapKeyRef"]["name"].as_str() {
+                out.push(("ConfigMap", name.to_owned()));
+            }
+            if let Some(name) = var["valueFrom"]["secretKeyRef"]["name"].as_str() {
+                out.push(("Secret", name.to_owned()));
+            }
+        }
+    }
+    for volume in spec["volumes"].as_array().into_iter().flatten() {
+        if let Some(name) = volume["configMap"]["name"].as_str() {
+            out.push(("ConfigMap", name.to_owned()));
+        }
+        if let Some(name) = volume["secret"]["secretName"].as_str() {
+            out.push(("Secret", name.to_owned()));
+        }
+    }
+    out
+}
+
+/// How many Pods a rolling update runs at once at most: replicas + maxSurge (25 % rounded up
+/// by default), or replicas under Recreate.
+fn peak_pods(deployment: &Value) -> i64 {
+    let replicas = deployment["spec"]["replicas"].as_i64().unwrap_or(1);
+    let strategy = &deployment["spec"]["strategy"];
+    if strategy["type"] == "Recreate" {
+        return replicas;
+    }
+    let surge = match &strategy["rollingUpdate"]["maxSurge"] {
+        Value::Number(n) => n.as_i64().unwrap_or(0),
+        Value::String(percent) => {
+            let p: i64 = percent.trim_end_matches('%').parse().unwrap_or(25);
+            (replicas * p + 99) / 100
+        }
+        _ => (replicas * 25 + 99) / 100,
+    };
+    replicas + surge
+}
+
+/// What an operator applying an overlay to a stock cluster needs to hold: every namespaced
+/// object has its namespace; what a workload names exists in that namespace; a Deployment
+/// with fixed addresses (Kube-OVN's ip_pool) can roll without a free address it does not
+/// have; each Pod template passes its namespace's Pod Security level, and veg's own Pods
+/// pass `restricted`.
+fn check_placement(kustomization: &str) -> Result<()> {
+    let objects = render(kustomization)?;
+    let mut present = BTreeSet::new();
+    for object in &objects {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+        if NAMESPACED.contains(&kind) {
+            ensure!(
+                !namespace.is_empty(),
+                "{kustomization}: {kind} {name} has no namespace (kubectl apply would put it in \
+                 whatever namespace the operator's context names)"
+            );
+        }
+        present.insert((kind.to_owned(), namespace.to_owned(), name.to_owned()));
+    }
+    let level_of = |namespace: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == "Namespace" && o["metadata"]["name"] == namespace)
+            .and_then(|o| {
+                o["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+                    .as_str()
+                    .and_then(veg_lab::podsecurity::Level::parse)
+            })
+            // Unlabelled namespaces are privileged in a stock cluster.
+            .unwrap_or(veg_lab::podsecurity::Level::Privileged)
+    };
+    for deployment in objects.iter().filter(|o| o["kind"] == "Deployment") {
+        let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+        let namespace = deployment["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default();
+        let template = &deployment["spec"]["template"];
+        for (kind, referenced) in references(template) {
+            ensure!(
+                present.contains(&(kind.to_owned(), namespace.to_owned(), referenced.clone())),
+                "{kustomization}: Deployment {namespace}/{name} names {kind} {referenced}, which \
+                 is not in namespace {namespace:?}"
+            );
+        }
+        if let Some(pool) =
+            template["metadata"]["annotations"]["ovn.kubernetes.io/ip_pool"].as_str()
+        {
+            let addresses = i64::try_from(pool.split(',').count())?;
+            let peak = peak_pods(deployment);
+            ensure!(
+                peak <= addresses,
+                "{kustomization}: Deployment {name} runs up to {peak} Pods during a rolling \
+                 update but its ip_pool has {addresses} addresses: the update would never finish"
+            );
+        }
+        for level in [level_of(namespace), veg_lab::podsecurity::Level::Restricted] {
+            let reasons = veg_lab::podsecurity::violations(level, &template["spec"]);
+            ensure!(
+                reasons.is_empty(),
+                "{kustomization}: Deployment {name} violates PodSecurity \"{}:latest\": {}",
+                level.as_str(),
+                reasons.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_overlay_applies_cleanly_to_a_stock_cluster() -> Result<()> {
+    if !support::require("deploy/ rendering", &["/usr/bin/kubectl"]) {
+        return Ok(());
+    }
+    for kustomization in ["base", "overlays/native", "overlays/monitor"] {
+        check_placement(kustomization)?;
+    }
+    Ok(())
+}
