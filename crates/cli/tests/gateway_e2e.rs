@@ -298,6 +298,48 @@ fn run_repairs_drift_and_takes_bfd_down_with_the_uplink() -> Result<()> {
     Ok(())
 }
 
+/// What a container runtime gives a non-root container with `capabilities.add: [NET_ADMIN,
+/// NET_RAW]` and `allowPrivilegeEscalation: false`: the capabilities in the bounding set only,
+/// nothing inheritable or ambient, no_new_privs — so none effective. The agent must say so,
+/// and how the Pod must be configured, before touching anything.
+#[test]
+fn a_non_root_agent_without_ambient_capabilities_says_what_the_pod_needs() -> Result<()> {
+    if !gwlab::prerequisites() {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    let before = lab.snapshot()?;
+    let output = lab.init_under(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all,+net_admin,+net_raw",
+        "--no-new-privs",
+    ])?;
+    let text = stderr(&output);
+    ensure!(
+        output.status.code() == Some(1)
+            && text.contains("(uid 65534) lacks CAP_NET_ADMIN and CAP_NET_RAW")
+            && text.contains("run the container as uid 0"),
+        "{:?}: {text}",
+        output.status
+    );
+    ensure!(lab.snapshot()? == before, "nothing may change");
+    // The same bounding set as uid 0 (what the Pod should say) is enough.
+    let output = lab.init_under(&[
+        "setpriv",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        "--bounding-set=-all,+net_admin,+net_raw",
+        "--no-new-privs",
+    ])?;
+    ensure!(output.status.success(), "as root: {}", stderr(&output));
+    Ok(())
+}
+
 #[test]
 fn bad_input_fails_precisely_and_leaves_the_previous_state() -> Result<()> {
     if !gwlab::prerequisites() {

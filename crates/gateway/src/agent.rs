@@ -112,6 +112,7 @@ pub async fn current_plan(
 
 /// Applies once.
 pub async fn init(kernel: &Kernel, input: &AgentInput) -> Result<Report, ApplyError> {
+    crate::capabilities::check()?;
     let (plan, input) = current_plan(kernel, input).await?;
     kernel
         .apply(&plan, &input.internal_interface, &input.external_interface)
@@ -124,6 +125,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ApplyError> {
+    crate::capabilities::check()?;
     let kernel = kernel(&config.nft)?;
     let health = Arc::new(Health::default());
     let mut _endpoint = None;

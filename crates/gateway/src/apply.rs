@@ -30,6 +30,10 @@ pub enum ApplyError {
     /// The HTTP endpoint could not listen.
     #[error(transparent)]
     Http(#[from] veg_daemon::http::BindError),
+    /// The process cannot change the network (a Pod configured the way Kubernetes cannot
+    /// honour).
+    #[error(transparent)]
+    Capabilities(#[from] crate::capabilities::MissingCapabilities),
     /// An interface the plan uses does not exist.
     #[error(
         "interface {name:?} ({role} leg) does not exist in this network namespace (found: {found})"

@@ -13,6 +13,7 @@
 
 pub mod agent;
 mod apply;
+pub mod capabilities;
 pub mod config;
 pub mod metrics;
 mod netlink;

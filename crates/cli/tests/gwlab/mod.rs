@@ -368,6 +368,16 @@ impl Lab {
         Ok(self.command("gw", unprivileged, &full).output()?)
     }
 
+    /// `veg gateway init` with `AGENT_ARGS` under `wrapper` (e.g. a `setpriv` giving the
+    /// process what a container runtime would).
+    pub fn init_under(&self, wrapper: &[&str]) -> Result<Output> {
+        let veg = self.veg.to_string_lossy().into_owned();
+        let mut full: Vec<&str> = wrapper.to_vec();
+        full.extend([veg.as_str(), "gateway", "init"]);
+        full.extend(AGENT_ARGS);
+        Ok(self.command("gw", false, &full).output()?)
+    }
+
     /// `veg gateway init` as the unprivileged agent with `agent_args(overrides)`.
     pub fn init(&self, overrides: &[(&str, &str)]) -> Result<Output> {
         let mut args = vec!["gateway".to_owned(), "init".to_owned()];
