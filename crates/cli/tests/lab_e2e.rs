@@ -1126,6 +1126,56 @@ fn the_lab_commands_work_from_the_state_directory() -> Result<()> {
     );
     let (code, text) = veg_lab(&state, &["nb", "--", "lr-policy-list", "ovn-cluster"])?;
     ensure!(code == 0 && text.contains("reroute"), "nb: {text}");
+    // The kubelet gives each container what a runtime would (uid, bounding set, no ambient,
+    // no_new_privs): the agent NET_ADMIN and NET_RAW only, bfdd nothing.
+    let lab_state = veg_lab::LabState::read(&state)?;
+    let mut seen = Vec::new();
+    for (name, pod) in lab_state.pods.iter().filter(|(_, p)| p.role == "gateway") {
+        let pids = Command::new("ip")
+            .args(["netns", "pids", &pod.netns])
+            .output()?;
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let field = |key: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(str::trim)
+                    .unwrap_or("?")
+                    .to_owned()
+            };
+            let role = if cmdline.contains("gateway run") {
+                "agent"
+            } else if cmdline.contains(" bfdd ") {
+                "bfdd"
+            } else {
+                continue;
+            };
+            seen.push(format!(
+                "{name} {role} CapEff={} CapAmb={} NoNewPrivs={}",
+                field("CapEff:"),
+                field("CapAmb:"),
+                field("NoNewPrivs:")
+            ));
+        }
+    }
+    seen.sort();
+    ensure!(
+        seen.len() == 4
+            && seen
+                .iter()
+                .all(|line| line.contains("CapAmb=0000000000000000")
+                    && line.contains("NoNewPrivs=1")
+                    && if line.contains(" agent ") {
+                        line.contains("CapEff=0000000000003000")
+                    } else {
+                        line.contains("CapEff=0000000000000000")
+                    }),
+        "container privileges: {seen:#?}"
+    );
     let (code, text) = veg_lab(&state, &["exec", "web-1", "--", "ip", "-br", "addr"])?;
     ensure!(code == 0 && text.contains("198.18.0.21/20"), "exec: {text}");
     let (code, text) = veg_lab(&state, &["explain", "web-1"])?;

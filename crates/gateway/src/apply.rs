@@ -104,8 +104,8 @@ pub enum KernelError {
     },
     /// Writing a sysctl.
     #[error(
-        "{error} (set {key}={value} in the Pod's securityContext.sysctls when /proc/sys is \
-         read-only)"
+        "{error} (/proc/sys is read-only in a container that is not privileged: the gateway \
+         Pod's privileged init container sets {key}={value})"
     )]
     SysctlWrite {
         key: String,

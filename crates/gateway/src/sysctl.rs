@@ -1,8 +1,9 @@
 //! Sysctls under /proc/sys of the current network namespace.
 //!
 //! With CAP_NET_ADMIN a process may write its own namespace's `net.*` sysctls, but container
-//! runtimes mount /proc/sys read-only in unprivileged Pods; there the values must come from
-//! the Pod's `securityContext.sysctls`, and a wrong value is reported, not papered over.
+//! runtimes mount /proc/sys read-only in containers that are not privileged: the gateway Pod's
+//! privileged init container sets them, `veg gateway run` only checks them, and a wrong value
+//! is reported, not papered over.
 
 use std::io;
 use std::path::PathBuf;

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde_json::{Value as Json, json};
+use tracing::warn;
 
 use crate::command::{ip, run, step, write_json};
 use crate::error::LabError;
 use crate::ovn::{Ovn, record_child};
+use crate::podsecurity::{self, Level};
 use crate::topology::{LabPod, LabSubnet};
 
 /// One Pod of the lab.
@@ -65,6 +67,72 @@ pub struct Kubelet {
     next_index: usize,
     nodes: Vec<String>,
     record: Option<PathBuf>,
+    /// Each namespace's Pod Security level (its `pod-security.kubernetes.io/enforce` label);
+    /// unlabelled namespaces are `privileged`, as in a stock cluster.
+    pod_security: BTreeMap<String, Level>,
+    /// `--allowed-unsafe-sysctls` (empty, as a stock kubelet's).
+    allowed_unsafe_sysctls: Vec<String>,
+}
+
+/// Why a stock cluster would not run a Pod of this template in `namespace`: Pod Security
+/// admission at `level`, then the kubelet's sysctl allowlist. Kubernetes' wording.
+pub fn refusal(
+    pod: &str,
+    level: Level,
+    allowed_unsafe_sysctls: &[String],
+    template: &Json,
+) -> Option<String> {
+    let reasons = podsecurity::violations(level, &template["spec"]);
+    if !reasons.is_empty() {
+        return Some(format!(
+            "pods {pod:?} is forbidden: violates PodSecurity \"{}:latest\": {}",
+            level.as_str(),
+            reasons.join(", ")
+        ));
+    }
+    podsecurity::forbidden_sysctl(&template["spec"], allowed_unsafe_sysctls)
+        .map(|message| format!("SysctlForbidden: {message}"))
+}
+
+/// The command that starts a container's process as a container runtime would: its uid and
+/// gid, the capability bounding set from its securityContext (nothing inheritable or ambient,
+/// so the kernel leaves a non-root process none effective), no_new_privs, and /proc/sys
+/// read-only unless privileged. `ip netns exec` gives the process its own mount namespace,
+/// so the read-only bind does not leak.
+fn container_command(netns: &str, container: &Json, pod_spec: &Json) -> Command {
+    let privileges = podsecurity::process_privileges(container, pod_spec, &[]);
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", netns]);
+    if container["securityContext"]["privileged"] == true {
+        return command;
+    }
+    command.args([
+        "sh",
+        "-c",
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$@\"",
+        "container",
+    ]);
+    let gid = container["securityContext"]["runAsGroup"]
+        .as_u64()
+        .or_else(|| pod_spec["securityContext"]["runAsGroup"].as_u64())
+        .unwrap_or(u64::from(privileges.uid));
+    let mut bounding = "-all".to_owned();
+    for capability in &privileges.bounding {
+        bounding.push_str(&format!(",+{}", capability.to_lowercase()));
+    }
+    command.args([
+        "setpriv".to_owned(),
+        format!("--reuid={}", privileges.uid),
+        format!("--regid={gid}"),
+        "--clear-groups".to_owned(),
+        "--inh-caps=-all".to_owned(),
+        "--ambient-caps=-all".to_owned(),
+        format!("--bounding-set={bounding}"),
+    ]);
+    if privileges.no_new_privs {
+        command.arg("--no-new-privs");
+    }
+    command
 }
 
 impl Kubelet {
@@ -84,7 +152,14 @@ impl Kubelet {
             next_index: 100,
             nodes: vec!["lab-node".into()],
             record: None,
+            pod_security: BTreeMap::new(),
+            allowed_unsafe_sysctls: Vec::new(),
         }
+    }
+
+    /// Each namespace's Pod Security level, from the namespaces' labels.
+    pub fn set_pod_security(&mut self, levels: BTreeMap<String, Level>) {
+        self.pod_security = levels;
     }
 
     /// Replaces the subnets it gives addresses from.
@@ -169,6 +244,22 @@ impl Kubelet {
             .to_owned();
         let replicas = deployment["spec"]["replicas"].as_u64().unwrap_or(0) as usize;
         let template = &deployment["spec"]["template"];
+        let level = self
+            .pod_security
+            .get(&namespace)
+            .copied()
+            .unwrap_or(Level::Privileged);
+        if let Some(reason) = refusal(
+            &format!("{name}-0"),
+            level,
+            &self.allowed_unsafe_sysctls,
+            template,
+        ) {
+            // A real ReplicaSet retries and records FailedCreate; here it is said once per
+            // template (the session applies a Deployment again only when it changes).
+            warn!(deployment = %format!("{namespace}/{name}"), %reason, "Pods refused");
+            return self.report_deployment(deployment, replicas);
+        }
         let mut existing = self.pods_of(&namespace, &name);
         if existing.len() > replicas {
             existing.sort_by_key(|pod| {
@@ -403,11 +494,17 @@ impl Kubelet {
         };
         let run_dir = self.run_dir.join(pod);
         std::fs::create_dir_all(&run_dir).map_err(|e| step("run dir")(e.to_string()))?;
+        // An emptyDir: writable by every container, whatever its user.
+        std::fs::set_permissions(
+            &run_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .map_err(|e| step("run dir")(e.to_string()))?;
         let spec = &running.template["spec"];
         let netns = running.netns.clone();
         let command = |container: &Json| -> Command {
-            let mut command = Command::new("ip");
-            command.args(["netns", "exec", &netns]).arg(&self.veg);
+            let mut command = container_command(&netns, container, spec);
+            command.arg(&self.veg);
             for arg in container["args"].as_array().into_iter().flatten() {
                 let arg = arg
                     .as_str()

@@ -1,8 +1,17 @@
 //! The gateway's Deployment (pure): Kube-OVN's Pod annotations for IPAM, routes and Multus,
-//! its labels, affinity and strategy, and veg's containers — `veg gateway init` as the init
-//! container, `veg gateway run`, and `veg bfdd` when BFD is on — all unprivileged (only
-//! NET_ADMIN and NET_RAW, a read-only root filesystem), with the sysctls the data plane needs
-//! set by the Pod, not by a privileged shell script.
+//! its labels, affinity and strategy, and veg's containers, each with the least privilege a
+//! stock kubelet and container runtime make work:
+//! - `veg gateway init`, privileged: it sets the forwarding and rp_filter sysctls (a
+//!   non-privileged container's /proc/sys is read-only, and these are not in the kubelet's
+//!   safe set, so the Pod cannot ask for them without a kubelet flag on every node) and applies
+//!   the first plan. Kube-OVN's gateway Pods run a privileged init too.
+//! - `veg gateway run` as uid 0 with only NET_ADMIN and NET_RAW (`drop: [ALL]`), no privilege
+//!   escalation: a non-root user would get no effective capability from `capabilities.add`.
+//! - `veg bfdd`, when BFD is on, with no capability at all (as uid 0, the agent's user, so
+//!   that the agent may reach its control socket).
+//!
+//! NET_ADMIN already needs the namespace's Pod Security level to be `privileged`, so the
+//! privileged init asks the operator for nothing more.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -15,7 +24,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, ExecAction,
     HTTPGetAction, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecurityContext, Sysctl, Volume, VolumeMount, WeightedPodAffinityTerm,
+    SeccompProfile, SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -273,11 +282,32 @@ fn join<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
         .join(",")
 }
 
+/// `veg bfdd`: BFD on UDP 3784 needs no capability at all. It runs as uid 0 all the same, so
+/// that its control socket belongs to the user of the agent that connects to it (the agent
+/// has no CAP_DAC_OVERRIDE to reach a socket of another user).
 fn unprivileged() -> SecurityContext {
     SecurityContext {
-        run_as_user: Some(65534),
-        run_as_group: Some(65534),
-        run_as_non_root: Some(true),
+        run_as_user: Some(0),
+        run_as_group: Some(0),
+        run_as_non_root: Some(false),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The agent's long-running container: root, so that the runtime's bounding set becomes its
+/// effective set, holding only NET_ADMIN and NET_RAW.
+fn network_admin() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(0),
+        run_as_group: Some(0),
+        run_as_non_root: Some(false),
         allow_privilege_escalation: Some(false),
         privileged: Some(false),
         read_only_root_filesystem: Some(true),
@@ -285,6 +315,18 @@ fn unprivileged() -> SecurityContext {
             drop: Some(vec!["ALL".into()]),
             add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
         }),
+        ..SecurityContext::default()
+    }
+}
+
+/// The init container: privileged, for the sysctls (see the module's comment).
+fn privileged_init() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(0),
+        run_as_group: Some(0),
+        run_as_non_root: Some(false),
+        privileged: Some(true),
+        read_only_root_filesystem: Some(true),
         ..SecurityContext::default()
     }
 }
@@ -360,7 +402,7 @@ fn pod_spec(
         image_pull_policy: Some("IfNotPresent".into()),
         args: Some(vec!["gateway".into(), "init".into()]),
         env: Some(agent_env.clone()),
-        security_context: Some(unprivileged()),
+        security_context: Some(privileged_init()),
         ..Container::default()
     };
     let mut run_args = vec![
@@ -392,7 +434,7 @@ fn pod_spec(
         liveness_probe: Some(probe(probe_way, "/livez", GATEWAY_HTTP_PORT, 5, 3)),
         readiness_probe: Some(probe(probe_way, "/readyz", GATEWAY_HTTP_PORT, 2, 1)),
         resources: spec.resources.clone(),
-        security_context: Some(unprivileged()),
+        security_context: Some(network_admin()),
         volume_mounts: Some(vec![run_mount.clone()]),
         ..Container::default()
     };
@@ -409,12 +451,10 @@ fn pod_spec(
         affinity: Some(affinity(spec, labels)),
         tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
         security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".into(),
                 localhost_profile: None,
             }),
-            sysctls: Some(sysctls(inputs)),
             ..PodSecurityContext::default()
         }),
         volumes: Some(vec![Volume {
@@ -499,30 +539,6 @@ fn bfdd_container(
         volume_mounts: Some(vec![run_mount]),
         ..Container::default()
     }
-}
-
-/// What the data plane needs of the kernel, per family carried.
-fn sysctls(inputs: &GatewayInputs) -> Vec<Sysctl> {
-    let mut sysctls = Vec::new();
-    if inputs.families.contains_key(&AddressFamily::V4) {
-        for (name, value) in [
-            ("net.ipv4.ip_forward", "1"),
-            ("net.ipv4.conf.all.rp_filter", "0"),
-            ("net.ipv4.conf.eth0.rp_filter", "0"),
-        ] {
-            sysctls.push(Sysctl {
-                name: name.into(),
-                value: value.into(),
-            });
-        }
-    }
-    if inputs.families.contains_key(&AddressFamily::V6) {
-        sysctls.push(Sysctl {
-            name: "net.ipv6.conf.all.forwarding".into(),
-            value: "1".into(),
-        });
-    }
-    sysctls
 }
 
 /// Spread over nodes (`podAntiAffinity`) and kept to the chosen ones (`nodeSelector`).

@@ -268,6 +268,38 @@ impl Lab {
             ));
             write_json(&path, object)?;
         }
+        // Pod Security levels, as the namespaces' enforce labels set them.
+        let mut levels = BTreeMap::new();
+        let labelled = objects
+            .iter()
+            .filter(|(_, o)| kind(o) == "Namespace")
+            .map(|(_, o)| {
+                (
+                    o["metadata"]["name"].clone(),
+                    o["metadata"]["labels"].clone(),
+                )
+            })
+            .chain(
+                self.options
+                    .topology
+                    .namespaces
+                    .iter()
+                    .map(|(name, labels)| {
+                        (
+                            Json::from(name.as_str()),
+                            serde_json::to_value(labels).unwrap_or_default(),
+                        )
+                    }),
+            );
+        for (name, labels) in labelled {
+            let level = labels["pod-security.kubernetes.io/enforce"]
+                .as_str()
+                .and_then(crate::podsecurity::Level::parse);
+            if let (Some(name), Some(level)) = (name.as_str(), level) {
+                levels.insert(name.to_owned(), level);
+            }
+        }
+        self.kubelet.set_pod_security(levels);
         let known_namespaces: BTreeSet<String> = objects
             .iter()
             .filter(|(_, o)| kind(o) == "Namespace")
