@@ -712,3 +712,72 @@ impl Drop for Kubelet {
         self.stop_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The gateway Pod template veg shipped before: non-root with NET_ADMIN/NET_RAW added and
+    /// the forwarding sysctls in the Pod.
+    fn old_gateway_template() -> Json {
+        json!({"spec": {
+            "securityContext": {"runAsNonRoot": true, "sysctls": [
+                {"name": "net.ipv4.ip_forward", "value": "1"}]},
+            "containers": [{"name": "gateway", "securityContext": {
+                "runAsUser": 65534, "allowPrivilegeEscalation": false,
+                "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}}}]
+        }})
+    }
+
+    #[test]
+    fn the_old_gateway_pod_is_refused_as_a_stock_cluster_would() {
+        let template = old_gateway_template();
+        assert_eq!(
+            refusal("gateway1-0", Level::Privileged, &[], &template).as_deref(),
+            Some("SysctlForbidden: forbidden sysctl: \"net.ipv4.ip_forward\" not allowlisted")
+        );
+        assert_eq!(
+            refusal("gateway1-0", Level::Baseline, &[], &template).as_deref(),
+            Some(
+                "pods \"gateway1-0\" is forbidden: violates PodSecurity \"baseline:latest\": \
+                 non-default capabilities (container \"gateway\" must not include \
+                 \"NET_ADMIN\", \"NET_RAW\" in securityContext.capabilities.add), forbidden \
+                 sysctls (net.ipv4.ip_forward)"
+            )
+        );
+        // With the operator's --allowed-unsafe-sysctls, a privileged namespace runs it.
+        let allowed = ["net.ipv4.ip_forward".to_owned()];
+        assert_eq!(
+            refusal("gateway1-0", Level::Privileged, &allowed, &template),
+            None
+        );
+    }
+
+    #[test]
+    fn containers_start_with_what_their_security_context_gives() {
+        let pod = json!({"securityContext": {"runAsGroup": 7}});
+        let agent = json!({"securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}}});
+        let args: Vec<String> = container_command("ns1", &agent, &pod)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let text = args.join(" ");
+        assert!(
+            text.starts_with("netns exec ns1 sh -c mount --bind /proc/sys /proc/sys")
+                && text.ends_with(
+                    "setpriv --reuid=0 --regid=7 --clear-groups --inh-caps=-all \
+                     --ambient-caps=-all --bounding-set=-all,+net_admin,+net_raw --no-new-privs"
+                ),
+            "{text}"
+        );
+        let privileged = json!({"securityContext": {"privileged": true}});
+        let args: Vec<String> = container_command("ns1", &privileged, &pod)
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args, ["netns", "exec", "ns1"]);
+    }
+}
