@@ -97,21 +97,30 @@ pub fn refusal(
 /// The command that starts a container's process as a container runtime would: its uid and
 /// gid, the capability bounding set from its securityContext (nothing inheritable or ambient,
 /// so the kernel leaves a non-root process none effective), no_new_privs, and /proc/sys
-/// read-only unless privileged. `ip netns exec` gives the process its own mount namespace,
-/// so the read-only bind does not leak.
-fn container_command(netns: &str, container: &Json, pod_spec: &Json) -> Command {
+/// read-only unless privileged, and with `readOnlyRootFilesystem` everything read-only but the
+/// Pod's emptyDir `writable`. `ip netns exec` gives the process its own mount namespace, so
+/// these mounts do not leak.
+fn container_command(netns: &str, container: &Json, pod_spec: &Json, writable: &Path) -> Command {
     let privileges = podsecurity::process_privileges(container, pod_spec, &[]);
     let mut command = Command::new("ip");
     command.args(["netns", "exec", netns]);
     if container["securityContext"]["privileged"] == true {
         return command;
     }
+    let read_only_root = container["securityContext"]["readOnlyRootFilesystem"] == true;
     command.args([
         "sh",
         "-c",
-        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec \"$@\"",
+        "w=\"$1\"; shift; mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \
+         && if [ -n \"$w\" ]; then mount --bind \"$w\" \"$w\" && mount -o remount,bind,ro /; fi \
+         && exec \"$@\"",
         "container",
     ]);
+    command.arg(if read_only_root {
+        writable.as_os_str()
+    } else {
+        std::ffi::OsStr::new("")
+    });
     let gid = container["securityContext"]["runAsGroup"]
         .as_u64()
         .or_else(|| pod_spec["securityContext"]["runAsGroup"].as_u64())
@@ -503,7 +512,7 @@ impl Kubelet {
         let spec = &running.template["spec"];
         let netns = running.netns.clone();
         let command = |container: &Json| -> Command {
-            let mut command = container_command(&netns, container, spec);
+            let mut command = container_command(&netns, container, spec, &run_dir);
             command.arg(&self.veg);
             for arg in container["args"].as_array().into_iter().flatten() {
                 let arg = arg
@@ -759,14 +768,16 @@ mod tests {
     fn containers_start_with_what_their_security_context_gives() {
         let pod = json!({"securityContext": {"runAsGroup": 7}});
         let agent = json!({"securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}}});
-        let args: Vec<String> = container_command("ns1", &agent, &pod)
+        let args: Vec<String> = container_command("ns1", &agent, &pod, Path::new("/run/p"))
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let text = args.join(" ");
         assert!(
-            text.starts_with("netns exec ns1 sh -c mount --bind /proc/sys /proc/sys")
+            text.starts_with("netns exec ns1 sh -c w=\"$1\"; shift; mount --bind /proc/sys")
+                && text.contains("exec \"$@\" container /run/p setpriv")
                 && text.ends_with(
                     "setpriv --reuid=0 --regid=7 --clear-groups --inh-caps=-all \
                      --ambient-caps=-all --bounding-set=-all,+net_admin,+net_raw --no-new-privs"
@@ -774,7 +785,7 @@ mod tests {
             "{text}"
         );
         let privileged = json!({"securityContext": {"privileged": true}});
-        let args: Vec<String> = container_command("ns1", &privileged, &pod)
+        let args: Vec<String> = container_command("ns1", &privileged, &pod, Path::new("/run/p"))
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
