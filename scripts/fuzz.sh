@@ -12,7 +12,14 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
 cd fuzz
-for target in $(cargo fuzz list); do
+targets=$(cargo fuzz list)
+if [ -z "$targets" ]; then
+  echo "cargo fuzz list found no target: nothing would be fuzzed" >&2
+  exit 1
+fi
+ran=0
+for target in $targets; do
+  ran=$((ran + 1))
   echo "==> fuzzing $target for $RUNS runs"
   # A scratch copy of the seed corpus, so runs do not grow the committed one.
   work=$(mktemp -d -t "veg-fuzz-$target.XXXXXX")
@@ -28,3 +35,4 @@ for target in $(cargo fuzz list); do
     exit 1
   fi
 done
+echo "==> fuzzed $ran target(s)"
