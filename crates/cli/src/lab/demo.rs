@@ -83,7 +83,7 @@ pub(super) fn demo(examples: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One UDP flow to the echo service, a probe every 5 ms for argv[3] s: prints `via <source>`
+/// One UDP flow to the echo service, a probe every 5 ms for `argv[3]` s: prints `via <source>`
 /// at the first reply, then one JSON line: the longest silence and the source after it.
 const PROBE: &str = r#"
 import socket, sys, time, json

@@ -2,7 +2,7 @@
 //! nexthops exactly as Kube-OVN writes them, minus its gaps (no rows for a family the gateway
 //! cannot carry, BFD timer changes applied to existing rows).
 //!
-//! Per carried family X (h = sha256("<ns>/<name>")[:12]):
+//! Per carried family X (h = `sha256("<ns>/<name>")[:12]`):
 //! ```text
 //! Address_Set VEG.<h>.ipvX = policy sources (SNAT ∪ forward-only)
 //! Port_Group  VEG.<h>      = the selected Pods' ports          (with selectors)

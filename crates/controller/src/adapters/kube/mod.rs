@@ -1,5 +1,5 @@
 //! The Kubernetes adapter: the cluster as a [`crate::run::driver::Source`] (watches), the
-//! controller's writes as [`crate::run::reconcile::Outputs`] (server-side apply, events, the
+//! controller's writes as [`crate::run::outputs::Outputs`] (server-side apply, events, the
 //! finalizer), and one writer among replicas (a Lease).
 //!
 //! - `source` — [`KubeSource`]: one watcher per kind into the snapshot.
