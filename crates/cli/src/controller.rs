@@ -143,6 +143,7 @@ async fn run_files(
         &reconciler,
         &mut source,
         || Time(k8s_openapi::jiff::Timestamp::now()),
+        || {},
         shutdown,
     )
     .await;
@@ -209,11 +210,13 @@ async fn run_kube(
         // A standby keeps its caches warm and writes nothing.
         while !*leader.borrow() && !*stop.borrow() {
             metrics.leader.set(0);
+            health.beat();
             let mut stopping = stop.clone();
             tokio::select! {
                 update = source.next() => if update.is_none() { anyhow::bail!("the watches ended") },
                 _ = leader.changed() => {}
                 _ = stopping.changed() => {}
+                () = tokio::time::sleep(driver::IDLE_TURN) => {}
             }
         }
         if *stop.borrow() {
@@ -233,6 +236,7 @@ async fn run_kube(
             &reconciler,
             &mut source,
             || Time(k8s_openapi::jiff::Timestamp::now()),
+            || health.beat(),
             until,
         )
         .await;

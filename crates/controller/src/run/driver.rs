@@ -141,11 +141,17 @@ pub fn keys(index: &Index, snapshot: &dyn Snapshot, update: &Update) -> Vec<Key>
     }
 }
 
-/// Runs until the source ends (then finishes the work due) or `shutdown` resolves.
+/// How often an idle loop still turns (and calls `heartbeat`).
+pub const IDLE_TURN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs until the source ends (then finishes the work due) or `shutdown` resolves. Every turn
+/// of the loop — at least every [`IDLE_TURN`] when idle — calls `heartbeat`, so a pass that
+/// never returns shows as a loop that stopped (`/livez`).
 pub async fn run<S: Source, O: Outputs>(
     reconciler: &Reconciler<O>,
     source: &mut S,
     now: impl Fn() -> Time,
+    heartbeat: impl Fn(),
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut queue = WorkQueue::default();
@@ -161,6 +167,7 @@ pub async fn run<S: Source, O: Outputs>(
         BTreeMap::new();
     tokio::pin!(shutdown);
     loop {
+        heartbeat();
         // Work that is due first: a burst of updates then costs one pass per key.
         if let Some(key) = queue.pop_due(Instant::now()) {
             pass(reconciler, source.snapshot(), &mut queue, key, &now).await;
@@ -212,6 +219,7 @@ pub async fn run<S: Source, O: Outputs>(
                     None => std::future::pending::<()>().await,
                 }
             } => {}
+            () = tokio::time::sleep(IDLE_TURN) => {}
         }
     }
 }

@@ -39,10 +39,11 @@ impl Source for ChannelSource {
     }
 }
 
-/// Outputs whose first `fail_first` Deployment applies fail.
+/// Outputs whose first `fail_first` Deployment applies fail (or, with `hang`, never return).
 #[derive(Default)]
 struct Flaky {
     fail_first: usize,
+    hang: bool,
     applies: AtomicUsize,
     statuses: Mutex<Vec<String>>,
 }
@@ -50,6 +51,9 @@ struct Flaky {
 impl Outputs for &Flaky {
     async fn apply_deployment(&self, _: &Deployment) -> Result<(), OutputError> {
         let attempt = self.applies.fetch_add(1, Ordering::SeqCst);
+        if self.hang {
+            std::future::pending::<()>().await;
+        }
         if attempt < self.fail_first {
             Err(OutputError::Refused {
                 message: "the API server said no".into(),
@@ -198,7 +202,13 @@ async fn updates_become_passes_with_backoff_until_the_source_ends() -> anyhow::R
         drop(steps_tx);
         anyhow::Ok(())
     };
-    let driver = run(&reconciler, &mut source, now, std::future::pending::<()>());
+    let driver = run(
+        &reconciler,
+        &mut source,
+        now,
+        || {},
+        std::future::pending::<()>(),
+    );
     let (fed, ()) = tokio::time::timeout(Duration::from_secs(20), async {
         tokio::join!(feeder, driver)
     })
@@ -215,4 +225,66 @@ fn client_pod(name: &str) -> k8s_openapi::api::core::v1::Pod {
         "spec": {"containers": [], "nodeName": "worker1"},
         "status": {"phase": "Running"}
     }))
+}
+
+/// The heartbeat `/livez` reads: an idle loop still turns every second; a pass that never
+/// returns stops it.
+#[tokio::test]
+async fn an_idle_loop_beats_and_a_wedged_pass_stops_the_heartbeat() -> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = test_nb().await?;
+    let outputs = Flaky {
+        hang: true,
+        ..Flaky::default()
+    };
+    let reconciler = Reconciler::new(client.clone(), &outputs, BfdMode::Native, "veg:test");
+    let (steps_tx, steps) = mpsc::unbounded_channel::<Step>();
+    let mut source = ChannelSource {
+        snapshot: cluster(),
+        steps,
+    };
+    let beats = AtomicUsize::new(0);
+    let now = || Time(k8s_openapi::jiff::Timestamp::now());
+    let observer = async {
+        // Idle: no gateway, nothing due; the loop turns anyway.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let idle = beats.load(Ordering::SeqCst);
+        anyhow::ensure!(idle >= 3, "an idle loop beat {idle} times in 2.5 s");
+        let _ = steps_tx.send(Box::new(|snapshot: &mut MemorySnapshot| {
+            snapshot.put_gateway(gateway(base_spec()));
+            Update::Gateway {
+                namespace: "default".into(),
+                name: "gateway1".into(),
+            }
+        }));
+        // The pass reaches the Deployment and hangs there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while outputs.applies.load(Ordering::SeqCst) == 0 {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "the pass never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let wedged = beats.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let after = beats.load(Ordering::SeqCst);
+        anyhow::ensure!(
+            after == wedged,
+            "a wedged loop kept beating: {wedged} -> {after}"
+        );
+        anyhow::Ok(())
+    };
+    let driver = run(
+        &reconciler,
+        &mut source,
+        now,
+        || {
+            beats.fetch_add(1, Ordering::SeqCst);
+        },
+        std::future::pending::<()>(),
+    );
+    tokio::select! {
+        outcome = observer => outcome,
+        () = driver => anyhow::bail!("the driver ended"),
+    }
 }
