@@ -647,3 +647,68 @@ async fn gateways_accept_bfd_from_every_monitor() -> anyhow::Result<()> {
     anyhow::ensure!(allow == "198.18.0.253,198.18.0.252", "{args:?}");
     Ok(())
 }
+
+/// OVN's `BFD.status` (native mode) as the instance state the status shows: each value the
+/// schema allows, and a row OVN has not set yet.
+#[tokio::test]
+async fn ovn_bfd_status_becomes_the_instance_state() -> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = test_nb().await?;
+    let key = names::gateway_key("default", "gateway1");
+    let owner = Value::string_map(crate::plan::ovn::external_ids(&key, None));
+    let row = |ip: &str, status: Option<&str>| {
+        let mut row = Row::from([
+            ("logical_port".to_owned(), Value::string("bfd@ovn-cluster")),
+            ("dst_ip".to_owned(), Value::string(ip)),
+            ("external_ids".to_owned(), owner.clone()),
+        ]);
+        if let Some(status) = status {
+            row.insert("status".to_owned(), Value::string(status));
+        }
+        Operation::Insert {
+            table: "BFD".into(),
+            row,
+            uuid_name: None,
+        }
+    };
+    client
+        .transact(&[
+            row("198.18.0.11", Some("up")),
+            row("198.18.0.12", Some("down")),
+            row("198.18.0.13", Some("init")),
+            row("198.18.0.14", Some("admin_down")),
+            row("198.18.0.15", None),
+        ])
+        .await?;
+    client
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica.table("BFD").count() == 5
+        })
+        .await?;
+    let recorder = Recorder::default();
+    let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
+    let states: Vec<String> = reconciler
+        .bfd_states(&key)
+        .into_iter()
+        .map(|(ip, state)| format!("{ip} {state:?}"))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "198.18.0.11 Up",
+            "198.18.0.12 Down",
+            "198.18.0.13 Init",
+            "198.18.0.14 AdminDown",
+            "198.18.0.15 Unknown",
+        ]
+    );
+    // Another gateway's rows are not this one's.
+    assert!(
+        reconciler
+            .bfd_states(&names::gateway_key("default", "other"))
+            .is_empty()
+    );
+    Ok(())
+}
