@@ -75,6 +75,12 @@ pub trait Outputs {
         name: &str,
         status: &VpcEgressGatewayStatus,
     ) -> Result<(), OutputError>;
+    /// Whether this replica may write now (before every NB transaction: a replica that lost
+    /// its lease mid-pass must not write the NB either). Adapters with one writer keep the
+    /// default.
+    fn may_write(&self) -> Result<(), OutputError> {
+        Ok(())
+    }
     /// Records an event on the gateway.
     async fn event(&self, namespace: &str, name: &str, event: &Event);
     /// Writes a VPC's `status.bfdPort` (`None`: the port is off).

@@ -57,6 +57,9 @@ pub enum ReconcileError {
     /// The finalizer could not be added or removed.
     #[error("the finalizer: {0}")]
     Finalizer(OutputError),
+    /// This replica may not write the NB now (it is not, or no longer, the leader).
+    #[error("not writing the NB: {0}")]
+    Fenced(OutputError),
 }
 
 // The cause is printed in the message, not chained as `source`: `{:#}` would print it twice.
@@ -74,6 +77,7 @@ impl ReconcileError {
             ReconcileError::Deployment(_) => "deployment",
             ReconcileError::Status(_) => "status",
             ReconcileError::Finalizer(_) => "finalizer",
+            ReconcileError::Fenced(_) => "fenced",
         }
     }
 
@@ -83,7 +87,8 @@ impl ReconcileError {
             ReconcileError::Nb(error) => nb_class(error),
             ReconcileError::Deployment(error)
             | ReconcileError::Status(error)
-            | ReconcileError::Finalizer(error) => error.class(),
+            | ReconcileError::Finalizer(error)
+            | ReconcileError::Fenced(error) => error.class(),
         }
     }
 }
@@ -269,6 +274,7 @@ impl<O: Outputs> Reconciler<O> {
         let deployment_name = names::deployment_name(&gateway.spec.prefix, name);
         if let Ok(inputs) = &resolved {
             if conflict::held_back(&overlaps) {
+                self.may_write()?;
                 nb_operations = nb::cleanup(&self.nb, namespace, name).await?;
                 warn!(gateway = %key, ?overlaps, "held back by an older gateway with overlapping sources");
             } else {
@@ -284,6 +290,7 @@ impl<O: Outputs> Reconciler<O> {
                 }
                 let desired = ovn::plan(&without_instances(inputs, &drain.leaving), self.mode);
                 let started = std::time::Instant::now();
+                self.may_write()?;
                 nb_operations = nb::apply(&self.nb, &desired).await?;
                 if nb_operations > 0 {
                     self.metrics
@@ -393,6 +400,7 @@ impl<O: Outputs> Reconciler<O> {
             vpc_name,
             plan.as_ref(),
         );
+        self.may_write()?;
         let count = nb::commit(&self.nb, operations).await?;
         let wanted = plan.map(|plan| veg_api::kubeovn::BfdPortStatus {
             name: plan.port,
@@ -446,8 +454,14 @@ impl<O: Outputs> Reconciler<O> {
         step
     }
 
+    /// Whether the adapter lets this replica write now.
+    fn may_write(&self) -> Result<(), ReconcileError> {
+        self.outputs.may_write().map_err(ReconcileError::Fenced)
+    }
+
     /// Removes every NB row of a gateway (the finalizer's work).
     pub async fn cleanup(&self, namespace: &str, name: &str) -> Result<usize, ReconcileError> {
+        self.may_write()?;
         let operations = nb::cleanup(&self.nb, namespace, name).await?;
         if operations > 0 {
             info!(gateway = %names::gateway_key(namespace, name), operations, "removed its OVN rows");

@@ -60,6 +60,10 @@ impl KubeOutputs {
 }
 
 impl Outputs for KubeOutputs {
+    fn may_write(&self) -> Result<(), OutputError> {
+        self.leading()
+    }
+
     async fn apply_deployment(&self, deployment: &Deployment) -> Result<(), OutputError> {
         self.leading()?;
         let namespace = deployment.metadata.namespace.clone().unwrap_or_default();

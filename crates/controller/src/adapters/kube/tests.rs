@@ -297,21 +297,37 @@ async fn a_standby_writes_nothing() -> anyhow::Result<()> {
     let (client, state) = fake::server();
     let (_leader, standby) = watch::channel(false);
     let reconciler = Reconciler::new(
-        nb,
+        nb.clone(),
         KubeOutputs::new(client, "veg-controller-1", standby),
         BfdMode::Native,
         "veg:test",
     );
-    let mut snapshot = cluster();
-    snapshot.put_gateway(created(&state, base_spec()));
-    let outcome = reconciler
-        .reconcile(&snapshot, "default", "gateway1", &at(100))
-        .await;
-    anyhow::ensure!(
-        outcome.is_err(),
-        "a standby's pass must fail before writing"
-    );
-    anyhow::ensure!(writes(&state).is_empty(), "{:#?}", writes(&state));
+    // A new gateway, and one that already carries the finalizer (the pass then gets past it).
+    for finalized in [false, true] {
+        let mut snapshot = cluster();
+        let mut gateway = created(&state, base_spec());
+        if finalized {
+            gateway.metadata.finalizers = Some(vec![veg_api::names::FINALIZER.to_owned()]);
+        }
+        snapshot.put_gateway(gateway);
+        let outcome = reconciler
+            .reconcile(&snapshot, "default", "gateway1", &at(100))
+            .await;
+        anyhow::ensure!(
+            outcome.is_err(),
+            "a standby's pass must fail before writing (finalized: {finalized})"
+        );
+        anyhow::ensure!(writes(&state).is_empty(), "{:#?}", writes(&state));
+        // Nor the NB: checked in the NB itself.
+        let rows: usize = ["Logical_Router_Policy", "Address_Set", "Port_Group", "BFD"]
+            .iter()
+            .map(|table| nb.replica().table(table).count())
+            .sum();
+        anyhow::ensure!(
+            rows == 0,
+            "a standby wrote {rows} NB rows (finalized: {finalized})"
+        );
+    }
     Ok(())
 }
 
