@@ -132,7 +132,14 @@ fn pods_of_two_subnets_talk_through_the_vpc_router() -> Result<()> {
         let output = Command::new("ip")
             .args(["netns", "exec", &a, "python3"])
             .arg(scripts.join("ask.py"))
-            .args([proto, target, "7777", "20", "1"])
+            // 20 attempts of 1 s (TCP) or 0.5 s (UDP), as the test always waited.
+            .args([
+                proto,
+                target,
+                "7777",
+                "20",
+                if proto == "udp" { "0.5" } else { "1" },
+            ])
             .output()?;
         let seen = String::from_utf8_lossy(&output.stdout).trim().to_owned();
         ensure!(
