@@ -151,18 +151,20 @@ pub fn list_addresses(text: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// A network as Kube-OVN writes one (a CIDR, host bits cleared, or a bare address as a /32 or
+/// /128), or `None`.
+pub fn parse_network(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(|net| net.trunc())
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
 impl SubnetSpec {
-    /// `cidrBlock` as networks (host bits cleared; a bare address is a /32 or /128), or
-    /// `None` when a part is neither.
+    /// `cidrBlock` as networks ([`parse_network`]), or `None` when a part is not one.
     pub fn cidrs(&self) -> Option<Vec<IpNet>> {
-        list_items(&self.cidr_block)
-            .map(|item| {
-                item.parse::<IpNet>()
-                    .map(|net| net.trunc())
-                    .ok()
-                    .or_else(|| item.parse::<IpAddr>().ok().map(IpNet::from))
-            })
-            .collect()
+        list_items(&self.cidr_block).map(parse_network).collect()
     }
 
     /// `gateway` as addresses.

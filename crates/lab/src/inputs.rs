@@ -75,10 +75,6 @@ impl ManifestSubnet {
     }
 }
 
-pub(crate) fn split_list(text: &str) -> impl Iterator<Item = &str> {
-    veg_api::kubeovn::list_items(text)
-}
-
 pub(crate) fn parse_subnet(object: &Json) -> Result<ManifestSubnet, LabError> {
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
     let fail = |detail: String| LabError::Step {
@@ -86,13 +82,13 @@ pub(crate) fn parse_subnet(object: &Json) -> Result<ManifestSubnet, LabError> {
         detail,
     };
     let spec = &object["spec"];
-    let cidrs = split_list(spec["cidrBlock"].as_str().unwrap_or_default())
+    let cidrs = veg_api::kubeovn::list_items(spec["cidrBlock"].as_str().unwrap_or_default())
         .map(|c| {
             c.parse::<IpNet>()
                 .map_err(|e| fail(format!("cidrBlock {c}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut gateways = split_list(spec["gateway"].as_str().unwrap_or_default())
+    let mut gateways = veg_api::kubeovn::list_items(spec["gateway"].as_str().unwrap_or_default())
         .map(|g| {
             g.parse::<IpAddr>()
                 .map_err(|e| fail(format!("gateway {g}: {e}")))

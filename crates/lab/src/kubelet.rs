@@ -121,10 +121,6 @@ fn container_command(netns: &str, container: &Json, pod_spec: &Json, writable: &
     } else {
         std::ffi::OsStr::new("")
     });
-    let gid = container["securityContext"]["runAsGroup"]
-        .as_u64()
-        .or_else(|| pod_spec["securityContext"]["runAsGroup"].as_u64())
-        .unwrap_or(u64::from(privileges.uid));
     let mut bounding = "-all".to_owned();
     for capability in &privileges.bounding {
         bounding.push_str(&format!(",+{}", capability.to_lowercase()));
@@ -132,7 +128,7 @@ fn container_command(netns: &str, container: &Json, pod_spec: &Json, writable: &
     command.args([
         "setpriv".to_owned(),
         format!("--reuid={}", privileges.uid),
-        format!("--regid={gid}"),
+        format!("--regid={}", privileges.gid),
         "--clear-groups".to_owned(),
         "--inh-caps=-all".to_owned(),
         "--ambient-caps=-all".to_owned(),

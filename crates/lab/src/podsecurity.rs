@@ -60,23 +60,11 @@ pub const BASELINE_CAPABILITIES: [&str; 13] = [
     "SYS_CHROOT",
 ];
 
-/// containerd's default capability set for a container (what `drop`/`add` start from).
-pub const RUNTIME_DEFAULT_CAPABILITIES: [&str; 14] = [
-    "AUDIT_WRITE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "MKNOD",
-    "NET_BIND_SERVICE",
-    "NET_RAW",
-    "SETFCAP",
-    "SETGID",
-    "SETPCAP",
-    "SETUID",
-    "SYS_CHROOT",
-];
+/// containerd's default capability set for a container (what `drop`/`add` start from): the
+/// baseline set and NET_RAW.
+fn runtime_default_capabilities() -> impl Iterator<Item = &'static str> {
+    BASELINE_CAPABILITIES.into_iter().chain(["NET_RAW"])
+}
 
 /// The sysctls a stock kubelet allows without `--allowed-unsafe-sysctls` (Kubernetes 1.32).
 pub const SAFE_SYSCTLS: [&str; 12] = [
@@ -157,20 +145,9 @@ fn baseline_violations(pod_spec: &Json, reasons: &mut Vec<String>) {
             containers_phrase(&privileged)
         ));
     }
-    let mut added = Vec::new();
-    for container in containers(pod_spec) {
-        let extra: Vec<String> = added_capabilities(container)
-            .into_iter()
-            .filter(|cap| !BASELINE_CAPABILITIES.contains(&cap.as_str()))
-            .collect();
-        if !extra.is_empty() {
-            added.push(format!(
-                "{} must not include {} in securityContext.capabilities.add",
-                containers_phrase(&[name(container)]),
-                quoted_list(&extra)
-            ));
-        }
-    }
+    let added = disallowed_additions(containers(pod_spec), |cap| {
+        BASELINE_CAPABILITIES.contains(&cap)
+    });
     if !added.is_empty() {
         reasons.push(format!("non-default capabilities ({})", added.join("; ")));
     }
@@ -236,19 +213,9 @@ fn restricted_violations(pod_spec: &Json, reasons: &mut Vec<String>) {
             containers_phrase(&not_dropping)
         ));
     }
-    for container in &all {
-        let extra: Vec<String> = added_capabilities(container)
-            .into_iter()
-            .filter(|cap| cap != "NET_BIND_SERVICE")
-            .collect();
-        if !extra.is_empty() {
-            capability_faults.push(format!(
-                "{} must not include {} in securityContext.capabilities.add",
-                containers_phrase(&[name(container)]),
-                quoted_list(&extra)
-            ));
-        }
-    }
+    capability_faults.extend(disallowed_additions(all.iter().copied(), |cap| {
+        cap == "NET_BIND_SERVICE"
+    }));
     if !capability_faults.is_empty() {
         reasons.push(format!(
             "unrestricted capabilities ({})",
@@ -310,6 +277,29 @@ fn restricted_violations(pod_spec: &Json, reasons: &mut Vec<String>) {
     }
 }
 
+/// Per container, the capabilities it adds beyond what `allowed` accepts, in the admission
+/// plugin's words.
+fn disallowed_additions<'a>(
+    containers: impl Iterator<Item = &'a Json>,
+    allowed: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    containers
+        .filter_map(|container| {
+            let extra: Vec<String> = added_capabilities(container)
+                .into_iter()
+                .filter(|cap| !allowed(cap))
+                .collect();
+            (!extra.is_empty()).then(|| {
+                format!(
+                    "{} must not include {} in securityContext.capabilities.add",
+                    containers_phrase(&[name(container)]),
+                    quoted_list(&extra)
+                )
+            })
+        })
+        .collect()
+}
+
 fn added_capabilities(container: &Json) -> Vec<String> {
     container["securityContext"]["capabilities"]["add"]
         .as_array()
@@ -348,6 +338,8 @@ pub fn forbidden_sysctl(pod_spec: &Json, allowed_unsafe: &[String]) -> Option<St
 pub struct ProcessPrivileges {
     /// `runAsUser` (container, else Pod; the image's user is taken to be root when unset).
     pub uid: u32,
+    /// `runAsGroup` (container, else Pod, else the uid's own group).
+    pub gid: u32,
     /// Set when `allowPrivilegeEscalation: false` (and not privileged).
     pub no_new_privs: bool,
     /// The bounding set (also what containerd puts in effective and permitted).
@@ -416,11 +408,14 @@ pub fn process_privileges(
 ) -> ProcessPrivileges {
     let own = &container["securityContext"];
     let pod = &pod_spec["securityContext"];
-    let uid = own["runAsUser"]
-        .as_u64()
-        .or_else(|| pod["runAsUser"].as_u64())
-        .and_then(|uid| u32::try_from(uid).ok())
-        .unwrap_or(0);
+    let id = |field: &str| {
+        own[field]
+            .as_u64()
+            .or_else(|| pod[field].as_u64())
+            .and_then(|id| u32::try_from(id).ok())
+    };
+    let uid = id("runAsUser").unwrap_or(0);
+    let gid = id("runAsGroup").unwrap_or(uid);
     let privileged = own["privileged"] == true;
     let bounding: BTreeSet<String> = if privileged {
         ALL_CAPABILITIES.iter().map(|c| (*c).to_owned()).collect()
@@ -435,9 +430,8 @@ pub fn process_privileges(
         let mut set: BTreeSet<String> = if drops.iter().any(|d| d == "ALL") {
             BTreeSet::new()
         } else {
-            RUNTIME_DEFAULT_CAPABILITIES
-                .iter()
-                .map(|c| (*c).to_owned())
+            runtime_default_capabilities()
+                .map(str::to_owned)
                 .filter(|c| !drops.contains(c))
                 .collect()
         };
@@ -459,6 +453,7 @@ pub fn process_privileges(
     };
     ProcessPrivileges {
         uid,
+        gid,
         no_new_privs,
         effective: permitted.clone(),
         permitted,
@@ -531,7 +526,10 @@ mod tests {
         let plain =
             json!({"name": "c", "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}});
         let got = process_privileges(&plain, &json!({}), &[]);
-        assert_eq!(got.effective.len(), RUNTIME_DEFAULT_CAPABILITIES.len() + 1);
+        assert_eq!(
+            got.effective.len(),
+            runtime_default_capabilities().count() + 1
+        );
         assert!(!got.no_new_privs);
         let privileged = json!({"name": "p", "securityContext": {"privileged": true,
             "allowPrivilegeEscalation": false}});

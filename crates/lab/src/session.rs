@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::command::{step, write_json};
 use crate::error::LabError;
 pub use crate::inputs::Topology;
-use crate::inputs::{ClientPod, ManifestSubnet, parse_subnet, read_objects, split_list};
+use crate::inputs::{ClientPod, ManifestSubnet, parse_subnet, read_objects};
 use crate::kubelet::{Kubelet, KubeletSubnet, PodState};
 use crate::ovn::{Ovn, OvnConfig, record_child};
 use crate::topology::LabPod;

@@ -194,14 +194,6 @@ pub struct GatewayInputs {
 /// An empty label (or annotation) map, for objects without one.
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
-fn parse_net(text: &str) -> Option<IpNet> {
-    let text = text.trim();
-    text.parse::<IpNet>()
-        .map(|net| net.trunc())
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
 fn family_of(net: &IpNet) -> AddressFamily {
     match net {
         IpNet::V4(_) => AddressFamily::V4,
@@ -399,7 +391,7 @@ fn sources(
         let mut nets: Vec<IpNet> = policy
             .ip_blocks
             .iter()
-            .filter_map(|b| parse_net(b))
+            .filter_map(|b| veg_api::kubeovn::parse_network(b))
             .collect();
         for subnet in &policy.subnets {
             nets.extend(cidrs(snapshot, subnet)?);

@@ -135,10 +135,9 @@ impl Lab {
                 .unwrap_or(name)
                 .to_owned();
             routers.insert(router.clone());
-            let ips: Vec<IpAddr> =
-                split_list(vpc["status"]["bfdPort"]["ip"].as_str().unwrap_or_default())
-                    .filter_map(|ip| ip.parse().ok())
-                    .collect();
+            let ips: Vec<IpAddr> = veg_api::kubeovn::list_addresses(
+                vpc["status"]["bfdPort"]["ip"].as_str().unwrap_or_default(),
+            );
             if !ips.is_empty() {
                 let switch = vpc["status"]["defaultLogicalSwitch"]
                     .as_str()
