@@ -225,13 +225,16 @@ impl Lab {
             .filter(|(kind, _, _)| kind == "VpcEgressGateway")
             .map(|(_, ns, name)| (ns, name))
             .collect();
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+        for (path, deployment) in controller_deployments(&dir) {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let Some(deployment) = deployment else {
+                // Unreadable for now: what was applied stays as it is.
+                seen.insert(name);
                 continue;
-            };
-            let Ok(deployment) = serde_json::from_str::<Json>(&text) else {
-                continue; // being written
             };
             // The garbage collector's part: a Deployment whose gateway is gone goes too.
             let namespace = deployment["metadata"]["namespace"]
@@ -248,7 +251,7 @@ impl Lab {
                     !gateways.contains(&(namespace.clone(), owner))
                 });
             if orphan {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = std::fs::remove_file(&path);
                 continue;
             }
             seen.insert(name.clone());
@@ -444,6 +447,29 @@ impl Drop for Lab {
 }
 
 /// The Pods' `controller.kubernetes.io/pod-deletion-cost` the controller set, latest last.
+/// The Deployments the controller wrote under `dir` (`<namespace>.<name>.json`), each with
+/// its content, or `None` while it cannot be read. Only `.json`: the writer's `.tmp` twin,
+/// taken for a Deployment of its own, would "vanish" on the next pass and take its Pods along.
+fn controller_deployments(dir: &Path) -> Vec<(PathBuf, Option<Json>)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let content = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Json>(&text).ok());
+            (path, content)
+        })
+        .collect()
+}
+
 fn deletion_costs(decisions: &Path) -> BTreeMap<String, i64> {
     let text = std::fs::read_to_string(decisions.join("pod-annotations.jsonl")).unwrap_or_default();
     let mut costs = BTreeMap::new();
@@ -575,3 +601,41 @@ udp()
 "#;
 
 mod build;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_json_deployments_are_read_and_half_written_ones_are_kept_apart()
+    -> anyhow::Result<()> {
+        let dir = std::env::temp_dir().join(format!("veg-lab-deployments-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let whole = json!({"metadata": {"namespace": "default", "name": "gateway1"}});
+        let written = (|| -> std::io::Result<()> {
+            std::fs::write(dir.join("default.gateway1.json"), whole.to_string())?;
+            // The controller's write-then-rename leaves this for a moment; not a Deployment.
+            std::fs::write(dir.join("default.gateway1.tmp"), whole.to_string())?;
+            std::fs::write(dir.join("other.half.json"), "{\"metadata\": {")
+        })();
+        let found = controller_deployments(&dir);
+        std::fs::remove_dir_all(&dir)?;
+        written?;
+        let names: Vec<(String, Option<&Json>)> = found
+            .iter()
+            .map(|(path, content)| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                (name.into_owned(), content.as_ref())
+            })
+            .collect();
+        anyhow::ensure!(
+            names
+                == [
+                    ("default.gateway1.json".to_owned(), Some(&whole)),
+                    ("other.half.json".to_owned(), None)
+                ],
+            "{names:?}"
+        );
+        Ok(())
+    }
+}
