@@ -78,6 +78,10 @@ struct InputArgs {
     /// The VPC's BFD port addresses.
     #[arg(long = "bfd-peer", env = "VEG_GW_BFD_PEERS", value_delimiter = ',')]
     bfd_peers: Vec<IpAddr>,
+    /// The BFD peers are router ports (native mode): routed through the internal gateway
+    /// even inside the internal subnet (else such a peer is taken as on-link: a monitor).
+    #[arg(long, env = "VEG_GW_BFD_PEERS_ROUTED")]
+    bfd_peers_routed: bool,
     /// The nft program.
     #[arg(long, env = "VEG_GW_NFT", default_value = "nft")]
     nft: String,
@@ -124,6 +128,7 @@ impl InputArgs {
             forward_only: self.forward_only.clone(),
             sources: self.sources.clone(),
             bfd_peers: self.bfd_peers.clone(),
+            bfd_peers_routed: self.bfd_peers_routed,
         }
     }
 }

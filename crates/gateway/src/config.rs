@@ -25,6 +25,9 @@ pub struct AgentInput {
     pub sources: Vec<IpNet>,
     /// The VPC's BFD port addresses.
     pub bfd_peers: Vec<IpAddr>,
+    /// The peers are router ports (native mode): routed through the internal gateway even
+    /// when inside the internal subnet.
+    pub bfd_peers_routed: bool,
 }
 
 /// An input that cannot make a configuration.
@@ -191,6 +194,7 @@ pub fn build(
                 .filter(|a| a.is_ipv4() == v4)
                 .copied()
                 .collect(),
+            bfd_peers_routed: input.bfd_peers_routed,
         };
         if v4 {
             config.ipv4 = Some(family_config);
@@ -223,6 +227,7 @@ mod tests {
             forward_only: vec![net("198.20.0.0/16")],
             sources: vec![net("198.19.0.0/16"), net("2001:db8:17::/64")],
             bfd_peers: vec![ip("203.0.113.254")],
+            bfd_peers_routed: false,
         }
     }
 

@@ -73,6 +73,9 @@ pub struct FamilyConfig {
     pub sources: Vec<IpNet>,
     /// The VPC's BFD port addresses, reached through the internal leg.
     pub bfd_peers: Vec<IpAddr>,
+    /// They are router ports (native mode: OVN's `bfd@<vpc>`), so they are routed through the
+    /// internal gateway even when inside the internal subnet.
+    pub bfd_peers_routed: bool,
 }
 
 /// An input the planner refuses, naming the field and why.
@@ -281,13 +284,21 @@ fn plan_family(config: &GatewayConfig, family: Family, input: &FamilyConfig, pla
         plan.routes.push(via_internal(source));
     }
     // A peer on the internal subnet (`veg monitor` on the gateways' switch) is on-link: a
-    // route through the router would cost its packets a hop (TTL 254) and break GTSM.
+    // route through the router would cost its packets a hop (TTL 254) and break GTSM. A
+    // router port (native mode) is never on the switch, wherever its address lies: routed in
+    // both tables (bfdd's replies, from the internal address, use the internal table).
     for peer in input
         .bfd_peers
         .iter()
-        .filter(|peer| !inside(&IpNet::from(**peer)))
+        .filter(|peer| input.bfd_peers_routed || !inside(&IpNet::from(**peer)))
     {
         plan.routes.push(via_internal(IpNet::from(*peer)));
+        if input.bfd_peers_routed && inside(&IpNet::from(*peer)) {
+            plan.routes.push(RoutePlan {
+                table: INTERNAL_TABLE,
+                ..via_internal(IpNet::from(*peer))
+            });
+        }
     }
 
     if let Some(external_gateway) = input.external_gateway {

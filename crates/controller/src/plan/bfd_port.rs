@@ -29,7 +29,7 @@ pub struct BfdPortPlan {
     pub networks: Vec<String>,
     /// The chosen nodes, sorted.
     pub nodes: Vec<String>,
-    /// Their chassis, in node order.
+    /// Their chassis, in node order, each once.
     pub chassis: Vec<String>,
     /// Chosen nodes without a chassis annotation (left out, reported).
     pub missing_chassis: Vec<String>,
@@ -69,7 +69,10 @@ pub fn plan(vpc: &Vpc, nodes: &[&Node]) -> Option<BfdPortPlan> {
         {
             Some(chassis) => {
                 plan.nodes.push(node_name);
-                plan.chassis.push(chassis.clone());
+                // Nodes sharing a chassis (one-host labs) make one HA_Chassis member.
+                if !plan.chassis.contains(chassis) {
+                    plan.chassis.push(chassis.clone());
+                }
             }
             None => plan.missing_chassis.push(node_name),
         }

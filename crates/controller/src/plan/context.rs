@@ -161,6 +161,9 @@ pub struct WorkloadInputs {
     pub attachment: String,
     /// The VPC's BFD addresses (BFD on).
     pub bfd_ips: Vec<IpAddr>,
+    /// They are OVN router ports (native mode), routed through the internal gateway even
+    /// inside the internal subnet; otherwise an address inside it is a monitor, on-link.
+    pub bfd_routed: bool,
 }
 
 /// Everything the OVN planner needs for one gateway.
@@ -289,6 +292,7 @@ pub fn resolve(
         external_provider: external.spec.provider.clone(),
         attachment,
         bfd_ips: bfd.as_ref().map(|(_, ips)| ips.clone()).unwrap_or_default(),
+        bfd_routed: false,
     };
     Ok(GatewayInputs {
         key: names::gateway_key(&namespace, &name),

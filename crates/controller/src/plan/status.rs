@@ -172,10 +172,12 @@ pub fn status(
                         spec.replicas, resolved.workload.attachment
                     ));
                 }
-                if messages.is_empty() {
-                    Ok(())
-                } else {
+                if !messages.is_empty() {
                     Err(("WorkloadNetworkNotReady".to_owned(), messages.join("; ")))
+                } else if let Some(message) = no_instance_up(&next) {
+                    Err(("NoInstanceUp".to_owned(), message))
+                } else {
+                    Ok(())
                 }
             }
         }
@@ -236,6 +238,25 @@ pub fn status(
     }
     next.conditions = conditions;
     next
+}
+
+/// With BFD on, a gateway none of whose instances has its session Up carries nothing (the
+/// 29090 drop catches its sources): not Ready, whatever its Pods say.
+fn no_instance_up(next: &VpcEgressGatewayStatus) -> Option<String> {
+    let states: Vec<BfdState> = next.gateways.iter().filter_map(|g| g.bfd).collect();
+    if states.is_empty() || states.contains(&BfdState::Up) {
+        return None;
+    }
+    Some(format!(
+        "no instance's BFD session is Up ({} of {}: {}); its sources are dropped until one is",
+        states.len(),
+        next.gateways.len(),
+        next.gateways
+            .iter()
+            .map(|g| format!("{} {:?}", g.pod, g.bfd.unwrap_or(BfdState::Unknown)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 fn instances(

@@ -155,8 +155,9 @@ fn annotations(gateway: &VpcEgressGateway, inputs: &GatewayInputs) -> BTreeMap<S
     let mut internal_routes = BTreeSet::new();
     for ip in &workload.bfd_ips {
         // On-link (monitor mode, the monitor on the gateways' switch): no route via the router,
-        // which would cost the BFD packets a hop.
-        let on_link = workload.internal_cidrs.iter().any(|cidr| cidr.contains(ip));
+        // which would cost the BFD packets a hop. A router port (native) is never on-link.
+        let on_link =
+            !workload.bfd_routed && workload.internal_cidrs.iter().any(|cidr| cidr.contains(ip));
         if let Some(gw) = internal_gateway(family_of(ip)).filter(|_| !on_link) {
             internal_routes.insert((IpNet::from(*ip).to_string(), gw.to_string()));
         }
@@ -488,6 +489,10 @@ fn agent_env(inputs: &GatewayInputs) -> Vec<EnvVar> {
         env("VEG_GW_SOURCES", join(sources)),
         env("VEG_GW_FORWARD_ONLY", join(forward_only)),
         env("VEG_GW_BFD_PEERS", join(&workload.bfd_ips)),
+        env(
+            "VEG_GW_BFD_PEERS_ROUTED",
+            if workload.bfd_routed { "true" } else { "" },
+        ),
         env("VEG_LOG_FORMAT", "json"),
     ];
     agent_env.retain(|var| var.value.as_deref().is_some_and(|v| !v.is_empty()));

@@ -347,9 +347,15 @@ impl<O: Outputs> Reconciler<O> {
         })
     }
 
-    /// The inputs with every `veg monitor` among the BFD peers (monitor mode, BFD on), so
-    /// gateway Pods accept their sessions; the inputs themselves otherwise.
+    /// The inputs as this mode renders them: native, the BFD peers are router ports (routed
+    /// through the internal gateway); monitor (BFD on), every `veg monitor` is among the BFD
+    /// peers, so gateway Pods accept their sessions; the inputs themselves otherwise.
     fn with_monitors<'a>(&self, inputs: &'a GatewayInputs) -> Cow<'a, GatewayInputs> {
+        if self.mode == BfdMode::Native && inputs.bfd.is_some() {
+            let mut rendered = inputs.clone();
+            rendered.workload.bfd_routed = true;
+            return Cow::Owned(rendered);
+        }
         let known = |address: &IpAddr| inputs.workload.bfd_ips.contains(address);
         if self.mode != BfdMode::Monitor
             || inputs.bfd.is_none()

@@ -27,6 +27,7 @@ fn v4() -> FamilyConfig {
         forward_only: vec![net("198.20.0.0/16")],
         sources: vec![net("198.19.0.0/16"), net("198.20.0.0/16")],
         bfd_peers: vec![ip("203.0.113.254")],
+        bfd_peers_routed: false,
     }
 }
 
@@ -39,6 +40,7 @@ fn v6() -> FamilyConfig {
         forward_only: vec![],
         sources: vec![net("2001:db8:17::/64")],
         bfd_peers: vec![],
+        bfd_peers_routed: false,
     }
 }
 
@@ -293,5 +295,26 @@ fn an_on_link_bfd_peer_gets_no_route() -> Result<(), PlanError> {
         .map(|r| r.destination.to_string())
         .collect();
     assert_eq!(peers, ["203.0.113.254/32"]);
+    // A router port (native mode: OVN's `bfd@<vpc>`) is never on the switch: both routed.
+    let mut family = v4();
+    family.bfd_peers = vec![ip("198.18.0.253"), ip("203.0.113.254")];
+    family.bfd_peers_routed = true;
+    let routed_plan = super::plan(&config(Some(family), None))?;
+    let routed: Vec<String> = routed_plan
+        .routes
+        .iter()
+        .filter(|r| r.destination.prefix_len() == 32)
+        .map(|r| format!("{} via {:?} table {}", r.destination, r.gateway, r.table))
+        .collect();
+    // In the internal table too, where bfdd's replies (from the internal address) look: its
+    // on-link subnet route would otherwise send them straight to an address nobody holds.
+    assert_eq!(
+        routed,
+        [
+            "198.18.0.253/32 via Some(198.18.0.1) table 254",
+            "203.0.113.254/32 via Some(198.18.0.1) table 254",
+            "198.18.0.253/32 via Some(198.18.0.1) table 1000"
+        ]
+    );
     Ok(())
 }

@@ -19,6 +19,7 @@ fn config() -> GatewayConfig {
                 forward_only: net("198.20.0.0/16").into_iter().collect(),
                 sources: net("198.19.0.0/16").into_iter().collect(),
                 bfd_peers: vec![],
+                bfd_peers_routed: false,
             }),
         ipv6: None,
     }

@@ -50,6 +50,28 @@ fn nodes_are_chosen_deterministically() {
 }
 
 #[test]
+fn nodes_sharing_a_chassis_make_one_member() {
+    let nodes = [
+        node("node-a", json!({}), Some("host")),
+        node("node-b", json!({}), Some("host")),
+        node("node-c", json!({}), Some("other")),
+    ];
+    let refs: Vec<&Node> = nodes.iter().collect();
+    let plan = plan(&vpc(None), &refs);
+    assert_eq!(
+        plan.map(|p| (p.nodes, p.chassis)),
+        Some((
+            vec![
+                "node-a".to_owned(),
+                "node-b".to_owned(),
+                "node-c".to_owned()
+            ],
+            vec!["host".to_owned(), "other".to_owned()]
+        ))
+    );
+}
+
+#[test]
 fn a_node_change_reaches_the_vpcs_whose_port_it_may_move() {
     let selected = vpc(Some(json!({"matchLabels": {"bfd": "yes"}})));
     let mut chosen: Vpc = vpc(Some(json!({"matchLabels": {"bfd": "yes"}})));

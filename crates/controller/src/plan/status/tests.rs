@@ -245,7 +245,12 @@ fn overlaps_name_each_other_and_hold_the_newer_back() -> Result<(), Problem> {
     ]);
     let resolved = resolve(&gateway, &snapshot)?;
     let deployment = ready_deployment();
-    let bfd = BTreeMap::new();
+    // Both sessions Up: only the overlap keeps it from Ready.
+    let bfd: BTreeMap<IpAddr, BfdState> = ["198.18.0.12", "198.18.0.13"]
+        .iter()
+        .filter_map(|ip| ip.parse().ok())
+        .map(|ip| (ip, BfdState::Up))
+        .collect();
     let lost = [Overlap {
         other: "default/old".into(),
         what: "198.19.0.0/16 and 198.19.0.0/16".into(),
@@ -303,5 +308,55 @@ fn overlaps_name_each_other_and_hold_the_newer_back() -> Result<(), Problem> {
         reasons(&resolved_again),
         ["Validated=True/Validated", "Ready=True/ReconcileSuccess"]
     );
+    Ok(())
+}
+
+#[test]
+fn with_bfd_on_no_instance_up_is_not_ready() -> Result<(), Problem> {
+    let gateway = gateway_with_bfd();
+    let snapshot = snapshot_with(&[
+        ("gw-a", "worker1", "198.18.0.12"),
+        ("gw-b", "worker2", "198.18.0.13"),
+    ]);
+    let resolved = resolve(&gateway, &snapshot)?;
+    let deployment = ready_deployment();
+    let state = |a: BfdState, b: BfdState| -> BTreeMap<IpAddr, BfdState> {
+        ["198.18.0.12", "198.18.0.13"]
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .zip([a, b])
+            .collect()
+    };
+    let with = |bfd: &BTreeMap<IpAddr, BfdState>, previous: Option<&VpcEgressGatewayStatus>| {
+        status(
+            previous,
+            StatusInputs {
+                gateway: &gateway,
+                resolved: Ok(&resolved),
+                overlaps: &[],
+                deployment: Some(&deployment),
+                bfd,
+                now: &at(100),
+            },
+        )
+    };
+    // Pods ready, no session Up yet (or all down): the gateway carries nothing.
+    let down = with(&state(BfdState::Down, BfdState::Init), None);
+    assert!(!down.ready);
+    assert_eq!(
+        reasons(&down),
+        ["Validated=True/Validated", "Ready=False/NoInstanceUp"]
+    );
+    let message = down
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("gw-a Down, gw-b Init"), "{message}");
+    // One Up is enough: the other instance's state is in status.gateways.
+    let one = with(&state(BfdState::Down, BfdState::Up), Some(&down));
+    assert!(one.ready);
+    assert_eq!(one.phase, Phase::Completed);
     Ok(())
 }
