@@ -1,12 +1,15 @@
 //! The failover benchmark (`bench/failover.sh`; needs root and the lab's packages): in one
-//! run, for each BFD setting (default 100 ms × 3 and 30 ms × 3), a fresh lab with a
-//! two-instance gateway in monitor mode, then `--kills` kills of an instance (processes
-//! SIGKILLed, links cut) while a client Pod sends `--flows` UDP flows to the external host's
-//! echo service, one probe per flow every `--interval-ms`. Per kill: the traffic gap (the
-//! longest time without a reply on any flow that went through the killed instance) and the
-//! time from the kill to the monitor's NB write that removed it. Prints a Markdown table; the
-//! "ratio" column compares the gap with the BFD detection time (interval × multiplier)
-//! measured in the same run, so the figure says what veg adds on top of BFD.
+//! run, for each data plane (`--ovn kube-ovn,debian` × `--mode native,monitor`; native runs
+//! only on Kube-OVN's build) and each BFD setting (default 100 ms × 3 and 30 ms × 3), a fresh
+//! lab with a two-instance gateway, then `--kills` kills of the instance that carries the
+//! client's traffic (processes SIGKILLed, links cut) while the client Pod sends `--flows` UDP
+//! flows to the external host's echo service, one probe per flow every `--interval-ms`. Per
+//! kill: the traffic gap (the longest time without a reply on any flow that went through the
+//! killed instance) and the time from the kill to its withdrawal in the NB (monitor mode: the
+//! monitor's write of the nexthops; native: OVN setting its BFD row down, seen by an
+//! `ovsdb-client monitor`). Prints a Markdown table; the "ratio" column compares the gap with
+//! the BFD detection time (interval × multiplier) measured in the same run, so the figure says
+//! what the withdrawal adds on top of BFD.
 
 use std::collections::BTreeSet;
 use std::io::BufRead as _;
@@ -17,14 +20,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value as Json;
-use veg_lab::{Lab, LabOptions, Topology};
+use veg_lab::session::BfdMode;
+use veg_lab::{Lab, LabOptions, OvnBuild, OvnInstall, Topology};
 
 const MANIFESTS: &str = r#"
 apiVersion: kubeovn.io/v1
 kind: Vpc
 metadata: {name: ovn-cluster}
-spec: {}
-status: {router: ovn-cluster, defaultLogicalSwitch: ovn-default, bfdPort: {name: bfd@ovn-cluster, ip: 198.18.0.253}}
+spec: {bfdPort: {enabled: true, ip: 198.18.0.253}}
+status: {router: ovn-cluster, defaultLogicalSwitch: ovn-default}
 ---
 apiVersion: kubeovn.io/v1
 kind: Subnet
@@ -115,6 +119,7 @@ struct Args {
     timers: Vec<u32>,
     flows: usize,
     interval_ms: u64,
+    setups: Vec<(OvnBuild, BfdMode)>,
 }
 
 fn args() -> Result<Args> {
@@ -123,7 +128,10 @@ fn args() -> Result<Args> {
         timers: vec![100, 30],
         flows: 16,
         interval_ms: 5,
+        setups: Vec::new(),
     };
+    let mut builds = vec![OvnBuild::KubeOvn, OvnBuild::Debian];
+    let mut modes = vec![BfdMode::Native, BfdMode::Monitor];
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().context("a value");
@@ -137,10 +145,42 @@ fn args() -> Result<Args> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?
             }
+            "--ovn" => {
+                builds = value()?
+                    .split(',')
+                    .map(|b| match b {
+                        "kube-ovn" => Ok(OvnBuild::KubeOvn),
+                        "debian" => Ok(OvnBuild::Debian),
+                        other => bail!("--ovn {other}: kube-ovn or debian"),
+                    })
+                    .collect::<Result<_>>()?
+            }
+            "--mode" => {
+                modes = value()?
+                    .split(',')
+                    .map(|m| match m {
+                        "native" => Ok(BfdMode::Native),
+                        "monitor" => Ok(BfdMode::Monitor),
+                        other => bail!("--mode {other}: native or monitor"),
+                    })
+                    .collect::<Result<_>>()?
+            }
             "--bench" => {}
             other => bail!("unknown argument {other}"),
         }
     }
+    // Native needs Kube-OVN's build (the BFD port); Debian's runs monitor mode only.
+    for build in &builds {
+        for mode in &modes {
+            if !(*build == OvnBuild::Debian && *mode == BfdMode::Native) {
+                args.setups.push((*build, *mode));
+            }
+        }
+    }
+    ensure!(
+        !args.setups.is_empty(),
+        "no setup: native runs on kube-ovn only"
+    );
     Ok(args)
 }
 
@@ -153,7 +193,7 @@ fn now() -> f64 {
 
 fn nexthops(lab: &Lab) -> BTreeSet<IpAddr> {
     lab.ovn()
-        .policy_nexthops(29100)
+        .live_policy_nexthops(29100)
         .unwrap_or_default()
         .into_iter()
         .flatten()
@@ -187,6 +227,32 @@ fn nb_write_after(log: &Path, since: f64, gone: &str) -> Option<f64> {
         .next()
 }
 
+/// The first time after `since` that an `ovsdb-client --timestamp -f csv monitor … BFD
+/// dst_ip,status` log shows `ip`'s row turning down.
+fn bfd_down_after(log: &Path, since: f64, ip: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let mut at = None;
+    for line in text.lines() {
+        // Each update starts with its time, `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
+        if line.len() == 23 && line.as_bytes().get(4) == Some(&b'-') {
+            at = format!("{}Z", line.replacen(' ', "T", 1))
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_microsecond() as f64 / 1e6);
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        if let (Some(when), [_, "new", address, status]) = (at, fields.as_slice())
+            && when >= since
+            && address.trim_matches('"') == ip
+            && (*status == "down" || *status == "admin_down")
+        {
+            return Some(when);
+        }
+    }
+    None
+}
+
 struct Kill {
     gap_ms: f64,
     nb_ms: f64,
@@ -204,8 +270,13 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn run_setting(args: &Args, interval: u32, veg: &Path) -> Result<(f64, Vec<Kill>)> {
-    let id = format!("bf{interval}");
+fn run_setting(
+    args: &Args,
+    (build, mode): (OvnBuild, BfdMode),
+    interval: u32,
+    veg: &Path,
+) -> Result<(f64, Vec<Kill>)> {
+    let id = format!("b{}{}{interval}", &build.name()[..1], &mode.name()[..1]);
     let input = std::env::temp_dir().join(format!("{id}-input"));
     std::fs::create_dir_all(&input)?;
     let manifests = input.join("manifests.yaml");
@@ -224,6 +295,8 @@ fn run_setting(args: &Args, interval: u32, veg: &Path) -> Result<(f64, Vec<Kill>
         manifests: vec![manifests],
         topology: Topology::read(&input.join("topology.yaml"))?,
         restart_delay: Some(Duration::from_secs_f64(probe_seconds + 0.2)),
+        ovn: OvnInstall::locate(build)?,
+        bfd_mode: mode,
     };
     let started = Instant::now();
     let mut lab = Lab::up(options, &mut |_, _| {})?;
@@ -266,16 +339,38 @@ fn run_setting(args: &Args, interval: u32, veg: &Path) -> Result<(f64, Vec<Kill>
     std::io::BufReader::new(echo.stdout.take().context("echo stdout")?).read_line(&mut line)?;
     let targets = targets.join(",");
     let monitor_log = state.join("veg-monitor-ovn-cluster.log");
+    // Native: OVN's own withdrawal is its BFD row going down in the NB.
+    let bfd_log = state.join("nb-bfd.csv");
+    let mut bfd_monitor = Command::new(lab.ovn().install().program("ovsdb-client"))
+        .args([
+            "-f",
+            "csv",
+            "--timestamp",
+            "monitor",
+            &lab.ovn().nb_remote(),
+        ])
+        .args(["OVN_Northbound", "BFD", "dst_ip,status"])
+        .stdout(std::fs::File::create(&bfd_log)?)
+        .stderr(Stdio::null())
+        .spawn()?;
     let mut kills = Vec::new();
     for round in 0..args.kills {
-        let victim = format!("gateway1-{}", round % 2);
         lab.wait_for("both instances", Duration::from_secs(30), |lab| {
             Ok(nexthops(lab).len() == 2)
         })?;
         lab.ovn().sync()?;
         // Quiet for twice the lab's datapath idle time: each round starts from fresh flows.
         std::thread::sleep(Duration::from_millis(1000));
-        let (dead_internal, dead_external) = instance(&lab, &victim).context("victim")?;
+        // The victim carries the client's traffic: with Kube-OVN's ECMP on the IP source
+        // every flow of the one client goes through one instance (dp_hash spreads them).
+        let seen = lab
+            .ask("default/client", true, Duration::from_secs(1))
+            .context("the client reaches nothing")?;
+        let victim = ["gateway1-0", "gateway1-1"]
+            .into_iter()
+            .find(|pod| instance(&lab, pod).is_some_and(|(_, external)| external == seen))
+            .with_context(|| format!("no instance has the client's address {seen}"))?;
+        let (dead_internal, dead_external) = instance(&lab, victim).context("victim")?;
         let out = state.join("probe.json");
         let _ = std::fs::remove_file(&out);
         let mut prober = Command::new("ip")
@@ -365,10 +460,15 @@ fn run_setting(args: &Args, interval: u32, veg: &Path) -> Result<(f64, Vec<Kill>
             }
             gap = gap.max(longest);
         }
-        let nb = nb_write_after(&monitor_log, killed_at, &dead_internal)
-            .map_or(f64::NAN, |at| (at - killed_at) * 1000.0);
+        let withdrawn = match mode {
+            BfdMode::Monitor => nb_write_after(&monitor_log, killed_at, &dead_internal),
+            BfdMode::Native => bfd_down_after(&bfd_log, killed_at, &dead_internal),
+        };
+        let nb = withdrawn.map_or(f64::NAN, |at| (at - killed_at) * 1000.0);
         eprintln!(
-            "  {interval} ms × 3, kill {:>2} ({victim}): gap {:>6.1} ms over {affected} flows, NB {:>6.1} ms{}",
+            "  {} {}, {interval} ms × 3, kill {:>2} ({victim}): gap {:>6.1} ms over {affected} flows, NB {:>6.1} ms{}",
+            build.name(),
+            mode.name(),
             round + 1,
             gap * 1000.0,
             nb,
@@ -387,6 +487,8 @@ fn run_setting(args: &Args, interval: u32, veg: &Path) -> Result<(f64, Vec<Kill>
     }
     let _ = echo.kill();
     let _ = echo.wait();
+    let _ = bfd_monitor.kill();
+    let _ = bfd_monitor.wait();
     lab.down();
     let _ = std::fs::remove_dir_all(&input);
     Ok((ready_ms, kills))
@@ -394,22 +496,29 @@ fn run_setting(args: &Args, interval: u32, veg: &Path) -> Result<(f64, Vec<Kill>
 
 fn main() -> Result<()> {
     let args = args()?;
-    veg_lab::ovn::check_prerequisites()?;
     let veg = PathBuf::from(env!("CARGO_BIN_EXE_veg"));
     let mut rows = Vec::new();
-    for &interval in &args.timers {
-        eprintln!(
-            "BFD {interval} ms × 3: {} kills, {} flows, a probe per flow every {} ms",
-            args.kills, args.flows, args.interval_ms
-        );
-        let (ready_ms, kills) = run_setting(&args, interval, &veg)?;
-        rows.push((interval, ready_ms, kills));
+    for &(build, mode) in &args.setups {
+        let install = OvnInstall::locate(build)?;
+        veg_lab::ovn::check_prerequisites(&install)?;
+        for &interval in &args.timers {
+            eprintln!(
+                "{}, {} mode, BFD {interval} ms × 3: {} kills, {} flows, a probe per flow every {} ms",
+                install.describe(),
+                mode.name(),
+                args.kills,
+                args.flows,
+                args.interval_ms
+            );
+            let (ready_ms, kills) = run_setting(&args, (build, mode), interval, &veg)?;
+            rows.push((build, mode, interval, ready_ms, kills));
+        }
     }
     println!(
-        "\n| BFD | kills | flows hit per kill (mean) | traffic gap median / p95 / max (ms) | kill → NB write median / p95 / max (ms) | gap p95 / detection time | never recovered | lab up → gateway Ready (ms) |"
+        "\n| OVN | mode | BFD | kills | flows hit per kill (mean) | traffic gap median / p95 / max (ms) | kill → withdrawn in NB median / p95 / max (ms) | gap p95 / detection time | never recovered | lab up → gateway Ready (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for (interval, ready_ms, kills) in &rows {
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (build, mode, interval, ready_ms, kills) in &rows {
         let gaps: Vec<f64> = kills
             .iter()
             .filter(|k| k.affected > 0)
@@ -424,7 +533,9 @@ fn main() -> Result<()> {
             kills.iter().map(|k| k.affected).sum::<usize>() as f64 / kills.len().max(1) as f64;
         let detection = f64::from(*interval) * 3.0;
         println!(
-            "| {interval} ms × 3 | {} | {hit:.1} / {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} | {} | {ready_ms:.0} |",
+            "| {} | {} | {interval} ms × 3 | {} | {hit:.1} / {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} | {} | {ready_ms:.0} |",
+            build.name(),
+            mode.name(),
             kills.len(),
             args.flows,
             percentile(&gaps, 50.0),

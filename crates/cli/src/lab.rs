@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::Value as Json;
-use veg_lab::session::read_status;
+use veg_lab::session::{BfdMode, read_status};
 use veg_lab::{Lab, LabOptions, LabState, Topology};
 
 /// `veg lab`.
@@ -122,6 +122,8 @@ enum LabCommand {
         /// The examples directory (its nad.yaml, subnets.yaml and lab/).
         #[arg(long, default_value = "examples")]
         examples: PathBuf,
+        #[command(flatten)]
+        data_plane: DataPlaneArgs,
     },
     /// The supervisor `up` starts (not for direct use).
     #[command(hide = true)]
@@ -143,6 +145,61 @@ struct UpArgs {
     /// Prefix of the lab's namespaces and interfaces (at most 6 characters).
     #[arg(long)]
     prefix: Option<String>,
+    #[command(flatten)]
+    data_plane: DataPlaneArgs,
+}
+
+/// Which OVN the lab runs and who withdraws dead gateway instances.
+#[derive(Clone, Debug, Args)]
+pub(crate) struct DataPlaneArgs {
+    /// The OVN build: Kube-OVN's (what its users run; scripts/build-kube-ovn-ovn.sh builds
+    /// it) or Debian's packages (stock OVN 23.03).
+    #[arg(long, value_enum, default_value_t = OvnArg::KubeOvn)]
+    ovn: OvnArg,
+    /// native: OVN runs BFD from the VPC's `bfd@<vpc>` port (Kube-OVN's build only);
+    /// monitor: `veg monitor` does. Default: native on kube-ovn, monitor on debian.
+    #[arg(long, value_enum)]
+    bfd_mode: Option<BfdModeArg>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OvnArg {
+    KubeOvn,
+    Debian,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BfdModeArg {
+    Native,
+    Monitor,
+}
+
+impl DataPlaneArgs {
+    /// The install to run and the mode; fails when the build is not there.
+    pub(crate) fn resolve(&self) -> anyhow::Result<(veg_lab::OvnInstall, BfdMode)> {
+        let build = match self.ovn {
+            OvnArg::KubeOvn => veg_lab::OvnBuild::KubeOvn,
+            OvnArg::Debian => veg_lab::OvnBuild::Debian,
+        };
+        let mode = match self.bfd_mode {
+            Some(BfdModeArg::Native) => BfdMode::Native,
+            Some(BfdModeArg::Monitor) => BfdMode::Monitor,
+            None => BfdMode::default_for(build),
+        };
+        Ok((veg_lab::OvnInstall::locate(build)?, mode))
+    }
+
+    /// The same choice as arguments (for the supervisor `up` starts).
+    fn to_args(&self) -> Vec<String> {
+        let name = |value: Option<clap::builder::PossibleValue>| {
+            value.map(|v| v.get_name().to_owned()).unwrap_or_default()
+        };
+        let mut args = vec![format!("--ovn={}", name(self.ovn.to_possible_value()))];
+        if let Some(mode) = self.bfd_mode {
+            args.push(format!("--bfd-mode={}", name(mode.to_possible_value())));
+        }
+        args
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -251,7 +308,9 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         ),
         LabCommand::Nb { args } => {
             let lab = LabState::read(&state)?;
-            let status = Command::new("ovn-nbctl")
+            let status = lab
+                .ovn
+                .command("ovn-nbctl")
                 .arg(format!("--db={}", lab.nb))
                 .args(&args)
                 .status()
@@ -260,7 +319,10 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
             ))
         }
-        LabCommand::Demo { examples } => demo::demo(&examples),
+        LabCommand::Demo {
+            examples,
+            data_plane,
+        } => demo::demo(&examples, &data_plane),
         LabCommand::Explain { pod } => {
             use veg_controller::run::driver::Source as _;
             let lab = LabState::read(&state)?;
@@ -364,7 +426,8 @@ fn default_manifests() -> Vec<PathBuf> {
 }
 
 fn up(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
-    veg_lab::ovn::check_prerequisites()?;
+    let (ovn, _) = args.data_plane.resolve()?;
+    veg_lab::ovn::check_prerequisites(&ovn)?;
     if state.exists() {
         if supervisor_alive(state) {
             bail!(
@@ -407,6 +470,7 @@ fn up(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
     if let Some(prefix) = &args.prefix {
         command.arg("--prefix").arg(prefix);
     }
+    command.args(args.data_plane.to_args());
     // Its own process group: a Ctrl-C at this terminal does not take the lab down.
     use std::os::unix::process::CommandExt as _;
     let mut child = command
@@ -489,6 +553,8 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.manifests.clone()
     };
+    let (ovn, bfd_mode) = args.data_plane.resolve()?;
+    println!("{}, {} BFD mode", ovn.describe(), bfd_mode.name());
     let started = Instant::now();
     let options = LabOptions {
         state_dir: state.to_owned(),
@@ -498,6 +564,8 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
         topology: Topology::read(&args.topology)?,
         restart_delay: (args.restart_delay_ms > 0)
             .then(|| Duration::from_millis(args.restart_delay_ms)),
+        ovn,
+        bfd_mode,
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s] {stage}", at.as_secs_f64());
@@ -509,15 +577,40 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
         .filter(|(kind, _, _)| kind == "VpcEgressGateway")
         .map(|(_, ns, name)| (ns, name))
         .collect();
+    // A problem is "stuck" once the same one has stood for 2 s: a first pass may report one
+    // that the next fixes (native mode: the VPC's BFD port not reported yet).
+    let mut problems: std::collections::BTreeMap<String, (String, Instant)> = Default::default();
     let outcome = lab.wait_for("the gateways", Duration::from_secs(60), |lab| {
         Ok(gateways.iter().all(|(ns, name)| {
             let status = lab.status(ns, name);
-            // Completed, or stuck on a problem its conditions name.
-            status["phase"] == "Completed"
-                || status["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["status"] == "False" && c["reason"] != "Processing")
+            let problem = status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| {
+                    c["status"] == "False"
+                        && c["reason"] != "Processing"
+                        && c["reason"] != "NoInstanceUp"
                 })
+                .map(|c| c["reason"].as_str().unwrap_or_default().to_owned());
+            let key = format!("{ns}/{name}");
+            let stuck = match problem {
+                Some(reason) => {
+                    let since = problems
+                        .entry(key)
+                        .or_insert((reason.clone(), Instant::now()));
+                    if since.0 != reason {
+                        *since = (reason, Instant::now());
+                    }
+                    since.1.elapsed() > Duration::from_secs(2)
+                }
+                None => {
+                    problems.remove(&key);
+                    false
+                }
+            };
+            // Completed, or stuck on a problem its conditions name.
+            status["phase"] == "Completed" || stuck
         }))
     });
     match outcome {

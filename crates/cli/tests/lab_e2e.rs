@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value as Json;
-use veg_lab::{Lab, LabOptions, Topology};
+use veg_lab::session::BfdMode;
+use veg_lab::{Lab, LabOptions, OvnBuild, OvnInstall, Topology};
 
 /// One lab at a time: they share the machine's two cores with BFD at 100 ms.
 static ONE_LAB: Mutex<()> = Mutex::new(());
@@ -65,7 +66,19 @@ impl std::ops::DerefMut for TestLab {
 }
 
 impl TestLab {
+    /// A lab on Kube-OVN's OVN in native BFD mode (what users run).
     fn start(id: &str, manifests: &str, topology: &str, restart: Option<Duration>) -> Result<Self> {
+        Self::start_on(OvnBuild::KubeOvn, id, manifests, topology, restart)
+    }
+
+    /// A lab on `build`, in the BFD mode its users would run (Debian: monitor).
+    fn start_on(
+        build: OvnBuild,
+        id: &str,
+        manifests: &str,
+        topology: &str,
+        restart: Option<Duration>,
+    ) -> Result<Self> {
         let input = std::env::temp_dir().join(format!("{id}-input"));
         let state = std::env::temp_dir().join(format!("{id}-veg-lab"));
         let _ = std::fs::remove_dir_all(&input);
@@ -80,6 +93,8 @@ impl TestLab {
             manifests: vec![input.join("manifests.yaml")],
             topology: Topology::read(&input.join("topology.yaml"))?,
             restart_delay: restart,
+            ovn: OvnInstall::locate(build)?,
+            bfd_mode: BfdMode::default_for(build),
         };
         let started = Instant::now();
         let lab = Lab::up(options, &mut |stage, at| {
@@ -230,11 +245,13 @@ fn policies(lab: &Lab, router: &str, priority: u32) -> Vec<(String, Vec<IpAddr>)
 }
 
 /// All nexthops of the 29100 policies of the family.
+/// The nexthops that carry traffic (native mode: without those whose BFD row is down).
 fn nexthops(lab: &Lab, v4: bool) -> BTreeSet<IpAddr> {
+    let down = lab.ovn().bfd_down().unwrap_or_default();
     policies(lab, "ovn-cluster", 29100)
         .into_iter()
         .flat_map(|(_, hops)| hops)
-        .filter(|h| h.is_ipv4() == v4)
+        .filter(|h| h.is_ipv4() == v4 && !down.contains(h))
         .collect()
 }
 
@@ -352,12 +369,23 @@ fn ready(lab: &mut TestLab, instances: usize, v4: bool) -> Result<()> {
 
 #[test]
 fn snat_forward_only_intra_vpc_status_rows_scaling_and_delete() -> Result<()> {
+    the_whole_walk(OvnBuild::KubeOvn, "le1")
+}
+
+/// The same on stock OVN (monitor mode).
+#[test]
+fn on_debian_ovn_snat_forward_only_intra_vpc_status_rows_scaling_and_delete() -> Result<()> {
+    the_whole_walk(OvnBuild::Debian, "ld1")
+}
+
+fn the_whole_walk(build: OvnBuild, id: &str) -> Result<()> {
     if !support::require("the lab e2e", &TOOLS) {
         return Ok(());
     }
     let _one = lock();
-    let mut lab = TestLab::start(
-        "le1",
+    let mut lab = TestLab::start_on(
+        build,
+        id,
         V4_MANIFESTS,
         V4_TOPOLOGY,
         Some(Duration::from_secs(3)),
@@ -772,11 +800,21 @@ fn traffic_policy_local_prefers_the_same_node_instance() -> Result<()> {
 /// then all instances down → nothing reaches the external host.
 #[test]
 fn bfd_withdraws_a_dead_instance_and_all_down_leaks_nothing() -> Result<()> {
+    dead_instances_are_withdrawn(OvnBuild::KubeOvn, "le5")
+}
+
+/// The same on stock OVN, where `veg monitor` withdraws them.
+#[test]
+fn on_debian_ovn_the_monitor_withdraws_a_dead_instance_and_all_down_leaks_nothing() -> Result<()> {
+    dead_instances_are_withdrawn(OvnBuild::Debian, "ld5")
+}
+
+fn dead_instances_are_withdrawn(build: OvnBuild, id: &str) -> Result<()> {
     if !support::require("the lab e2e", &TOOLS) {
         return Ok(());
     }
     let _one = lock();
-    let mut lab = TestLab::start("le5", V4_MANIFESTS, V4_TOPOLOGY, None)?;
+    let mut lab = TestLab::start_on(build, id, V4_MANIFESTS, V4_TOPOLOGY, None)?;
     ready(&mut lab, 2, true)?;
     let (dead, dead_external) = instance(&lab, "gateway1-0", true).context("gateway1-0")?;
     let killed = Instant::now();
@@ -880,6 +918,182 @@ fn bfd_withdraws_a_dead_instance_and_all_down_leaks_nothing() -> Result<()> {
     ensure!(
         packets.trim().is_empty(),
         "packets reached the external network:\n{packets}"
+    );
+    lab.finish()
+}
+
+/// `--format=csv --data=bare --no-headings` rows of an `ovn-nbctl` query, split on commas.
+fn nb_rows(lab: &Lab, args: &[&str]) -> Vec<Vec<String>> {
+    let mut full = vec!["--format=csv", "--data=bare", "--no-headings"];
+    full.extend_from_slice(args);
+    lab.ovn()
+        .nbctl(&full)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| line.split(',').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The OpenFlow select group's buckets on the chassis (one per live nexthop; no group at all
+/// with a single one).
+fn group_buckets(lab: &Lab) -> usize {
+    let mgmt = lab.state_dir().join("br-int.mgmt");
+    lab.ovn()
+        .install()
+        .command("ovs-ofctl")
+        .args(["-O", "OpenFlow15", "dump-groups"])
+        .arg(format!("unix:{}", mgmt.display()))
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .matches("bucket_id")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Native mode on Kube-OVN's OVN: the controller makes `bfd@ovn-cluster` (bfd-only, on an
+/// HA_Chassis_Group), BFD rows on it and the policies' `bfd_sessions`; ovn-controller runs the
+/// sessions to each instance's bfdd; the gateway is Ready only with a session Up; ECMP hashes
+/// on the source (one Pod, one instance); a killed instance is withdrawn by OVN alone.
+#[test]
+fn native_mode_ovn_runs_bfd_and_withdraws_a_dead_instance_itself() -> Result<()> {
+    if !support::require("the lab e2e", &TOOLS) {
+        return Ok(());
+    }
+    let _one = lock();
+    let mut lab = TestLab::start("ln1", V4_MANIFESTS, V4_TOPOLOGY, None)?;
+    let bfd_up = |lab: &Lab| {
+        nb_rows(lab, &["--columns=dst_ip,status", "list", "BFD"])
+            .into_iter()
+            .filter(|row| row.get(1).is_some_and(|s| s == "up"))
+            .count()
+    };
+    // Ready no earlier than a session Up in the NB.
+    lab.wait("the status Completed", Duration::from_secs(40), |lab| {
+        Ok(lab.status("default", "gateway1")["phase"] == "Completed")
+    })?;
+    ensure!(
+        bfd_up(&lab) >= 1,
+        "Completed with no BFD row up: {:?}",
+        nb_rows(&lab, &["--columns=dst_ip,status", "list", "BFD"])
+    );
+    ready(&mut lab, 2, true)?;
+    lab.wait("both BFD rows up", Duration::from_secs(10), |lab| {
+        Ok(bfd_up(lab) == 2)
+    })?;
+
+    // The rows: the port, its group bound to the chassis, the sessions linked from the policies.
+    let port = nb_rows(
+        &lab,
+        &[
+            "--columns=options,ha_chassis_group",
+            "find",
+            "Logical_Router_Port",
+            "name=\"bfd@ovn-cluster\"",
+        ],
+    );
+    ensure!(
+        port.len() == 1 && port[0][0].contains("bfd-only=true") && !port[0][1].is_empty(),
+        "bfd@ovn-cluster: {port:?}"
+    );
+    let sessions: std::collections::BTreeMap<String, (String, String)> = nb_rows(
+        &lab,
+        &["--columns=_uuid,dst_ip,logical_port", "list", "BFD"],
+    )
+    .into_iter()
+    .filter_map(|row| {
+        Some((
+            row.first()?.clone(),
+            (row.get(1)?.clone(), row.get(2)?.clone()),
+        ))
+    })
+    .collect();
+    let reroutes = nb_rows(
+        &lab,
+        &[
+            "--columns=_uuid,nexthops,bfd_sessions",
+            "find",
+            "Logical_Router_Policy",
+            "priority=29100",
+        ],
+    );
+    ensure!(reroutes.len() == 2, "29100 policies: {reroutes:?}");
+    for row in &reroutes {
+        let hops: BTreeSet<&str> = row[1].split_whitespace().collect();
+        let linked: BTreeSet<&str> = row[2]
+            .split_whitespace()
+            .filter_map(|uuid| sessions.get(uuid))
+            .filter(|(_, port)| port == "bfd@ovn-cluster")
+            .map(|(ip, _)| ip.as_str())
+            .collect();
+        ensure!(
+            hops == linked,
+            "nexthops {hops:?} but BFD sessions to {linked:?}"
+        );
+    }
+    let sb = lab
+        .ovn()
+        .install()
+        .command("ovn-sbctl")
+        .arg(format!("--db={}", lab.ovn().sb_remote()))
+        .args(["--bare", "--columns=chassis", "find", "Port_Binding"])
+        .arg("logical_port=\"cr-bfd@ovn-cluster\"")
+        .output()?;
+    ensure!(
+        !String::from_utf8_lossy(&sb.stdout).trim().is_empty(),
+        "cr-bfd@ovn-cluster is bound to no chassis"
+    );
+    ensure!(group_buckets(&lab) == 2, "buckets: {}", group_buckets(&lab));
+
+    // ECMP on the IP source (Kube-OVN's patch): every connection of web-1 on one instance.
+    let seen: BTreeSet<String> = (0..12)
+        .filter_map(|_| lab.ask("default/web-1", true, Duration::from_secs(1)))
+        .collect();
+    ensure!(seen.len() == 1, "web-1's connections left as {seen:?}");
+    let carrier: IpAddr = seen.iter().next().context("no answer")?.parse()?;
+    let victim = ["gateway1-0", "gateway1-1"]
+        .into_iter()
+        .find(|pod| instance(&lab, pod, true).is_some_and(|(_, external)| external == carrier))
+        .context("no instance has web-1's address")?;
+    let (dead, _) = instance(&lab, victim, true).context("victim")?;
+
+    // Kill it: OVN withdraws it — its BFD row down, its bucket gone — and veg writes no policy.
+    let before = nb_rows(
+        &lab,
+        &[
+            "--columns=_uuid,nexthops,bfd_sessions",
+            "find",
+            "Logical_Router_Policy",
+        ],
+    );
+    let killed = Instant::now();
+    lab.kill(&format!("default/{victim}"))?;
+    lab.wait("its BFD row down", Duration::from_secs(1), |lab| {
+        Ok(lab.ovn().bfd_down()?.contains(&dead))
+    })?;
+    eprintln!("kill → BFD row down in {:?}", killed.elapsed());
+    lab.wait("its bucket gone", Duration::from_secs(1), |lab| {
+        Ok(group_buckets(lab) == 0)
+    })?;
+    for _ in 0..5 {
+        let seen = lab.ask("default/web-1", true, Duration::from_secs(1));
+        ensure!(
+            seen.is_some() && seen != Some(carrier.to_string()),
+            "after the kill web-1 seen as {seen:?}"
+        );
+    }
+    let after = nb_rows(
+        &lab,
+        &[
+            "--columns=_uuid,nexthops,bfd_sessions",
+            "find",
+            "Logical_Router_Policy",
+        ],
+    );
+    ensure!(
+        before == after,
+        "veg rewrote policies:\nbefore {before:?}\nafter {after:?}"
     );
     lab.finish()
 }
@@ -1085,6 +1299,8 @@ fn the_lab_commands_work_from_the_state_directory() -> Result<()> {
         &state,
         &[
             "up",
+            "--ovn",
+            "debian",
             "--prefix",
             "le9",
             "--manifests",
@@ -1100,6 +1316,10 @@ fn the_lab_commands_work_from_the_state_directory() -> Result<()> {
     ensure!(
         text.contains("OVN central") && text.contains("client Pods"),
         "up shows no progress: {text}"
+    );
+    ensure!(
+        text.contains("debian OVN (ovn-nbctl 23.03") && text.contains("monitor BFD mode"),
+        "up does not say which OVN and BFD mode it runs: {text}"
     );
     let (code, text) = veg_lab(
         &state,

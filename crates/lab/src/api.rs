@@ -104,6 +104,34 @@ pub fn delete(api: &Path, key: &ObjectKey) -> Result<bool, LabError> {
     }
 }
 
+/// Sets `status.<field>` of an object as its controller reported it (`null`: removed), as the
+/// API server's status subresource would; `false` when there is no such object or nothing
+/// changes.
+pub fn set_status(
+    api: &Path,
+    key: &ObjectKey,
+    field: &str,
+    value: &Json,
+) -> Result<bool, LabError> {
+    let Some((path, mut object)) = find(api, key)? else {
+        return Ok(false);
+    };
+    if &object["status"][field] == value
+        || (value.is_null() && object["status"].get(field).is_none())
+    {
+        return Ok(false);
+    }
+    if value.is_null() {
+        if let Some(status) = object["status"].as_object_mut() {
+            status.remove(field);
+        }
+    } else {
+        object["status"][field] = value.clone();
+    }
+    write_json(&path, &object)?;
+    Ok(true)
+}
+
 /// Sets a gateway's `spec.replicas`.
 pub fn scale(api: &Path, namespace: &str, name: &str, replicas: u32) -> Result<(), LabError> {
     let key = (

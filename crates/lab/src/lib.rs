@@ -4,6 +4,7 @@
 //! private state directory, stopped by pid and removed without leftovers.
 //!
 //! # Layout
+//! - `install` — which OVN build runs (Kube-OVN's or Debian's): its programs and schemas.
 //! - `ovn` — bringing OVN up and down.
 //! - `topology` — the VPC router, subnets with their allow policies, Pods as namespaces.
 //! - `external` — the external network (a bridge) and gateway Pods' second leg.
@@ -22,6 +23,7 @@ mod command;
 mod error;
 mod external;
 mod inputs;
+pub mod install;
 mod kubelet;
 pub mod ovn;
 pub mod podsecurity;
@@ -29,6 +31,7 @@ pub mod session;
 mod topology;
 
 pub use error::LabError;
+pub use install::{OvnBuild, OvnInstall};
 pub use ovn::{Ovn, OvnConfig};
 pub use session::{Lab, LabOptions, LabState, Topology};
 pub use topology::{LabPod, LabSubnet};

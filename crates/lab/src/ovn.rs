@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use crate::command::run;
 use crate::error::LabError;
+use crate::install::OvnInstall;
 
 /// Where and how the lab runs.
 #[derive(Clone, Debug)]
@@ -27,6 +28,8 @@ pub struct OvnConfig {
     pub prefix: String,
     /// The chassis name (`system-id`).
     pub chassis: String,
+    /// The OVN build to run.
+    pub install: OvnInstall,
 }
 
 /// The daemons, in start order (stopped in reverse).
@@ -42,15 +45,20 @@ const DAEMONS: [(&str, &str); 6] = [
 /// The file listing the namespaces the lab created.
 const NAMESPACES: &str = "namespaces";
 
-/// What the lab needs, with the Debian package of each.
-const PROGRAMS: [(&str, &str); 10] = [
+/// What the lab needs of the OVN build, with the Debian package of each.
+const OVN_PROGRAMS: [(&str, &str); 8] = [
     ("ovsdb-server", "openvswitch-common"),
     ("ovsdb-tool", "openvswitch-common"),
     ("ovs-vsctl", "openvswitch-common"),
     ("ovs-vswitchd", "openvswitch-switch"),
     ("ovn-northd", "ovn-central"),
     ("ovn-nbctl", "ovn-central"),
+    ("ovn-sbctl", "ovn-central"),
     ("ovn-controller", "ovn-host"),
+];
+
+/// What else the lab needs.
+const PROGRAMS: [(&str, &str); 3] = [
     ("ip", "iproute2"),
     ("ethtool", "ethtool"),
     ("python3", "python3"),
@@ -62,6 +70,8 @@ pub struct Ovn {
     dir: PathBuf,
     prefix: String,
     host: String,
+    chassis: String,
+    install: OvnInstall,
     stopped: bool,
 }
 
@@ -73,8 +83,8 @@ fn find(program: &str) -> bool {
             .any(|dir| Path::new(dir).join(program).is_file())
 }
 
-/// Refuses cleanly when the lab cannot run here.
-pub fn check_prerequisites() -> Result<(), LabError> {
+/// Refuses cleanly when the lab cannot run here with `install`.
+pub fn check_prerequisites(install: &OvnInstall) -> Result<(), LabError> {
     let uid = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
@@ -87,6 +97,17 @@ pub fn check_prerequisites() -> Result<(), LabError> {
     for (program, package) in PROGRAMS {
         if !find(program) {
             return Err(LabError::Missing { program, package });
+        }
+    }
+    for (program, package) in OVN_PROGRAMS {
+        if !install.has(program) {
+            return Err(match &install.prefix {
+                None => LabError::Missing { program, package },
+                Some(prefix) => LabError::Step {
+                    step: format!("finding {program} in {}", prefix.display()),
+                    detail: "the build is incomplete: run scripts/build-kube-ovn-ovn.sh".into(),
+                },
+            });
         }
     }
     Ok(())
@@ -118,7 +139,7 @@ impl Ovn {
         config: &OvnConfig,
         progress: &mut dyn FnMut(&str, Duration),
     ) -> Result<Ovn, LabError> {
-        check_prerequisites()?;
+        check_prerequisites(&config.install)?;
         // `--detach` reparents the daemons; as their subreaper this process reaps them when
         // they stop, so no zombie is left behind.
         let _ = nix::sys::prctl::set_child_subreaper(true);
@@ -126,6 +147,8 @@ impl Ovn {
             dir: config.state_dir.clone(),
             prefix: config.prefix.clone(),
             host: format!("{}host", config.prefix),
+            chassis: config.chassis.clone(),
+            install: config.install.clone(),
             stopped: false,
         };
         match ovn.bring_up(config, progress) {
@@ -171,6 +194,16 @@ impl Ovn {
         &self.dir
     }
 
+    /// The chassis name (`system-id`) of its one node.
+    pub fn chassis(&self) -> &str {
+        &self.chassis
+    }
+
+    /// The OVN build it runs.
+    pub fn install(&self) -> &OvnInstall {
+        &self.install
+    }
+
     fn daemon(
         &self,
         name: &str,
@@ -181,10 +214,12 @@ impl Ovn {
         let mut command = match namespace {
             Some(ns) => {
                 let mut command = Command::new("ip");
-                command.args(["netns", "exec", ns, program]);
+                command
+                    .args(["netns", "exec", ns])
+                    .arg(self.install.program(program));
                 command
             }
-            None => Command::new(program),
+            None => self.install.command(program),
         };
         command
             .args(extra)
@@ -219,14 +254,13 @@ impl Ovn {
         })?;
         let dir = self.dir.display().to_string();
         // Central: the databases and northd.
-        for (name, schema) in [
-            ("nb", "/usr/share/ovn/ovn-nb.ovsschema"),
-            ("sb", "/usr/share/ovn/ovn-sb.ovsschema"),
-            ("ovs", "/usr/share/openvswitch/vswitch.ovsschema"),
-        ] {
+        for (name, schema) in [("nb", "ovn-nb"), ("sb", "ovn-sb"), ("ovs", "vswitch")] {
             run(
                 &format!("creating the {name} database"),
-                Command::new("ovsdb-tool").args(["create", &format!("{dir}/{name}.db"), schema]),
+                self.install
+                    .command("ovsdb-tool")
+                    .args(["create", &format!("{dir}/{name}.db")])
+                    .arg(self.install.schema(schema)),
             )?;
         }
         for name in ["nb", "sb"] {
@@ -267,7 +301,7 @@ impl Ovn {
             None,
         )?;
         let vsctl = |args: &[&str]| -> Result<String, LabError> {
-            let mut command = Command::new("ovs-vsctl");
+            let mut command = self.install.command("ovs-vsctl");
             command
                 .arg(format!("--db={}", self.ovs_remote()))
                 .args(args);
@@ -317,12 +351,14 @@ impl Ovn {
 
         let sb = self.sb_remote();
         let chassis = config.chassis.clone();
+        let install = self.install.clone();
         wait(
             "the chassis in the Southbound database",
             self.path("controller.log"),
             Duration::from_secs(15),
             || {
-                Command::new("ovn-sbctl")
+                install
+                    .command("ovn-sbctl")
                     .args([
                         &format!("--db={sb}"),
                         "--bare",

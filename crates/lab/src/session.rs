@@ -23,6 +23,7 @@ use crate::command::{step, write_json};
 use crate::error::LabError;
 pub use crate::inputs::Topology;
 use crate::inputs::{ClientPod, ManifestSubnet, parse_subnet, read_objects};
+use crate::install::{OvnBuild, OvnInstall};
 use crate::kubelet::{Kubelet, KubeletSubnet, PodState};
 use crate::ovn::{Ovn, OvnConfig, record_child};
 use crate::topology::LabPod;
@@ -46,6 +47,40 @@ pub struct LabOptions {
     pub topology: Topology,
     /// How long the kubelet waits before restarting a killed Pod (`None`: never).
     pub restart_delay: Option<Duration>,
+    /// The OVN build it runs.
+    pub ovn: OvnInstall,
+    /// Who withdraws a dead gateway instance.
+    pub bfd_mode: BfdMode,
+}
+
+/// Who withdraws a dead gateway instance in the lab.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BfdMode {
+    /// OVN itself (Kube-OVN's build): the controller creates `bfd@<vpc>` from the Vpc's
+    /// `spec.bfdPort`, BFD rows and the policies' `bfd_sessions`; ovn-controller runs BFD.
+    Native,
+    /// `veg monitor`, a Pod holding the VPC's BFD address, runs BFD and writes the nexthops.
+    #[default]
+    Monitor,
+}
+
+impl BfdMode {
+    /// What Kube-OVN users run on `build`: native where OVN honours the dedicated BFD port.
+    pub fn default_for(build: OvnBuild) -> BfdMode {
+        match build {
+            OvnBuild::KubeOvn => BfdMode::Native,
+            OvnBuild::Debian => BfdMode::Monitor,
+        }
+    }
+
+    /// As `--bfd-mode` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BfdMode::Native => "native",
+            BfdMode::Monitor => "monitor",
+        }
+    }
 }
 
 /// Where a lab's things are; written to `<state>/lab.json` on every change.
@@ -65,6 +100,12 @@ pub struct LabState {
     pub external_addresses: Vec<IpAddr>,
     /// Pods by `<namespace>/<name>`.
     pub pods: BTreeMap<String, PodState>,
+    /// The OVN build it runs.
+    #[serde(default)]
+    pub ovn: OvnInstall,
+    /// Who withdraws a dead gateway instance.
+    #[serde(default)]
+    pub bfd_mode: BfdMode,
 }
 
 /// A VPC's BFD port as the monitors need it: router, default switch, addresses.
@@ -112,12 +153,20 @@ impl Lab {
         progress: &mut dyn FnMut(&str, Duration),
     ) -> Result<Lab, LabError> {
         let started = Instant::now();
+        if options.bfd_mode == BfdMode::Native && options.ovn.build == OvnBuild::Debian {
+            return Err(step("choosing the BFD mode")(
+                "Debian's OVN 23.03 runs no BFD on a dedicated router port (no \
+                 Logical_Router_Policy.bfd_sessions): use --bfd-mode monitor, or --ovn kube-ovn"
+                    .into(),
+            ));
+        }
         let objects = read_objects(&options.manifests)?;
         let ovn = Ovn::start(
             &OvnConfig {
                 state_dir: options.state_dir.clone(),
                 prefix: options.prefix.clone(),
                 chassis: "lab-node".into(),
+                install: options.ovn.clone(),
             },
             progress,
         )?;
@@ -136,6 +185,8 @@ impl Lab {
                 api: api.clone(),
                 decisions: decisions.clone(),
                 external: ovn.external_namespace(),
+                ovn: options.ovn.clone(),
+                bfd_mode: options.bfd_mode,
                 ..LabState::default()
             },
             ovn,
@@ -181,7 +232,12 @@ impl Lab {
             .arg("--output")
             .arg(&self.decisions)
             .args(["--nb", &self.state.nb])
-            .args(["--bfd-mode", "monitor", "--poll-ms", "100"])
+            .args([
+                "--bfd-mode",
+                self.options.bfd_mode.name(),
+                "--poll-ms",
+                "100",
+            ])
             .args(["--log-format", "json"]);
         let log = self.options.state_dir.join("veg-controller.log");
         // Append: a restarted controller keeps its predecessor's log.
@@ -274,6 +330,9 @@ impl Lab {
             if let Some(deployment) = self.applied.remove(&name) {
                 self.kubelet.remove_deployment(&self.ovn, &deployment)?;
             }
+        }
+        if self.options.bfd_mode == BfdMode::Native {
+            self.sync_vpc_status()?;
         }
         self.kubelet
             .restart_killed(&self.ovn, self.options.restart_delay)?;
@@ -387,6 +446,24 @@ impl Lab {
         self.write_state()
     }
 
+    /// Native mode: the controller's `status.bfdPort` of each VPC (the port it made) into the
+    /// Vpc object, where it and Kube-OVN's readers find it.
+    fn sync_vpc_status(&mut self) -> Result<(), LabError> {
+        let dir = self.decisions.join("vpcs");
+        for (path, status) in controller_deployments(&dir) {
+            let (Some(vpc), Some(status)) = (path.file_stem(), status) else {
+                continue;
+            };
+            let key = (
+                "Vpc".to_owned(),
+                String::new(),
+                vpc.to_string_lossy().into_owned(),
+            );
+            crate::api::set_status(&self.api, &key, "bfdPort", &status)?;
+        }
+        Ok(())
+    }
+
     /// Executes the commands [`send_command`] leaves for a running supervisor
     /// (`<state>/commands/`).
     pub fn serve_commands(&mut self) {
@@ -447,9 +524,10 @@ impl Drop for Lab {
 }
 
 /// The Pods' `controller.kubernetes.io/pod-deletion-cost` the controller set, latest last.
-/// The Deployments the controller wrote under `dir` (`<namespace>.<name>.json`), each with
-/// its content, or `None` while it cannot be read. Only `.json`: the writer's `.tmp` twin,
-/// taken for a Deployment of its own, would "vanish" on the next pass and take its Pods along.
+/// The objects the controller wrote under `dir` (Deployments, `<namespace>.<name>.json`; VPC
+/// statuses, `<vpc>.json`), each with its content, or `None` while it cannot be read. Only
+/// `.json`: the writer's `.tmp` twin, taken for a Deployment of its own, would "vanish" on the
+/// next pass and take its Pods along.
 fn controller_deployments(dir: &Path) -> Vec<(PathBuf, Option<Json>)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()

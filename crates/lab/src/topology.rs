@@ -67,7 +67,7 @@ pub fn mac(seed: &str) -> String {
 impl Ovn {
     /// `ovn-nbctl` against the lab's Northbound database.
     pub fn nbctl(&self, args: &[&str]) -> Result<String, LabError> {
-        let mut command = Command::new("ovn-nbctl");
+        let mut command = self.install().command("ovn-nbctl");
         command.arg(format!("--db={}", self.nb_remote())).args(args);
         run(&format!("ovn-nbctl {}", args.join(" ")), &mut command)
     }
@@ -97,8 +97,38 @@ impl Ovn {
             .collect())
     }
 
+    /// The addresses whose NB `BFD` row OVN reports `down` or `admin_down`: in native mode
+    /// northd leaves them out of their policies' flows (`init` still counts as alive).
+    pub fn bfd_down(&self) -> Result<BTreeSet<IpAddr>, LabError> {
+        let text = self.nbctl(&[
+            "--format=csv",
+            "--data=bare",
+            "--no-headings",
+            "--columns=dst_ip,status",
+            "list",
+            "BFD",
+        ])?;
+        Ok(text
+            .lines()
+            .filter_map(|line| line.split_once(','))
+            .filter(|(_, status)| matches!(status.trim(), "down" | "admin_down"))
+            .filter_map(|(ip, _)| ip.trim().parse().ok())
+            .collect())
+    }
+
+    /// The nexthops that carry traffic, per policy of `priority`: all of them in monitor mode
+    /// (the monitor writes only live ones), those without a dead BFD row in native mode.
+    pub fn live_policy_nexthops(&self, priority: u32) -> Result<Vec<BTreeSet<IpAddr>>, LabError> {
+        let down = self.bfd_down()?;
+        Ok(self
+            .policy_nexthops(priority)?
+            .into_iter()
+            .map(|hops| hops.difference(&down).copied().collect())
+            .collect())
+    }
+
     fn vsctl(&self, args: &[&str]) -> Result<String, LabError> {
-        let mut command = Command::new("ovs-vsctl");
+        let mut command = self.install().command("ovs-vsctl");
         command
             .arg(format!("--db={}", self.ovs_remote()))
             .args(args);

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
-use veg_lab::{LabError, Ovn, OvnConfig};
+use veg_lab::{LabError, Ovn, OvnBuild, OvnConfig, OvnInstall};
 
 fn pids(dir: &Path) -> Vec<u32> {
     std::fs::read_dir(dir)
@@ -23,17 +23,34 @@ fn pids(dir: &Path) -> Vec<u32> {
 }
 
 #[test]
-fn ovn_comes_up_works_and_leaves_nothing_behind() -> Result<()> {
-    if let Err(error) = veg_lab::ovn::check_prerequisites() {
+fn kube_ovn_build_comes_up_works_and_leaves_nothing_behind() -> Result<()> {
+    comes_up_works_and_leaves_nothing_behind(OvnBuild::KubeOvn, "k")
+}
+
+#[test]
+fn debian_build_comes_up_works_and_leaves_nothing_behind() -> Result<()> {
+    comes_up_works_and_leaves_nothing_behind(OvnBuild::Debian, "d")
+}
+
+fn comes_up_works_and_leaves_nothing_behind(build: OvnBuild, tag: &str) -> Result<()> {
+    let install = match OvnInstall::locate(build) {
+        Ok(install) => install,
+        Err(error) => {
+            veg_testkit::skip_or_fail(&format!("the lab: {error}"));
+            return Ok(());
+        }
+    };
+    if let Err(error) = veg_lab::ovn::check_prerequisites(&install) {
         veg_testkit::skip_or_fail(&format!("the lab: {error}"));
         return Ok(());
     }
-    let id = format!("vl{}", std::process::id() % 10000);
+    let id = format!("v{tag}{}", std::process::id() % 10000);
     let dir = std::env::temp_dir().join(format!("{id}-ovn"));
     let config = OvnConfig {
         state_dir: dir.clone(),
         prefix: id.clone(),
         chassis: format!("{id}-chassis"),
+        install: install.clone(),
     };
     let mut stages = Vec::new();
     let started = Instant::now();
@@ -45,8 +62,20 @@ fn ovn_comes_up_works_and_leaves_nothing_behind() -> Result<()> {
     let running = pids(&dir);
     ensure!(running.len() == 6, "pidfiles: {running:?}");
 
+    // The chosen build runs: its own northd answers with its version.
+    let version = install.command("ovn-northd").arg("--version").output()?;
+    let expected = match build {
+        OvnBuild::KubeOvn => "25.03",
+        OvnBuild::Debian => "23.03",
+    };
+    ensure!(
+        String::from_utf8_lossy(&version.stdout).contains(expected),
+        "{}",
+        String::from_utf8_lossy(&version.stdout)
+    );
     // northd at work: a logical switch becomes a Southbound datapath.
-    let nbctl = Command::new("ovn-nbctl")
+    let nbctl = install
+        .command("ovn-nbctl")
         .args([&format!("--db={}", ovn.nb_remote()), "ls-add", "probe"])
         .output()?;
     ensure!(
@@ -58,7 +87,8 @@ fn ovn_comes_up_works_and_leaves_nothing_behind() -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut found = false;
     while Instant::now() < deadline && !found {
-        let out = Command::new("ovn-sbctl")
+        let out = install
+            .command("ovn-sbctl")
             .args([
                 &format!("--db={sb}"),
                 "--bare",

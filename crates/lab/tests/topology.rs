@@ -30,7 +30,15 @@ fn ip(text: &str) -> IpAddr {
 
 #[test]
 fn pods_of_two_subnets_talk_through_the_vpc_router() -> Result<()> {
-    if let Err(error) = veg_lab::ovn::check_prerequisites() {
+    // What users run: Kube-OVN's build (the stock one is covered by the lab e2e tests).
+    let install = match veg_lab::OvnInstall::locate(veg_lab::OvnBuild::KubeOvn) {
+        Ok(install) => install,
+        Err(error) => {
+            veg_testkit::skip_or_fail(&format!("the lab: {error}"));
+            return Ok(());
+        }
+    };
+    if let Err(error) = veg_lab::ovn::check_prerequisites(&install) {
         veg_testkit::skip_or_fail(&format!("the lab: {error}"));
         return Ok(());
     }
@@ -41,6 +49,7 @@ fn pods_of_two_subnets_talk_through_the_vpc_router() -> Result<()> {
             state_dir: dir.clone(),
             prefix: id.clone(),
             chassis: format!("{id}-chassis"),
+            install,
         },
         &mut |_, _| {},
     )?;

@@ -14,13 +14,19 @@ use veg_ovsdb::nb::{AddressSet, LogicalRouterPolicy, PortGroup};
 
 use super::gateway_table;
 
-pub(super) fn demo(examples: &Path) -> anyhow::Result<ExitCode> {
-    veg_lab::ovn::check_prerequisites()?;
+pub(super) fn demo(examples: &Path, data_plane: &super::DataPlaneArgs) -> anyhow::Result<ExitCode> {
+    let (ovn, bfd_mode) = data_plane.resolve()?;
+    veg_lab::ovn::check_prerequisites(&ovn)?;
     let id = format!("vd{}", std::process::id() % 10000);
     let dir = std::env::temp_dir().join(format!("{id}-veg-lab"));
     let started = Instant::now();
     let say = |text: &str| println!("[{:>6.2}s] {text}", started.elapsed().as_secs_f64());
-    say(&format!("starting the lab under {}", dir.display()));
+    say(&format!(
+        "starting the lab under {}: {}, {} BFD mode",
+        dir.display(),
+        ovn.describe(),
+        bfd_mode.name()
+    ));
     let options = LabOptions {
         state_dir: dir.clone(),
         prefix: id,
@@ -36,6 +42,8 @@ pub(super) fn demo(examples: &Path) -> anyhow::Result<ExitCode> {
         .collect(),
         topology: Topology::read(&examples.join("lab/topology.yaml"))?,
         restart_delay: Some(Duration::from_secs(4)),
+        ovn,
+        bfd_mode,
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s]   {stage}", at.as_secs_f64());
@@ -110,10 +118,10 @@ while time.time() - start < float(sys.argv[3]):
 print(json.dumps({"gap_ms": gap * 1000, "after": after}), flush=True)
 "#;
 
-/// The nexthops of the 29100 policy (all instances) of gateway1.
+/// The live nexthops of the 29100 policy (all instances) of gateway1.
 fn nexthops(lab: &Lab) -> usize {
     lab.ovn()
-        .policy_nexthops(29100)
+        .live_policy_nexthops(29100)
         .unwrap_or_default()
         .iter()
         .map(std::collections::BTreeSet::len)
@@ -263,9 +271,9 @@ fn scenario_failover(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         report["after"].as_str().unwrap_or("nothing")
     );
     println!(
-        "  nexthops now: {}",
+        "  live nexthops now: {}",
         lab.ovn()
-            .policy_nexthops(29100)?
+            .live_policy_nexthops(29100)?
             .first()
             .map(|hops| hops
                 .iter()

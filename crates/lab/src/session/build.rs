@@ -89,19 +89,30 @@ impl Lab {
             );
         }
 
-        // veg: the controller, and a monitor per VPC with a BFD address.
+        // veg: the controller, and (monitor mode) a monitor per VPC with a BFD address.
         self.start_controller()?;
+        let native = self.options.bfd_mode == BfdMode::Native;
         for port in &bfd_ports {
-            self.start_monitor(port, &subnets, &nodes)?;
+            if native {
+                self.prepare_native_bfd(port, &subnets)?;
+            } else {
+                self.start_monitor(port, &subnets, &nodes)?;
+            }
         }
         progress(
             &format!(
-                "veg controller (monitor mode){}",
+                "veg controller ({} mode){}",
+                self.options.bfd_mode.name(),
                 if bfd_ports.is_empty() {
                     String::new()
                 } else {
                     format!(
-                        " and veg monitor on {}",
+                        " and {} on {}",
+                        if native {
+                            "OVN's BFD port"
+                        } else {
+                            "veg monitor"
+                        },
                         bfd_ports
                             .iter()
                             .map(|(r, _, ips)| format!(
@@ -118,6 +129,23 @@ impl Lab {
             ),
             started.elapsed(),
         );
+        if native && !bfd_ports.is_empty() {
+            // As Kube-OVN's controller would before any gateway is planned: the VPCs' BFD
+            // ports made and reported in their status.
+            let vpcs: Vec<String> = bfd_ports
+                .iter()
+                .map(|(router, _, _)| router.clone())
+                .collect();
+            self.wait_for("the VPCs' BFD ports", Duration::from_secs(20), |lab| {
+                Ok(vpcs.iter().all(|vpc| {
+                    crate::api::find(&lab.api, &("Vpc".into(), String::new(), vpc.clone()))
+                        .ok()
+                        .flatten()
+                        .is_some_and(|(_, o)| o["status"]["bfdPort"]["name"].is_string())
+                }))
+            })?;
+            progress("VPC BFD ports made by the controller", started.elapsed());
+        }
         self.write_state()?;
         Ok(())
     }
@@ -135,8 +163,14 @@ impl Lab {
                 .unwrap_or(name)
                 .to_owned();
             routers.insert(router.clone());
+            // The address the user asked for (`spec.bfdPort`), else the one Kube-OVN reports.
+            let requested = &vpc["spec"]["bfdPort"];
             let ips: Vec<IpAddr> = veg_api::kubeovn::list_addresses(
-                vpc["status"]["bfdPort"]["ip"].as_str().unwrap_or_default(),
+                requested["ip"]
+                    .as_str()
+                    .filter(|_| requested["enabled"] == true)
+                    .or(vpc["status"]["bfdPort"]["ip"].as_str())
+                    .unwrap_or_default(),
             );
             if !ips.is_empty() {
                 let switch = vpc["status"]["defaultLogicalSwitch"]
@@ -265,7 +299,11 @@ impl Lab {
                 "{index:03}-{}-{name}.yaml",
                 kind(object).to_lowercase()
             ));
-            write_json(&path, object)?;
+            if kind(object) == "Vpc" {
+                write_json(&path, &self.vpc_for_mode(object))?;
+            } else {
+                write_json(&path, object)?;
+            }
         }
         // Pod Security levels, as the namespaces' enforce labels set them.
         let mut levels = BTreeMap::new();
@@ -330,14 +368,83 @@ impl Lab {
         }
         for node in nodes {
             let port_name = self.ovn.add_node_port_group(node)?;
+            // As Kube-OVN annotates them: the node's port and its OVN chassis (one chassis
+            // serves every node of this lab).
             write_json(
                 &self.api.join(format!("node-{node}.yaml")),
                 &json!({"apiVersion": "v1", "kind": "Node",
                     "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node},
-                        "annotations": {"ovn.kubernetes.io/port_name": port_name}}}),
+                        "annotations": {"ovn.kubernetes.io/port_name": port_name,
+                            "ovn.kubernetes.io/chassis": self.ovn.chassis()}}}),
             )?;
         }
         Ok(())
+    }
+
+    /// A Vpc as the controller sees it in this mode. Native: `spec.bfdPort` enabled with the
+    /// VPC's BFD address (taken from `status.bfdPort` when the manifest has no spec), so the
+    /// controller creates `bfd@<vpc>`. Monitor: no `spec.bfdPort` — the address belongs to
+    /// the monitor's Pod, and a router port claiming it would swallow the gateways' replies.
+    fn vpc_for_mode(&self, vpc: &Json) -> Json {
+        let mut vpc = vpc.clone();
+        let requested = vpc["spec"]["bfdPort"].clone();
+        match self.options.bfd_mode {
+            BfdMode::Native => {
+                let reported = vpc["status"]["bfdPort"]["ip"].clone();
+                if requested["enabled"] != true && reported.is_string() {
+                    vpc["spec"]["bfdPort"] = json!({"enabled": true, "ip": reported});
+                }
+            }
+            BfdMode::Monitor => {
+                if let Some(spec) = vpc["spec"].as_object_mut() {
+                    spec.remove("bfdPort");
+                }
+                // The monitor holds the address; the gateways learn it where Kube-OVN reports
+                // a VPC's BFD port.
+                let name = vpc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                if requested["enabled"] == true && !vpc["status"]["bfdPort"].is_object() {
+                    vpc["status"]["bfdPort"] =
+                        json!({"name": format!("bfd@{name}"), "ip": requested["ip"].clone()});
+                }
+            }
+        }
+        vpc
+    }
+
+    /// Native mode, for a VPC's BFD port that the controller creates: its addresses kept
+    /// from Pods, and the lab-only workaround for ovn-controller's BFD transmit stall.
+    fn prepare_native_bfd(
+        &mut self,
+        (_, switch, ips): &BfdPortSpec,
+        subnets: &[ManifestSubnet],
+    ) -> Result<(), LabError> {
+        for ip in ips {
+            self.kubelet.reserve(*ip);
+        }
+        // pinctrl stops sending BFD and checking detection times when no packet wakes it
+        // (shared reference native-bfd-on-kube-ovn-ovn.md §5.1: the last live peer's session
+        // then stays `up`). A busy node's other packet-ins hide this; a quiet lab needs an IGMP
+        // querier on a switch of the chassis to keep pinctrl awake (one query per 150 s).
+        let source = subnets
+            .iter()
+            .find(|s| &s.subnet.name == switch)
+            .and_then(|s| s.subnet.gateways.iter().copied().find(IpAddr::is_ipv4));
+        let mut args = vec![
+            "set".to_owned(),
+            "Logical_Switch".to_owned(),
+            switch.clone(),
+            "other_config:mcast_snoop=true".to_owned(),
+            "other_config:mcast_querier=true".to_owned(),
+            format!(
+                "other_config:mcast_eth_src={}",
+                crate::topology::mac(switch)
+            ),
+        ];
+        if let Some(source) = source {
+            args.push(format!("other_config:mcast_ip4_src={source}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ovn.nbctl(&args).map(drop)
     }
 
     /// `veg monitor` for a VPC's BFD port, as a Pod on the port's subnet.
