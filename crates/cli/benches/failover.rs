@@ -297,6 +297,7 @@ fn run_setting(
         restart_delay: Some(Duration::from_secs_f64(probe_seconds + 0.2)),
         ovn: OvnInstall::locate(build)?,
         bfd_mode: mode,
+        chassis: 1,
     };
     let started = Instant::now();
     let mut lab = Lab::up(options, &mut |_, _| {})?;

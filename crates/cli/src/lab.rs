@@ -94,6 +94,15 @@ enum LabCommand {
         /// The Pod.
         pod: String,
     },
+    /// Crash a node as a whole: its chassis's vswitchd and ovn-controller SIGKILLed, every
+    /// gateway Pod on it killed (not restarted until `--restore`), its client Pods cut off.
+    KillNode {
+        /// The node.
+        node: String,
+        /// Bring it back: the chassis restarted, its Pods started.
+        #[arg(long)]
+        restore: bool,
+    },
     /// Cut a gateway Pod's links while its processes run (`--uplink`: only the external leg);
     /// `--restore` undoes it.
     Cut {
@@ -160,6 +169,11 @@ pub(crate) struct DataPlaneArgs {
     /// monitor: `veg monitor` does. Default: native on kube-ovn, monitor on debian.
     #[arg(long, value_enum)]
     bfd_mode: Option<BfdModeArg>,
+    /// Nodes with their own chassis (OVS, ovn-controller), joined by Geneve; the topology's
+    /// nodes are spread over them (more are named lab-node2, lab-node3, …). Default: 1 for
+    /// `up`, 2 for `demo`.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
+    nodes: Option<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -189,12 +203,20 @@ impl DataPlaneArgs {
         Ok((veg_lab::OvnInstall::locate(build)?, mode))
     }
 
+    /// How many chassis, `default` when not given.
+    pub(crate) fn nodes(&self, default: u8) -> usize {
+        usize::from(self.nodes.unwrap_or(default))
+    }
+
     /// The same choice as arguments (for the supervisor `up` starts).
     fn to_args(&self) -> Vec<String> {
         let name = |value: Option<clap::builder::PossibleValue>| {
             value.map(|v| v.get_name().to_owned()).unwrap_or_default()
         };
         let mut args = vec![format!("--ovn={}", name(self.ovn.to_possible_value()))];
+        if let Some(nodes) = self.nodes {
+            args.push(format!("--nodes={nodes}"));
+        }
         if let Some(mode) = self.bfd_mode {
             args.push(format!("--bfd-mode={}", name(mode.to_possible_value())));
         }
@@ -297,6 +319,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             ))
         }
         LabCommand::Kill { pod } => request(&state, &pod, serde_json::json!({"do": "kill"})),
+        LabCommand::KillNode { node, restore } => node_request(&state, &node, restore),
         LabCommand::Cut {
             pod,
             uplink,
@@ -394,6 +417,31 @@ fn request(state: &Path, pod: &str, mut body: Json) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         Err(veg_lab::LabError::Step { detail, .. }) => bail!("{key}: {detail}"),
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn node_request(state: &Path, node: &str, restore: bool) -> anyhow::Result<ExitCode> {
+    let lab = LabState::read(state)?;
+    if !lab.nodes.contains_key(node) {
+        bail!(
+            "no node {node}; the lab's nodes are {}",
+            lab.nodes.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if !supervisor_alive(state) {
+        bail!(
+            "the lab's supervisor is not running (see {}); `veg lab down` cleans up",
+            state.join("lab.log").display()
+        );
+    }
+    let body = serde_json::json!({"do": "kill-node", "node": node, "restore": restore});
+    match veg_lab::session::send_command(state, &body, Duration::from_secs(30)) {
+        Ok(()) => {
+            println!("{node}: {}", if restore { "restored" } else { "killed" });
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(veg_lab::LabError::Step { detail, .. }) => bail!("{node}: {detail}"),
         Err(other) => Err(other.into()),
     }
 }
@@ -566,6 +614,7 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
             .then(|| Duration::from_millis(args.restart_delay_ms)),
         ovn,
         bfd_mode,
+        chassis: args.data_plane.nodes(1),
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s] {stage}", at.as_secs_f64());

@@ -79,6 +79,18 @@ impl TestLab {
         topology: &str,
         restart: Option<Duration>,
     ) -> Result<Self> {
+        Self::start_with(build, 1, id, manifests, topology, restart)
+    }
+
+    /// A lab of `chassis` nodes, each its own chassis.
+    fn start_with(
+        build: OvnBuild,
+        chassis: usize,
+        id: &str,
+        manifests: &str,
+        topology: &str,
+        restart: Option<Duration>,
+    ) -> Result<Self> {
         let input = std::env::temp_dir().join(format!("{id}-input"));
         let state = std::env::temp_dir().join(format!("{id}-veg-lab"));
         let _ = std::fs::remove_dir_all(&input);
@@ -95,6 +107,7 @@ impl TestLab {
             restart_delay: restart,
             ovn: OvnInstall::locate(build)?,
             bfd_mode: BfdMode::default_for(build),
+            chassis,
         };
         let started = Instant::now();
         let lab = Lab::up(options, &mut |stage, at| {
@@ -1095,6 +1108,71 @@ fn native_mode_ovn_runs_bfd_and_withdraws_a_dead_instance_itself() -> Result<()>
         before == after,
         "veg rewrote policies:\nbefore {before:?}\nafter {after:?}"
     );
+    lab.finish()
+}
+
+/// Three nodes, each its own chassis joined by Geneve: the clients on n3, an instance on n1
+/// (where the BFD port is active, priority 100) and on n2. n2 crashes as a whole: its instance
+/// is withdrawn by OVN's BFD, the clients leave through n1's, nothing restarts on the dead
+/// node; restored, its instance comes back.
+#[test]
+fn a_node_crash_withdraws_its_instance_and_a_restore_brings_it_back() -> Result<()> {
+    if !support::require("the lab e2e", &TOOLS) {
+        return Ok(());
+    }
+    let _one = lock();
+    let topology = V4_TOPOLOGY
+        .replace("ips: [198.18.0.21],", "ips: [198.18.0.21], node: n3,")
+        .replace("ips: [198.18.0.22],", "ips: [198.18.0.22], node: n3,")
+        .replace("pods:", "nodes: [n1, n2, n3]\npods:");
+    let mut lab = TestLab::start_with(
+        OvnBuild::KubeOvn,
+        3,
+        "ln2",
+        V4_MANIFESTS,
+        &topology,
+        Some(Duration::from_secs(1)),
+    )?;
+    ready(&mut lab, 2, true)?;
+    let on = |lab: &Lab, pod: &str| lab.state().pods.get(pod).map(|p| p.node.clone());
+    ensure!(
+        on(&lab, "default/gateway1-0").as_deref() == Some("n1")
+            && on(&lab, "default/gateway1-1").as_deref() == Some("n2")
+            && on(&lab, "default/web-1").as_deref() == Some("n3"),
+        "placement: {:?}",
+        lab.state().pods
+    );
+    let (gone, gone_external) = instance(&lab, "gateway1-1", true).context("gateway1-1")?;
+    let (_, kept_external) = instance(&lab, "gateway1-0", true).context("gateway1-0")?;
+    let killed = Instant::now();
+    lab.kill_node("n2", false)?;
+    lab.wait("n2's instance withdrawn", Duration::from_secs(2), |lab| {
+        Ok(!nexthops(lab, true).contains(&gone))
+    })?;
+    eprintln!("node kill → BFD row down in {:?}", killed.elapsed());
+    for pod in ["default/web-1", "default/web-2"] {
+        let seen = lab.ask(pod, true, Duration::from_secs(1));
+        ensure!(
+            seen.as_deref() == Some(kept_external.to_string().as_str()),
+            "{pod} seen as {seen:?} with n2 down (want {kept_external}, not {gone_external})"
+        );
+    }
+    // The kubelet does not restart Pods of a dead node.
+    std::thread::sleep(Duration::from_secs(2));
+    lab.sync()?;
+    ensure!(
+        lab.state().pods["default/gateway1-1"].state == "NodeDown"
+            && !nexthops(&lab, true).contains(&gone),
+        "gateway1-1 after 2 s: {:?}",
+        lab.state().pods["default/gateway1-1"]
+    );
+    let restored = Instant::now();
+    lab.kill_node("n2", true)?;
+    lab.wait("n2's instance back", Duration::from_secs(15), |lab| {
+        Ok(nexthops(lab, true).contains(&gone))
+    })?;
+    eprintln!("node restore → BFD row up in {:?}", restored.elapsed());
+    ensure!(lab.state().pods["default/gateway1-1"].state == "Running");
     lab.finish()
 }
 

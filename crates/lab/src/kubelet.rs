@@ -48,11 +48,15 @@ struct RunningPod {
     addresses: Vec<IpAddr>,
     /// The far ends of its legs: the OVS port in the chassis namespace, the bridge port.
     host_side: String,
+    /// The namespace of its chassis (where `host_side` is).
+    host_namespace: String,
     bridge_side: String,
     template: Json,
     children: Vec<Child>,
     /// When it was killed; the kubelet restarts it after the restart delay.
     killed: Option<Instant>,
+    /// Its node is down: nothing restarts it until the node is back.
+    node_down: bool,
     cut: Option<&'static str>,
 }
 
@@ -65,7 +69,8 @@ pub struct Kubelet {
     allocated: BTreeSet<IpAddr>,
     pods: BTreeMap<String, RunningPod>,
     next_index: usize,
-    nodes: Vec<String>,
+    /// Nodes in order, with the chassis each runs on.
+    nodes: Vec<(String, String)>,
     record: Option<PathBuf>,
     /// Each namespace's Pod Security level (its `pod-security.kubernetes.io/enforce` label);
     /// unlabelled namespaces are `privileged`, as in a stock cluster.
@@ -155,7 +160,7 @@ impl Kubelet {
             allocated: BTreeSet::new(),
             pods: BTreeMap::new(),
             next_index: 100,
-            nodes: vec!["lab-node".into()],
+            nodes: vec![("lab-node".into(), "lab-node".into())],
             record: None,
             pod_security: BTreeMap::new(),
             allowed_unsafe_sysctls: Vec::new(),
@@ -175,11 +180,27 @@ impl Kubelet {
             .collect();
     }
 
-    /// The nodes gateway Pods are spread over (replica `i` on node `i mod n`).
-    pub fn set_nodes(&mut self, nodes: Vec<String>) {
+    /// The nodes gateway Pods are spread over (replica `i` on node `i mod n`), each with its
+    /// chassis.
+    pub fn set_nodes(&mut self, nodes: Vec<(String, String)>) {
         if !nodes.is_empty() {
             self.nodes = nodes;
         }
+    }
+
+    /// The nodes, each with its chassis.
+    pub fn nodes(&self) -> &[(String, String)] {
+        &self.nodes
+    }
+
+    /// The chassis node `node` runs on (the first node's for an unknown one).
+    pub fn chassis_of(&self, node: &str) -> String {
+        self.nodes
+            .iter()
+            .find(|(name, _)| name == node)
+            .or(self.nodes.first())
+            .map(|(_, chassis)| chassis.clone())
+            .unwrap_or_default()
     }
 
     /// Records every container's pid under `state_dir`, so a crashed lab is cleaned up.
@@ -405,8 +426,8 @@ impl Kubelet {
             addresses: internal_addresses.clone(),
             gateways: Vec::new(),
         };
-        let netns = ovn.add_pod(&internal.subnet.name, &lab_pod, index)?;
-        let node = self.nodes[replica % self.nodes.len()].clone();
+        let (node, chassis) = self.nodes[replica % self.nodes.len()].clone();
+        let netns = ovn.add_pod(&internal.subnet.name, &lab_pod, index, &chassis)?;
         ovn.join_node_port_group(&node, &lab_pod.port())?;
         ovn.attach_external(&netns, &external_addresses, index)?;
         // The Pod's own default route first (Kube-OVN's), then the annotations' routes.
@@ -453,10 +474,12 @@ impl Kubelet {
                     .map(IpNet::addr)
                     .collect(),
                 host_side: format!("{}v{index}", ovn.prefix()),
+                host_namespace: ovn.chassis_named(&chassis)?.namespace.clone(),
                 bridge_side: format!("{}x{index}", ovn.prefix()),
                 template: template.clone(),
                 children: Vec::new(),
                 killed: None,
+                node_down: false,
                 cut: None,
             },
         );
@@ -587,7 +610,7 @@ impl Kubelet {
         }
         ip(&[
             "-n",
-            ovn.host_namespace(),
+            &running.host_namespace,
             "link",
             "set",
             &running.host_side,
@@ -609,6 +632,44 @@ impl Kubelet {
         Ok(())
     }
 
+    /// Node `node` crashed: every Pod on it killed, none restarted until [`Kubelet::restore_node`].
+    pub fn kill_node(&mut self, ovn: &Ovn, node: &str) -> Result<(), LabError> {
+        let on_node: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.node == node)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for pod in on_node {
+            if self.pods.get(&pod).is_some_and(|p| p.killed.is_none()) {
+                self.kill_pod(ovn, &pod)?;
+            }
+            if let Some(running) = self.pods.get_mut(&pod) {
+                running.node_down = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `node` is back: its Pods start again (links back, init container, containers).
+    pub fn restore_node(&mut self, ovn: &Ovn, node: &str) -> Result<(), LabError> {
+        let on_node: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| p.node == node && p.node_down)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for pod in on_node {
+            self.cut_pod(ovn, &pod, false, true)?;
+            self.start_containers(&pod)?;
+            if let Some(running) = self.pods.get_mut(&pod) {
+                running.killed = None;
+                running.node_down = false;
+            }
+        }
+        Ok(())
+    }
+
     /// Restarts the killed Pods whose `delay` has passed: links back, init container, containers.
     pub fn restart_killed(&mut self, ovn: &Ovn, delay: Option<Duration>) -> Result<(), LabError> {
         let Some(delay) = delay else {
@@ -617,7 +678,7 @@ impl Kubelet {
         let due: Vec<String> = self
             .pods
             .iter()
-            .filter(|(_, p)| p.killed.is_some_and(|at| at.elapsed() >= delay))
+            .filter(|(_, p)| !p.node_down && p.killed.is_some_and(|at| at.elapsed() >= delay))
             .map(|(name, _)| name.clone())
             .collect();
         for pod in due {
@@ -647,7 +708,7 @@ impl Kubelet {
         if !uplink || restore {
             ip(&[
                 "-n",
-                ovn.host_namespace(),
+                &running.host_namespace,
                 "link",
                 "set",
                 &running.host_side,
@@ -676,6 +737,7 @@ impl Kubelet {
             .iter()
             .map(|(name, running)| {
                 let state = match (running.killed, running.cut) {
+                    (Some(_), _) if running.node_down => "NodeDown",
                     (Some(_), _) => "Killed",
                     (None, Some(cut)) => cut,
                     (None, None) => "Running",

@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - `install` — which OVN build runs (Kube-OVN's or Debian's): its programs and schemas.
-//! - `ovn` — bringing OVN up and down.
+//! - `ovn` — bringing OVN up and down: the central databases and northd, one chassis per node.
+//! - `chassis` — a node's chassis: its OVS and ovn-controller, the Geneve underlay.
 //! - `topology` — the VPC router, subnets with their allow policies, Pods as namespaces.
 //! - `external` — the external network (a bridge) and gateway Pods' second leg.
 //! - `kubelet` — gateway Deployments → gateway Pods with their containers as processes.
@@ -19,6 +20,7 @@
 //!
 
 pub mod api;
+pub mod chassis;
 mod command;
 mod error;
 mod external;

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::command::run;
+pub use crate::chassis::Chassis;
+use crate::chassis::{NODE_DAEMONS, UNDERLAY_MTU, start_daemon, underlay_address};
+use crate::command::{ip, run};
 use crate::error::LabError;
 use crate::install::OvnInstall;
 
@@ -26,8 +28,9 @@ pub struct OvnConfig {
     pub state_dir: PathBuf,
     /// Prefix of every network namespace the lab creates.
     pub prefix: String,
-    /// The chassis name (`system-id`).
-    pub chassis: String,
+    /// The chassis, one per node (`system-id`s; at least one). With more than one, each runs in
+    /// its own namespace with its own OVS, joined to the others by Geneve over an underlay.
+    pub chassis: Vec<String>,
     /// The OVN build to run.
     pub install: OvnInstall,
 }
@@ -70,7 +73,7 @@ pub struct Ovn {
     dir: PathBuf,
     prefix: String,
     host: String,
-    chassis: String,
+    chassis: Vec<Chassis>,
     install: OvnInstall,
     stopped: bool,
 }
@@ -147,7 +150,7 @@ impl Ovn {
             dir: config.state_dir.clone(),
             prefix: config.prefix.clone(),
             host: format!("{}host", config.prefix),
-            chassis: config.chassis.clone(),
+            chassis: Vec::new(),
             install: config.install.clone(),
             stopped: false,
         };
@@ -174,11 +177,6 @@ impl Ovn {
         format!("unix:{}", self.path("sb.sock").display())
     }
 
-    /// `unix:` remote of the chassis's OVS database.
-    pub fn ovs_remote(&self) -> String {
-        format!("unix:{}", self.path("ovs.sock").display())
-    }
-
     /// The network namespace `ovs-vswitchd` and `ovn-controller` run in.
     pub fn host_namespace(&self) -> &str {
         &self.host
@@ -194,9 +192,27 @@ impl Ovn {
         &self.dir
     }
 
-    /// The chassis name (`system-id`) of its one node.
-    pub fn chassis(&self) -> &str {
+    /// Its chassis, in order (the first runs in [`Ovn::host_namespace`]).
+    pub fn chassis(&self) -> &[Chassis] {
         &self.chassis
+    }
+
+    /// The chassis named `name`.
+    pub fn chassis_named(&self, name: &str) -> Result<&Chassis, LabError> {
+        self.chassis
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| LabError::Step {
+                step: format!("finding chassis {name}"),
+                detail: format!(
+                    "the lab's chassis are {}",
+                    self.chassis
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
     }
 
     /// The OVN build it runs.
@@ -211,35 +227,7 @@ impl Ovn {
         extra: &[String],
         namespace: Option<&str>,
     ) -> Result<(), LabError> {
-        let mut command = match namespace {
-            Some(ns) => {
-                let mut command = Command::new("ip");
-                command
-                    .args(["netns", "exec", ns])
-                    .arg(self.install.program(program));
-                command
-            }
-            None => self.install.command(program),
-        };
-        command
-            .args(extra)
-            .arg("--detach")
-            .arg("--no-chdir")
-            .arg(format!(
-                "--pidfile={}",
-                self.path(&format!("{name}.pid")).display()
-            ))
-            .arg(format!(
-                "--log-file={}",
-                self.path(&format!("{name}.log")).display()
-            ))
-            .env("OVS_RUNDIR", &self.dir)
-            .env("OVS_DBDIR", &self.dir)
-            .env("OVS_LOGDIR", &self.dir)
-            .env("OVN_RUNDIR", &self.dir)
-            .env("OVN_DBDIR", &self.dir)
-            .env("OVN_LOGDIR", &self.dir);
-        run(&format!("starting {name} ({program})"), &mut command).map(|_| ())
+        start_daemon(&self.install, &self.dir, name, program, extra, namespace)
     }
 
     fn bring_up(
@@ -254,7 +242,7 @@ impl Ovn {
         })?;
         let dir = self.dir.display().to_string();
         // Central: the databases and northd.
-        for (name, schema) in [("nb", "ovn-nb"), ("sb", "ovn-sb"), ("ovs", "vswitch")] {
+        for (name, schema) in [("nb", "ovn-nb"), ("sb", "ovn-sb")] {
             run(
                 &format!("creating the {name} database"),
                 self.install
@@ -287,71 +275,64 @@ impl Ovn {
         )?;
         progress("OVN central (NB, SB, northd)", started.elapsed());
 
-        // The chassis: OVS in its own namespace, then ovn-controller.
-        let host = self.host.clone();
-        self.create_namespace(&host)?;
-        self.daemon(
-            "ovs",
-            "ovsdb-server",
-            &[
-                format!("--remote=punix:{dir}/ovs.sock"),
-                format!("--unixctl={dir}/ovs.ctl"),
-                format!("{dir}/ovs.db"),
-            ],
-            None,
-        )?;
-        let vsctl = |args: &[&str]| -> Result<String, LabError> {
-            let mut command = self.install.command("ovs-vsctl");
-            command
-                .arg(format!("--db={}", self.ovs_remote()))
-                .args(args);
-            run(&format!("ovs-vsctl {}", args.join(" ")), &mut command)
-        };
-        vsctl(&["--no-wait", "init"])?;
-        self.daemon(
-            "vswitchd",
-            "ovs-vswitchd",
-            &[self.ovs_remote(), format!("--unixctl={dir}/vswitchd.ctl")],
-            Some(&self.host),
-        )?;
-        vsctl(&[
-            "add-br",
-            "br-int",
-            "--",
-            "set",
-            "bridge",
-            "br-int",
-            "datapath_type=netdev",
-            "fail_mode=secure",
-        ])?;
-        vsctl(&[
-            "set",
-            "open_vswitch",
-            ".",
-            &format!("external_ids:system-id={}", config.chassis),
-            &format!("external_ids:ovn-remote={}", self.sb_remote()),
-            "external_ids:ovn-encap-type=geneve",
-            "external_ids:ovn-encap-ip=127.0.0.1",
-            "external_ids:ovn-bridge-datapath-type=netdev",
-        ])?;
-        // Idle datapath flows go after 500 ms, not 10 s: in this userspace datapath a flow
-        // cached before a nexthop change kept steering a reused address pair to the old
-        // instance for over a second (measured by bench/failover).
-        vsctl(&["set", "open_vswitch", ".", "other_config:max-idle=500"])?;
-        self.daemon(
-            "controller",
-            "ovn-controller",
-            &[self.ovs_remote()],
-            Some(&self.host),
-        )?;
+        // The chassis: each with its OVS in its own namespace, then ovn-controller.
+        if config.chassis.is_empty() {
+            return Err(LabError::Step {
+                step: "planning the chassis".into(),
+                detail: "no chassis".into(),
+            });
+        }
+        let several = config.chassis.len() > 1;
+        if several {
+            let underlay = self.underlay_namespace();
+            self.create_namespace(&underlay)?;
+            crate::command::ip(&["-n", &underlay, "link", "add", "br0", "type", "bridge"])?;
+            crate::command::ip(&["-n", &underlay, "link", "set", "br0", "mtu", UNDERLAY_MTU])?;
+            crate::command::ip(&["-n", &underlay, "link", "set", "br0", "up"])?;
+        }
+        for (index, name) in config.chassis.iter().enumerate() {
+            let chassis = Chassis {
+                name: name.clone(),
+                index,
+                namespace: if index == 0 {
+                    self.host.clone()
+                } else {
+                    format!("{}n{index}", self.prefix)
+                },
+                dir: if index == 0 {
+                    self.dir.clone()
+                } else {
+                    self.dir.join(format!("node{index}"))
+                },
+                tunnel: several.then(|| underlay_address(index)),
+            };
+            self.create_namespace(&chassis.namespace)?;
+            if several {
+                self.wire_underlay(&chassis)?;
+            }
+            chassis.create(&self.install, &self.sb_remote())?;
+            chassis.start(&self.install)?;
+            self.chassis.push(chassis);
+        }
+        if several {
+            self.warm_tunnels();
+        }
         progress(
-            "OVN chassis (OVS netdev, ovn-controller)",
+            &format!(
+                "OVN chassis: {} (OVS netdev, ovn-controller{})",
+                config.chassis.join(", "),
+                if several {
+                    ", Geneve over an underlay"
+                } else {
+                    ""
+                }
+            ),
             started.elapsed(),
         );
 
         let sb = self.sb_remote();
-        let chassis = config.chassis.clone();
         let install = self.install.clone();
+        let names = config.chassis.clone();
         wait(
             "the chassis in the Southbound database",
             self.path("controller.log"),
@@ -368,14 +349,96 @@ impl Ovn {
                     ])
                     .output()
                     .is_ok_and(|out| {
-                        String::from_utf8_lossy(&out.stdout)
-                            .lines()
-                            .any(|l| l.trim() == chassis)
+                        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                        names.iter().all(|n| text.lines().any(|l| l.trim() == n))
                     })
             },
         )?;
         progress("chassis registered", started.elapsed());
         info!(dir = %dir, took_ms = started.elapsed().as_millis() as u64, "OVN up");
+        Ok(())
+    }
+
+    /// The namespace of the underlay bridge (several nodes).
+    fn underlay_namespace(&self) -> String {
+        format!("{}ul", self.prefix)
+    }
+
+    /// The chassis's underlay leg: a veth from the underlay bridge to `ul0` in its namespace,
+    /// which its br-phy owns (so the kernel must not answer ARP or ND on it).
+    fn wire_underlay(&self, chassis: &Chassis) -> Result<(), LabError> {
+        let underlay = self.underlay_namespace();
+        let port = format!("{}u{}", self.prefix, chassis.index);
+        ip(&[
+            "-n",
+            &underlay,
+            "link",
+            "add",
+            &port,
+            "mtu",
+            UNDERLAY_MTU,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "ul0",
+            "mtu",
+            UNDERLAY_MTU,
+            "netns",
+            &chassis.namespace,
+        ])?;
+        ip(&["-n", &underlay, "link", "set", &port, "master", "br0", "up"])?;
+        ip(&["-n", &chassis.namespace, "link", "set", "ul0", "arp", "off"])?;
+        run(
+            "disabling IPv6 on ul0",
+            Command::new("ip").args([
+                "netns",
+                "exec",
+                &chassis.namespace,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.ul0.disable_ipv6=1",
+            ]),
+        )?;
+        ip(&["-n", &chassis.namespace, "link", "set", "ul0", "up"])
+    }
+
+    /// Teaches every node's vswitchd its peers' tunnel MACs: it learns them only from ARP
+    /// replies, so the kernel asks (its neighbours flushed), else the first packet to each peer
+    /// is lost.
+    fn warm_tunnels(&self) {
+        for chassis in &self.chassis {
+            let _ = Command::new("ip")
+                .args(["-n", &chassis.namespace, "neigh", "flush", "dev", "br-phy"])
+                .status();
+            for peer in self.chassis.iter().filter(|c| c.index != chassis.index) {
+                if let Some(address) = peer.tunnel {
+                    let _ = Command::new("ip")
+                        .args(["netns", "exec", &chassis.namespace, "ping", "-c1", "-W1"])
+                        .arg(address.to_string())
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
+
+    /// Crashes node `name`'s chassis (vswitchd and ovn-controller SIGKILLed).
+    pub fn kill_chassis(&self, name: &str) -> Result<(), LabError> {
+        self.chassis_named(name)?.kill();
+        Ok(())
+    }
+
+    /// Starts node `name`'s chassis again (what of it is not running), tunnels warmed.
+    pub fn restore_chassis(&self, name: &str) -> Result<(), LabError> {
+        let chassis = self.chassis_named(name)?;
+        if !chassis.running() {
+            chassis.start(&self.install)?;
+        }
+        if self.chassis.len() > 1 {
+            self.warm_tunnels();
+        }
         Ok(())
     }
 
@@ -494,7 +557,49 @@ pub fn stop_dir(dir: &Path, namespaces: &[String]) {
             reap(pid);
         }
     }
-    for (name, _) in DAEMONS.iter().rev() {
+    // The other nodes' daemons first, then the first node's and the central ones.
+    let mut node_dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.is_dir()
+                && path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("node"))
+        })
+        .collect();
+    node_dirs.sort();
+    for node_dir in &node_dirs {
+        stop_pidfiles(
+            node_dir,
+            &marker,
+            NODE_DAEMONS.iter().rev().map(|(n, _)| *n),
+        );
+    }
+    stop_pidfiles(dir, &marker, DAEMONS.iter().rev().map(|(n, _)| *n));
+    let recorded = std::fs::read_to_string(dir.join(NAMESPACES)).unwrap_or_default();
+    let recorded = recorded
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned);
+    let all: std::collections::BTreeSet<String> =
+        namespaces.iter().cloned().chain(recorded).collect();
+    for namespace in all {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &namespace])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Stops the daemons `names` of `dir` by their pidfiles (only processes whose command line
+/// names `marker`): SIGTERM, then SIGKILL after 5 s.
+fn stop_pidfiles<'a>(dir: &Path, marker: &str, names: impl Iterator<Item = &'a str>) {
+    for name in names {
         let pidfile = dir.join(format!("{name}.pid"));
         let Ok(text) = std::fs::read_to_string(&pidfile) else {
             continue;
@@ -503,7 +608,7 @@ pub fn stop_dir(dir: &Path, namespaces: &[String]) {
             continue;
         };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains(&marker) {
+        if !String::from_utf8_lossy(&cmdline).contains(marker) {
             continue; // not ours (a reused pid)
         }
         terminate(pid);
@@ -522,19 +627,4 @@ pub fn stop_dir(dir: &Path, namespaces: &[String]) {
             reap(pid);
         }
     }
-    let recorded = std::fs::read_to_string(dir.join(NAMESPACES)).unwrap_or_default();
-    let recorded = recorded
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned);
-    let all: std::collections::BTreeSet<String> =
-        namespaces.iter().cloned().chain(recorded).collect();
-    for namespace in all {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &namespace])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-    let _ = std::fs::remove_dir_all(dir);
 }

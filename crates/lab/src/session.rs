@@ -51,6 +51,29 @@ pub struct LabOptions {
     pub ovn: OvnInstall,
     /// Who withdraws a dead gateway instance.
     pub bfd_mode: BfdMode,
+    /// How many chassis (nodes with their own OVS and ovn-controller, joined by Geneve); the
+    /// topology's nodes are spread over them (node `i` on chassis `i mod n`). At least 1.
+    pub chassis: usize,
+}
+
+/// The lab's nodes (the topology's, `lab-node` when it names none, more added as
+/// `lab-node<i>` up to `chassis`) and the chassis of each: node `i` on chassis `i mod n`,
+/// a chassis named after its first node.
+pub fn plan_nodes(topology: &Topology, chassis: usize) -> Vec<(String, String)> {
+    let chassis = chassis.max(1);
+    let mut nodes = topology.nodes.clone();
+    if nodes.is_empty() {
+        nodes.push("lab-node".into());
+    }
+    while nodes.len() < chassis {
+        nodes.push(format!("lab-node{}", nodes.len() + 1));
+    }
+    let names: Vec<String> = nodes.iter().take(chassis).cloned().collect();
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, node)| (node.clone(), names[i % names.len()].clone()))
+        .collect()
 }
 
 /// Who withdraws a dead gateway instance in the lab.
@@ -106,6 +129,9 @@ pub struct LabState {
     /// Who withdraws a dead gateway instance.
     #[serde(default)]
     pub bfd_mode: BfdMode,
+    /// Each node's chassis.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, String>,
 }
 
 /// A VPC's BFD port as the monitors need it: router, default switch, addresses.
@@ -165,7 +191,16 @@ impl Lab {
             &OvnConfig {
                 state_dir: options.state_dir.clone(),
                 prefix: options.prefix.clone(),
-                chassis: "lab-node".into(),
+                chassis: {
+                    let nodes = plan_nodes(&options.topology, options.chassis);
+                    let mut names: Vec<String> = Vec::new();
+                    for (_, chassis) in nodes {
+                        if !names.contains(&chassis) {
+                            names.push(chassis);
+                        }
+                    }
+                    names
+                },
                 install: options.ovn.clone(),
             },
             progress,
@@ -439,6 +474,49 @@ impl Lab {
         self.write_state()
     }
 
+    /// Crashes node `node` (`restore`: brings it back): its chassis's vswitchd and
+    /// ovn-controller SIGKILLed, every gateway Pod on it killed and not restarted, its client
+    /// Pods shown `NodeDown`. Every node sharing that chassis goes with it.
+    pub fn kill_node(&mut self, node: &str, restore: bool) -> Result<(), LabError> {
+        let chassis = self.kubelet.chassis_of(node);
+        if !self.kubelet.nodes().iter().any(|(name, _)| name == node) {
+            return Err(step("kill-node")(format!(
+                "no node {node}; the lab's nodes are {}",
+                self.kubelet
+                    .nodes()
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let affected: Vec<String> = self
+            .kubelet
+            .nodes()
+            .iter()
+            .filter(|(_, c)| *c == chassis)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if restore {
+            self.ovn.restore_chassis(&chassis)?;
+            for node in &affected {
+                self.kubelet.restore_node(&self.ovn, node)?;
+            }
+        } else {
+            self.ovn.kill_chassis(&chassis)?;
+            for node in &affected {
+                self.kubelet.kill_node(&self.ovn, node)?;
+            }
+        }
+        let state = if restore { "Running" } else { "NodeDown" };
+        for pod in self.state.pods.values_mut() {
+            if pod.role != "gateway" && affected.contains(&pod.node) {
+                pod.state = state.into();
+            }
+        }
+        self.write_state()
+    }
+
     /// Cuts a gateway Pod off (`uplink`: only its external leg), or restores it (`restore`).
     pub fn cut(&mut self, pod: &str, uplink: bool, restore: bool) -> Result<(), LabError> {
         let name = pod.rsplit('/').next().unwrap_or(pod);
@@ -486,6 +564,10 @@ impl Lab {
             let pod = command["pod"].as_str().unwrap_or_default().to_owned();
             let outcome = match command["do"].as_str().unwrap_or_default() {
                 "kill" => self.kill(&pod),
+                "kill-node" => self.kill_node(
+                    command["node"].as_str().unwrap_or_default(),
+                    command["restore"] == true,
+                ),
                 "cut" => self.cut(&pod, command["uplink"] == true, false),
                 "restore" => self.cut(&pod, command["uplink"] == true, true),
                 other => Err(step("lab command")(format!("unknown command {other:?}"))),

@@ -127,14 +127,6 @@ impl Ovn {
             .collect())
     }
 
-    fn vsctl(&self, args: &[&str]) -> Result<String, LabError> {
-        let mut command = self.install().command("ovs-vsctl");
-        command
-            .arg(format!("--db={}", self.ovs_remote()))
-            .args(args);
-        run(&format!("ovs-vsctl {}", args.join(" ")), &mut command)
-    }
-
     /// Creates a VPC router.
     pub fn add_router(&self, router: &str) -> Result<(), LabError> {
         self.nbctl(&["--may-exist", "lr-add", router]).map(|_| ())
@@ -191,9 +183,16 @@ impl Ovn {
         Ok(())
     }
 
-    /// Creates a Pod: a namespace with `eth0` bound to the switch port `<pod>.<namespace>`.
-    /// Returns the namespace's name.
-    pub fn add_pod(&self, switch: &str, pod: &LabPod, index: usize) -> Result<String, LabError> {
+    /// Creates a Pod on chassis `chassis`: a namespace with `eth0` bound to the switch port
+    /// `<pod>.<namespace>`. Returns the namespace's name.
+    pub fn add_pod(
+        &self,
+        switch: &str,
+        pod: &LabPod,
+        index: usize,
+        chassis: &str,
+    ) -> Result<String, LabError> {
+        let chassis = self.chassis_named(chassis)?.clone();
         let netns = format!("{}-{}-{}", self.prefix(), pod.namespace, pod.name);
         self.create_namespace(&netns)?;
         let in_pod = |args: &[&str]| -> Result<String, LabError> {
@@ -209,7 +208,7 @@ impl Ovn {
             ])?;
         }
         let host_side = format!("{}v{index}", self.prefix());
-        let host = self.host_namespace().to_owned();
+        let host = chassis.namespace.clone();
         let mac = mac(&pod.port());
         ip(&[
             "-n", &host, "link", "add", &host_side, "type", "veth", "peer", "name", "eth0",
@@ -258,15 +257,24 @@ impl Ovn {
             &addresses,
         ])?;
         let iface = format!("external_ids:iface-id={port}");
-        self.vsctl(&[
-            "add-port",
-            "br-int",
-            &host_side,
-            "--",
-            "set",
-            "interface",
-            &host_side,
-            &iface,
+        chassis.vsctl(
+            self.install(),
+            &[
+                "add-port",
+                "br-int",
+                &host_side,
+                "--",
+                "set",
+                "interface",
+                &host_side,
+                &iface,
+            ],
+        )?;
+        // Where the Pod's port is bound (Kube-OVN sets it to the Pod's node).
+        self.nbctl(&[
+            "lsp-set-options",
+            &port,
+            &format!("requested-chassis={}", chassis.name),
         ])?;
         Ok(netns)
     }

@@ -49,7 +49,7 @@ fn comes_up_works_and_leaves_nothing_behind(build: OvnBuild, tag: &str) -> Resul
     let config = OvnConfig {
         state_dir: dir.clone(),
         prefix: id.clone(),
-        chassis: format!("{id}-chassis"),
+        chassis: vec![format!("{id}-chassis")],
         install: install.clone(),
     };
     let mut stages = Vec::new();

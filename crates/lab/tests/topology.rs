@@ -30,6 +30,16 @@ fn ip(text: &str) -> IpAddr {
 
 #[test]
 fn pods_of_two_subnets_talk_through_the_vpc_router() -> Result<()> {
+    pods_talk(1, "vt")
+}
+
+/// The same with each Pod on its own node (chassis), over Geneve: full-size packets too.
+#[test]
+fn pods_on_two_nodes_talk_over_geneve() -> Result<()> {
+    pods_talk(2, "vg")
+}
+
+fn pods_talk(nodes: usize, tag: &str) -> Result<()> {
     // What users run: Kube-OVN's build (the stock one is covered by the lab e2e tests).
     let install = match veg_lab::OvnInstall::locate(veg_lab::OvnBuild::KubeOvn) {
         Ok(install) => install,
@@ -42,13 +52,13 @@ fn pods_of_two_subnets_talk_through_the_vpc_router() -> Result<()> {
         veg_testkit::skip_or_fail(&format!("the lab: {error}"));
         return Ok(());
     }
-    let id = format!("vt{}", std::process::id() % 10000);
+    let id = format!("{tag}{}", std::process::id() % 10000);
     let dir = std::env::temp_dir().join(format!("{id}-ovn"));
     let ovn = Ovn::start(
         &OvnConfig {
             state_dir: dir.clone(),
             prefix: id.clone(),
-            chassis: format!("{id}-chassis"),
+            chassis: (1..=nodes).map(|n| format!("{id}-c{n}")).collect(),
             install,
         },
         &mut |_, _| {},
@@ -96,6 +106,7 @@ fn pods_of_two_subnets_talk_through_the_vpc_router() -> Result<()> {
             "2001:db8:1::1",
         ),
         0,
+        &format!("{id}-c1"),
     )?;
     let b = ovn.add_pod(
         "subnet-b",
@@ -107,6 +118,7 @@ fn pods_of_two_subnets_talk_through_the_vpc_router() -> Result<()> {
             "2001:db8:2::1",
         ),
         1,
+        &format!("{id}-c{nodes}"),
     )?;
     ovn.sync()?;
     eprintln!("topology and two Pods in {:?}", started.elapsed());
@@ -157,6 +169,38 @@ fn pods_of_two_subnets_talk_through_the_vpc_router() -> Result<()> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+    // A full 1500-byte packet crosses (Geneve's 58 bytes fit the underlay's MTU).
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", &a, "ping", "-c1", "-W2", "-M", "do", "-s", "1472",
+        ])
+        .arg("198.18.2.10")
+        .output()?;
+    ensure!(
+        ping.status.success(),
+        "a 1500-byte ping a1 → b1 was lost: {}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    // Each port is bound to the chassis of its node.
+    let chassis_of = |port: &str| -> Result<String> {
+        let uuid = ovn
+            .install()
+            .command("ovn-sbctl")
+            .arg(format!("--db={}", ovn.sb_remote()))
+            .args(["--bare", "--columns=chassis", "find", "Port_Binding"])
+            .arg(format!("logical_port={port}"))
+            .output()?;
+        let uuid = String::from_utf8_lossy(&uuid.stdout).trim().to_owned();
+        let name = ovn
+            .install()
+            .command("ovn-sbctl")
+            .arg(format!("--db={}", ovn.sb_remote()))
+            .args(["--bare", "--columns=name", "list", "Chassis", &uuid])
+            .output()?;
+        Ok(String::from_utf8_lossy(&name.stdout).trim().to_owned())
+    };
+    ensure!(chassis_of("a1.default")? == format!("{id}-c1"));
+    ensure!(chassis_of("b1.default")? == format!("{id}-c{nodes}"));
     // The port names are Kube-OVN's.
     let ports = ovn.nbctl(&["--bare", "--columns=name", "list", "Logical_Switch_Port"])?;
     ensure!(ports.lines().any(|l| l.trim() == "a1.default"), "{ports}");

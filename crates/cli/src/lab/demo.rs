@@ -44,6 +44,7 @@ pub(super) fn demo(examples: &Path, data_plane: &super::DataPlaneArgs) -> anyhow
         restart_delay: Some(Duration::from_secs(4)),
         ovn,
         bfd_mode,
+        chassis: data_plane.nodes(2),
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s]   {stage}", at.as_secs_f64());

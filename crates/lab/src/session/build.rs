@@ -38,12 +38,10 @@ impl Lab {
                 }
             }
         }
-        let nodes = if self.options.topology.nodes.is_empty() {
-            vec!["lab-node".to_owned()]
-        } else {
-            self.options.topology.nodes.clone()
-        };
-        self.kubelet.set_nodes(nodes.clone());
+        let placement = plan_nodes(&self.options.topology, self.options.chassis);
+        let nodes: Vec<String> = placement.iter().map(|(node, _)| node.clone()).collect();
+        self.kubelet.set_nodes(placement.clone());
+        self.state.nodes = placement.iter().cloned().collect();
         self.kubelet.set_record(&self.options.state_dir);
         progress(
             &format!(
@@ -368,14 +366,13 @@ impl Lab {
         }
         for node in nodes {
             let port_name = self.ovn.add_node_port_group(node)?;
-            // As Kube-OVN annotates them: the node's port and its OVN chassis (one chassis
-            // serves every node of this lab).
+            // As Kube-OVN annotates them: the node's port and its OVN chassis.
             write_json(
                 &self.api.join(format!("node-{node}.yaml")),
                 &json!({"apiVersion": "v1", "kind": "Node",
                     "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node},
                         "annotations": {"ovn.kubernetes.io/port_name": port_name,
-                            "ovn.kubernetes.io/chassis": self.ovn.chassis()}}}),
+                            "ovn.kubernetes.io/chassis": self.kubelet.chassis_of(node)}}}),
             )?;
         }
         Ok(())
@@ -401,7 +398,10 @@ impl Lab {
                 }
                 // The monitor holds the address; the gateways learn it where Kube-OVN reports
                 // a VPC's BFD port.
-                let name = vpc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                let name = vpc["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
                 if requested["enabled"] == true && !vpc["status"]["bfdPort"].is_object() {
                     vpc["status"]["bfdPort"] =
                         json!({"name": format!("bfd@{name}"), "ip": requested["ip"].clone()});
@@ -478,7 +478,10 @@ impl Lab {
             gateways: subnet.subnet.gateways.clone(),
         };
         let index = self.kubelet.next_index();
-        let netns = self.ovn.add_pod(&subnet.subnet.name, &pod, index)?;
+        let chassis = self.kubelet.chassis_of(&nodes[0]);
+        let netns = self
+            .ovn
+            .add_pod(&subnet.subnet.name, &pod, index, &chassis)?;
         let locals = ips
             .iter()
             .map(ToString::to_string)
@@ -554,7 +557,10 @@ impl Lab {
             gateways: subnet.subnet.gateways.clone(),
         };
         let index = self.kubelet.next_index();
-        let netns = self.ovn.add_pod(&subnet.subnet.name, &pod, index)?;
+        let chassis = self.kubelet.chassis_of(&node);
+        let netns = self
+            .ovn
+            .add_pod(&subnet.subnet.name, &pod, index, &chassis)?;
         self.ovn.join_node_port_group(&node, &pod.port())?;
         let ips: Vec<IpAddr> = addresses.iter().map(IpNet::addr).collect();
         let router = if subnet.vpc.is_empty() {
