@@ -298,6 +298,7 @@ fn run_setting(
         ovn: OvnInstall::locate(build)?,
         bfd_mode: mode,
         chassis: 1,
+        node_grace: veg_lab::session::NODE_GRACE,
     };
     let started = Instant::now();
     let mut lab = Lab::up(options, &mut |_, _| {})?;

@@ -156,6 +156,10 @@ struct UpArgs {
     prefix: Option<String>,
     #[command(flatten)]
     data_plane: DataPlaneArgs,
+    /// Seconds a dead node keeps its Ready condition before the lab's node controller marks it
+    /// Unknown (Kubernetes' --node-monitor-grace-period).
+    #[arg(long, default_value_t = 40)]
+    node_grace_s: u64,
 }
 
 /// Which OVN the lab runs and who withdraws dead gateway instances.
@@ -511,7 +515,8 @@ fn up(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
         .arg("serve")
         .arg("--topology")
         .arg(&args.topology)
-        .arg(format!("--restart-delay-ms={}", args.restart_delay_ms));
+        .arg(format!("--restart-delay-ms={}", args.restart_delay_ms))
+        .arg(format!("--node-grace-s={}", args.node_grace_s));
     for path in &manifests {
         command.arg("--manifests").arg(path);
     }
@@ -615,6 +620,7 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
         ovn,
         bfd_mode,
         chassis: args.data_plane.nodes(1),
+        node_grace: Duration::from_secs(args.node_grace_s),
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s] {stage}", at.as_secs_f64());

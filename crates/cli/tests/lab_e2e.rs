@@ -20,6 +20,11 @@ use serde_json::Value as Json;
 use veg_lab::session::BfdMode;
 use veg_lab::{Lab, LabOptions, OvnBuild, OvnInstall, Topology};
 
+/// How long the lab's node controller lets a dead node keep its Ready condition: 2 s here,
+/// not Kubernetes' 40 s (`--node-monitor-grace-period`), so the node tests stay short; what
+/// depends on it (the stale-BFD guard) scales with it.
+const NODE_GRACE: Duration = Duration::from_secs(2);
+
 /// One lab at a time: they share the machine's two cores with BFD at 100 ms.
 static ONE_LAB: Mutex<()> = Mutex::new(());
 
@@ -108,6 +113,7 @@ impl TestLab {
             ovn: OvnInstall::locate(build)?,
             bfd_mode: BfdMode::default_for(build),
             chassis,
+            node_grace: NODE_GRACE,
         };
         let started = Instant::now();
         let lab = Lab::up(options, &mut |stage, at| {
@@ -782,12 +788,14 @@ fn traffic_policy_local_prefers_the_same_node_instance() -> Result<()> {
     let _one = lock();
     let manifests =
         V4_MANIFESTS.replace("  replicas: 2\n", "  replicas: 2\n  trafficPolicy: Local\n");
-    let topology = "nodes: [node-a, node-b]\npods:\n  - {name: web-1, subnet: ovn-default, ips: [198.18.0.21], labels: {egress: \"yes\"}, node: node-b}\n";
-    let mut lab = TestLab::start("le4", &manifests, topology, None)?;
+    let topology = "nodes: [node-a, node-b]\npods:\n  - {name: web-1, subnet: ovn-default, ips: [198.18.0.21], labels: {egress: \"yes\"}, node: node-b}\n  - {name: web-2, subnet: ovn-default, ips: [198.18.0.22], labels: {egress: \"yes\"}, node: node-a}\n";
+    // Physically separate nodes: each its own chassis, joined by Geneve.
+    let mut lab = TestLab::start_with(OvnBuild::KubeOvn, 2, "le4", &manifests, topology, None)?;
     ready(&mut lab, 2, true)?;
     // The kubelet puts replica i on node i mod 2: gateway1-1 runs on node-b, as web-1 does.
     let (local_internal, local_external) =
         instance(&lab, "gateway1-1", true).context("gateway1-1")?;
+    let (_, other_external) = instance(&lab, "gateway1-0", true).context("gateway1-0")?;
     let local = policies(&lab, "ovn-cluster", 29150);
     ensure!(
         local
@@ -805,6 +813,15 @@ fn traffic_policy_local_prefers_the_same_node_instance() -> Result<()> {
     ensure!(
         seen == BTreeSet::from([local_external.to_string()]),
         "web-1 on node-b seen as {seen:?}, not only its node's instance {local_external}; 29150: {local:?}"
+    );
+    // And web-2 on node-a only through node-a's (ECMP on the source alone would put both on
+    // one instance half the time: the two together say the 29150 policies decide).
+    let seen: BTreeSet<String> = (0..12)
+        .filter_map(|_| lab.ask("default/web-2", true, Duration::from_secs(1)))
+        .collect();
+    ensure!(
+        seen == BTreeSet::from([other_external.to_string()]),
+        "web-2 on node-a seen as {seen:?}, not only its node's instance {other_external}"
     );
     lab.finish()
 }
@@ -1173,6 +1190,74 @@ fn a_node_crash_withdraws_its_instance_and_a_restore_brings_it_back() -> Result<
     })?;
     eprintln!("node restore → BFD row up in {:?}", restored.elapsed());
     ensure!(lab.state().pods["default/gateway1-1"].state == "Running");
+    lab.finish()
+}
+
+/// The node running the VPC's BFD sessions (n1, where `cr-bfd@ovn-cluster` is active) dies
+/// with an instance on it. OVN moves the port to n2 but keeps the dead instance's BFD row `up`
+/// (ovn-org/ovn#319: nobody refreshes it), so its nexthop stays; once the node is NotReady veg
+/// withdraws the instance itself, says so in an event, and the clients leave through the
+/// survivor. Restored, the instance comes back.
+#[test]
+fn the_node_running_the_bfd_sessions_dies_and_veg_withdraws_the_stale_instance() -> Result<()> {
+    if !support::require("the lab e2e", &TOOLS) {
+        return Ok(());
+    }
+    let _one = lock();
+    let topology = V4_TOPOLOGY
+        .replace("ips: [198.18.0.21],", "ips: [198.18.0.21], node: n3,")
+        .replace("ips: [198.18.0.22],", "ips: [198.18.0.22], node: n3,")
+        .replace("pods:", "nodes: [n1, n2, n3]\npods:");
+    let mut lab = TestLab::start_with(
+        OvnBuild::KubeOvn,
+        3,
+        "ln3",
+        V4_MANIFESTS,
+        &topology,
+        Some(Duration::from_secs(1)),
+    )?;
+    ready(&mut lab, 2, true)?;
+    let (dead, _) = instance(&lab, "gateway1-0", true).context("gateway1-0")?;
+    let (_, survivor_external) = instance(&lab, "gateway1-1", true).context("gateway1-1")?;
+    ensure!(
+        lab.state().pods["default/gateway1-0"].node == "n1",
+        "gateway1-0 is not on n1"
+    );
+    let killed = Instant::now();
+    lab.kill_node("n1", false)?;
+    lab.wait(
+        "the dead instance withdrawn",
+        NODE_GRACE + Duration::from_secs(10),
+        |lab| Ok(!nexthops(lab, true).contains(&dead)),
+    )?;
+    let withdrawn = killed.elapsed();
+    eprintln!("n1 killed → gateway1-0 withdrawn in {withdrawn:?}");
+    // Withdrawn by veg's guard (the row never said down in time), after the grace period.
+    let events =
+        std::fs::read_to_string(lab.state().decisions.join("events.jsonl")).unwrap_or_default();
+    let stale = events
+        .lines()
+        .any(|l| l.contains("StaleBfdStatus") && l.contains("gateway1-0"));
+    ensure!(
+        withdrawn >= NODE_GRACE || !stale,
+        "withdrawn by the guard before the node was NotReady ({withdrawn:?})"
+    );
+    for pod in ["default/web-1", "default/web-2"] {
+        let seen = lab.ask(pod, true, Duration::from_secs(1));
+        ensure!(
+            seen.as_deref() == Some(survivor_external.to_string().as_str()),
+            "{pod} seen as {seen:?} after n1 died (the survivor is {survivor_external}); events: {events}"
+        );
+    }
+    ensure!(
+        stale,
+        "no StaleBfdStatus event for gateway1-0 (OVN itself withdrew it: the stale case was not \
+         reproduced); events: {events}"
+    );
+    lab.kill_node("n1", true)?;
+    lab.wait("gateway1-0 back", Duration::from_secs(20), |lab| {
+        Ok(nexthops(lab, true).contains(&dead))
+    })?;
     lab.finish()
 }
 

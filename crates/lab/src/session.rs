@@ -54,7 +54,13 @@ pub struct LabOptions {
     /// How many chassis (nodes with their own OVS and ovn-controller, joined by Geneve); the
     /// topology's nodes are spread over them (node `i` on chassis `i mod n`). At least 1.
     pub chassis: usize,
+    /// How long a dead node keeps its Ready condition before the node controller marks it
+    /// `Unknown` (Kubernetes' `--node-monitor-grace-period`, 40 s by default).
+    pub node_grace: Duration,
 }
+
+/// Kubernetes' default `--node-monitor-grace-period`.
+pub const NODE_GRACE: Duration = Duration::from_secs(40);
 
 /// The lab's nodes (the topology's, `lab-node` when it names none, more added as
 /// `lab-node<i>` up to `chassis`) and the chassis of each: node `i` on chassis `i mod n`,
@@ -169,6 +175,8 @@ pub struct Lab {
     daemons: Vec<Daemon>,
     /// Deployments as last handed to the kubelet, by file name.
     applied: BTreeMap<String, Json>,
+    /// Nodes killed, since when, and whether the node controller has marked them yet.
+    dead_nodes: BTreeMap<String, (Instant, bool)>,
     routers: Vec<String>,
 }
 
@@ -231,6 +239,7 @@ impl Lab {
             decisions,
             daemons: Vec::new(),
             applied: BTreeMap::new(),
+            dead_nodes: BTreeMap::new(),
             routers: Vec::new(),
         };
         // On error `lab` is dropped: its daemons, Pods and OVN go with it.
@@ -369,6 +378,7 @@ impl Lab {
         if self.options.bfd_mode == BfdMode::Native {
             self.sync_vpc_status()?;
         }
+        self.mark_dead_nodes()?;
         self.kubelet
             .restart_killed(&self.ovn, self.options.restart_delay)?;
         for (name, daemon) in self
@@ -501,11 +511,17 @@ impl Lab {
             self.ovn.restore_chassis(&chassis)?;
             for node in &affected {
                 self.kubelet.restore_node(&self.ovn, node)?;
+                // Its kubelet posts status again at once.
+                self.dead_nodes.remove(node);
+                self.set_node_ready(node, "True", "KubeletReady")?;
             }
         } else {
             self.ovn.kill_chassis(&chassis)?;
             for node in &affected {
                 self.kubelet.kill_node(&self.ovn, node)?;
+                self.dead_nodes
+                    .entry(node.clone())
+                    .or_insert((Instant::now(), false));
             }
         }
         let state = if restore { "Running" } else { "NodeDown" };
@@ -522,6 +538,37 @@ impl Lab {
         let name = pod.rsplit('/').next().unwrap_or(pod);
         self.kubelet.cut_pod(&self.ovn, name, uplink, restore)?;
         self.write_state()
+    }
+
+    /// The node controller's part: a node dead for longer than the grace period gets Ready
+    /// `Unknown` (its kubelet stopped posting status).
+    fn mark_dead_nodes(&mut self) -> Result<(), LabError> {
+        let grace = self.options.node_grace;
+        let due: Vec<String> = self
+            .dead_nodes
+            .iter()
+            .filter(|(_, (since, marked))| !marked && since.elapsed() >= grace)
+            .map(|(node, _)| node.clone())
+            .collect();
+        for node in due {
+            self.set_node_ready(&node, "Unknown", "NodeStatusUnknown")?;
+            if let Some(entry) = self.dead_nodes.get_mut(&node) {
+                entry.1 = true;
+            }
+            info!(%node, "node marked NotReady (Ready=Unknown) after the grace period");
+        }
+        Ok(())
+    }
+
+    fn set_node_ready(&self, node: &str, status: &str, reason: &str) -> Result<(), LabError> {
+        let key = ("Node".to_owned(), String::new(), node.to_owned());
+        crate::api::set_status(
+            &self.api,
+            &key,
+            "conditions",
+            &json!([{"type": "Ready", "status": status, "reason": reason}]),
+        )
+        .map(drop)
     }
 
     /// Native mode: the controller's `status.bfdPort` of each VPC (the port it made) into the

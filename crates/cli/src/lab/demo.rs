@@ -45,6 +45,7 @@ pub(super) fn demo(examples: &Path, data_plane: &super::DataPlaneArgs) -> anyhow
         ovn,
         bfd_mode,
         chassis: data_plane.nodes(2),
+        node_grace: veg_lab::session::NODE_GRACE,
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s]   {stage}", at.as_secs_f64());

@@ -15,5 +15,6 @@ pub mod explain;
 pub mod ovn;
 pub mod selector;
 pub mod snapshot;
+pub mod stale;
 pub mod status;
 pub mod workload;

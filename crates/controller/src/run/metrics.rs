@@ -54,6 +54,8 @@ pub struct Metrics {
     pub instances: Family<InstanceLabels, Gauge>,
     /// 1 while this replica holds the lease (or runs alone).
     pub leader: Gauge,
+    /// Instances withdrawn by veg because OVN's BFD status looked stale (native mode).
+    pub stale_bfd_withdrawals: Counter,
     phases: Mutex<BTreeMap<String, String>>,
     states: Mutex<BTreeMap<String, Vec<InstanceLabels>>>,
 }
@@ -67,6 +69,7 @@ impl Default for Metrics {
             gateways: Family::default(),
             instances: Family::default(),
             leader: Gauge::default(),
+            stale_bfd_withdrawals: Counter::default(),
             phases: Mutex::default(),
             states: Mutex::default(),
         }
@@ -97,6 +100,11 @@ impl Metrics {
             "instance_bfd",
             "Gateway instances by BFD state (1 = current)",
             self.instances.clone(),
+        );
+        registry.register(
+            "stale_bfd_withdrawals",
+            "Gateway instances withdrawn by veg because OVN's BFD row said alive while their node was not Ready",
+            self.stale_bfd_withdrawals.clone(),
         );
         registry.register(
             "leader",

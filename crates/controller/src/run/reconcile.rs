@@ -28,6 +28,7 @@ use crate::plan::context::{self, GatewayInputs};
 use crate::plan::drain;
 use crate::plan::ovn::{self, BfdMode};
 use crate::plan::snapshot::Snapshot;
+use crate::plan::stale::{self, Suspect};
 use crate::plan::status::{self, StatusInputs};
 use crate::plan::workload;
 use crate::run::outputs::{OutputError, Outputs};
@@ -140,6 +141,9 @@ pub struct Reconciler<O> {
     pub drains: std::sync::Mutex<BTreeMap<String, k8s_openapi::jiff::Timestamp>>,
     /// What the passes count.
     pub metrics: std::sync::Arc<crate::run::metrics::Metrics>,
+    /// Native mode: the instances each gateway withdrew on its last pass because OVN's BFD
+    /// status may be stale (an event and a count when one joins).
+    pub suspects: std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
 }
 
 impl<O> Reconciler<O> {
@@ -155,6 +159,7 @@ impl<O> Reconciler<O> {
             drain_window: drain::DEFAULT_WINDOW,
             drains: std::sync::Mutex::new(BTreeMap::new()),
             metrics: std::sync::Arc::default(),
+            suspects: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -162,6 +167,9 @@ impl<O> Reconciler<O> {
     pub fn forget(&self, key: &str) {
         if let Ok(mut claims) = self.claims.lock() {
             claims.remove(key);
+        }
+        if let Ok(mut suspects) = self.suspects.lock() {
+            suspects.remove(key);
         }
         self.metrics.gateway(key, None);
     }
@@ -288,7 +296,20 @@ impl<O: Outputs> Reconciler<O> {
                         .await
                         .map_err(ReconcileError::Deployment)?;
                 }
-                let desired = ovn::plan(&without_instances(inputs, &drain.leaving), self.mode);
+                // Native mode: instances OVN may be wrong about (their node not Ready, their
+                // BFD row alive) are withdrawn by veg itself.
+                let suspects = match self.mode {
+                    BfdMode::Native => {
+                        stale::suspects(&inputs.instances, &self.bfd_states(&key), |node| {
+                            node_ready(snapshot, node)
+                        })
+                    }
+                    BfdMode::Monitor => Vec::new(),
+                };
+                self.report_suspects(namespace, name, &key, &suspects).await;
+                let mut withdrawn = drain.leaving.clone();
+                withdrawn.extend(suspects.iter().map(|s| s.pod.clone()));
+                let desired = ovn::plan(&without_instances(inputs, &withdrawn), self.mode);
                 let started = std::time::Instant::now();
                 self.may_write()?;
                 nb_operations = nb::apply(&self.nb, &desired).await?;
@@ -423,6 +444,44 @@ impl<O: Outputs> Reconciler<O> {
         Ok(count)
     }
 
+    /// Says so (a Warning event, a log line, a count) when an instance joins the gateway's
+    /// suspects, and once when it leaves them.
+    async fn report_suspects(&self, namespace: &str, name: &str, key: &str, found: &[Suspect]) {
+        let now: std::collections::BTreeSet<String> = found.iter().map(|s| s.pod.clone()).collect();
+        let before = {
+            let Ok(mut suspects) = self.suspects.lock() else {
+                return;
+            };
+            if now.is_empty() {
+                suspects.remove(key).unwrap_or_default()
+            } else {
+                suspects
+                    .insert(key.to_owned(), now.clone())
+                    .unwrap_or_default()
+            }
+        };
+        for suspect in found.iter().filter(|s| !before.contains(&s.pod)) {
+            let message = suspect.message();
+            warn!(gateway = %key, pod = %suspect.pod, node = %suspect.node,
+                address = %suspect.address, "stale BFD status: instance withdrawn by veg");
+            self.metrics.stale_bfd_withdrawals.inc();
+            self.outputs
+                .event(
+                    namespace,
+                    name,
+                    &status::Event {
+                        type_: "Warning",
+                        reason: "StaleBfdStatus".into(),
+                        message,
+                    },
+                )
+                .await;
+        }
+        for pod in before.difference(&now) {
+            info!(gateway = %key, %pod, "no longer suspect: OVN's BFD status decides again");
+        }
+    }
+
     /// One scaling step, remembering when a scale-down started.
     fn drain_step(
         &self,
@@ -511,6 +570,22 @@ impl<O: Outputs> Reconciler<O> {
 }
 
 /// The inputs without some instances' nexthops (they are leaving); no copy when none is.
+/// A node's Ready condition: `Some(true)` when True, `Some(false)` when False or Unknown (or the
+/// node is gone), `None` when it has none.
+fn node_ready(snapshot: &dyn Snapshot, node: &str) -> Option<bool> {
+    let Some(found) = snapshot.node(node) else {
+        return Some(false);
+    };
+    found
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status == "True")
+}
+
 fn without_instances<'a>(
     inputs: &'a GatewayInputs,
     leaving: &std::collections::BTreeSet<String>,

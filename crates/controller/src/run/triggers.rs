@@ -141,10 +141,23 @@ impl Index {
                 .get(&((*namespace).to_owned(), (*name).to_owned()))
                 .cloned()
                 .unwrap_or_default(),
-            Change::Node(_) => {
-                // Local gateways' node port groups; instances on the node are Pods and come
-                // with their own changes.
-                self.local.clone()
+            Change::Node(node) => {
+                // Local gateways' node port groups, and gateways with an instance on the node
+                // (its readiness is the stale-BFD guard's second opinion, `plan::stale`).
+                let mut out = self.local.clone();
+                let namespaces: BTreeSet<&str> = self
+                    .by_workload
+                    .keys()
+                    .map(|(namespace, _)| namespace.as_str())
+                    .collect();
+                for namespace in namespaces {
+                    for pod in snapshot.pods_in(namespace) {
+                        if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node) {
+                            out.extend(self.pod_affects(snapshot, pod));
+                        }
+                    }
+                }
+                out
             }
             Change::Pod { old, new } => {
                 let mut out = BTreeSet::new();
@@ -265,6 +278,29 @@ mod tests {
         );
         assert_eq!(keys(Change::Node("worker1")), ["default/gateway2"]);
         assert!(keys(Change::IPPool("pool1")).is_empty());
+    }
+
+    #[test]
+    fn a_node_change_reaches_the_gateways_with_an_instance_on_it() {
+        let mut snapshot = snapshot();
+        snapshot.put_pod(crate::fixtures::instance(
+            "gateway1-0",
+            "worker3",
+            "198.18.0.12",
+            None,
+            true,
+        ));
+        let index = Index::build(&snapshot);
+        let keys = |node: &str| -> Vec<String> {
+            index
+                .affected(&snapshot, &Change::Node(node))
+                .into_iter()
+                .collect()
+        };
+        // worker3 hosts gateway1's instance (its readiness matters to the stale-BFD guard);
+        // gateway2 is Local, so every node matters to it.
+        assert_eq!(keys("worker3"), ["default/gateway1", "default/gateway2"]);
+        assert_eq!(keys("worker4"), ["default/gateway2"]);
     }
 
     #[test]

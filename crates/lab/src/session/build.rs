@@ -372,7 +372,9 @@ impl Lab {
                 &json!({"apiVersion": "v1", "kind": "Node",
                     "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node},
                         "annotations": {"ovn.kubernetes.io/port_name": port_name,
-                            "ovn.kubernetes.io/chassis": self.kubelet.chassis_of(node)}}}),
+                            "ovn.kubernetes.io/chassis": self.kubelet.chassis_of(node)}},
+                    "status": {"conditions": [
+                        {"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}),
             )?;
         }
         Ok(())

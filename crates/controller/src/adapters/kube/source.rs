@@ -1,12 +1,13 @@
-//! The cluster as a [`Source`]: one watcher per kind (metadata-only for Namespaces and Nodes,
-//! whose labels and annotations are all the planner reads; Deployments only the gateways' own,
+//! The cluster as a [`Source`]: one watcher per kind (metadata-only for Namespaces, whose labels
+//! are all the planner reads; Nodes stripped to their metadata and Ready condition on arrival;
+//! Deployments only the gateways' own,
 //! by label), each feeding one channel; the source applies every event to its snapshot and
 //! turns it into an [`Update`]. A relist of a kind replaces that kind wholesale (objects
 //! deleted while the watch was down vanish) and resyncs.
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeCondition, NodeStatus, Pod};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
@@ -32,7 +33,7 @@ pub enum Object {
     /// A Namespace (metadata only).
     Namespace(Box<Namespace>),
     Pod(Box<Pod>),
-    /// A Node (metadata only).
+    /// A Node (metadata and its Ready condition).
     Node(Box<Node>),
     /// A gateway's Deployment.
     Deployment(Box<Deployment>),
@@ -177,14 +178,31 @@ impl KubeSource {
             &mut tasks,
             &sender,
             ObjectKind::Node,
-            watcher(
-                Api::<PartialObjectMeta<Node>>::all(client.clone()),
-                config(),
-            )
-            .default_backoff(),
+            watcher(Api::<Node>::all(client.clone()), config()).default_backoff(),
+            // Metadata and the Ready condition (the stale-BFD guard's second opinion); the
+            // rest of a Node (images, capacity, addresses) is dropped on arrival.
             |o| {
+                let ready = o.status.and_then(|status| {
+                    let conditions: Vec<NodeCondition> = status
+                        .conditions
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|c| c.type_ == "Ready")
+                        .map(|c| NodeCondition {
+                            type_: c.type_,
+                            status: c.status,
+                            reason: c.reason,
+                            ..NodeCondition::default()
+                        })
+                        .collect();
+                    (!conditions.is_empty()).then(|| NodeStatus {
+                        conditions: Some(conditions),
+                        ..NodeStatus::default()
+                    })
+                });
                 Object::Node(Box::new(Node {
                     metadata: o.metadata,
+                    status: ready,
                     ..Node::default()
                 }))
             },
