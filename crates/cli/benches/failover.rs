@@ -299,6 +299,8 @@ fn run_setting(
         bfd_mode: mode,
         chassis: 1,
         node_grace: veg_lab::session::NODE_GRACE,
+        pod_security: Default::default(),
+        allowed_unsafe_sysctls: Vec::new(),
     };
     let started = Instant::now();
     let mut lab = Lab::up(options, &mut |_, _| {})?;

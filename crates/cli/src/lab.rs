@@ -160,6 +160,24 @@ struct UpArgs {
     /// Unknown (Kubernetes' --node-monitor-grace-period).
     #[arg(long, default_value_t = 40)]
     node_grace_s: u64,
+    /// A namespace's Pod Security level, `NAMESPACE=privileged|baseline|restricted`, as its
+    /// `pod-security.kubernetes.io/enforce` label would set it (repeatable; over the
+    /// manifests' labels). The gateways' namespace needs `privileged` (a privileged init).
+    #[arg(long = "pod-security", value_parser = parse_pod_security)]
+    pod_security: Vec<(String, veg_lab::podsecurity::Level)>,
+    /// The lab kubelet's --allowed-unsafe-sysctls (comma-separated; `prefix*` patterns):
+    /// empty by default, as a stock kubelet's. veg's Pods need none.
+    #[arg(long, value_delimiter = ',')]
+    allowed_unsafe_sysctls: Vec<String>,
+}
+
+fn parse_pod_security(text: &str) -> Result<(String, veg_lab::podsecurity::Level), String> {
+    let (namespace, level) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: want NAMESPACE=LEVEL"))?;
+    let level = veg_lab::podsecurity::Level::parse(level)
+        .ok_or_else(|| format!("{level:?}: want privileged, baseline or restricted"))?;
+    Ok((namespace.to_owned(), level))
 }
 
 /// Which OVN the lab runs and who withdraws dead gateway instances.
@@ -517,6 +535,15 @@ fn up(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
         .arg(&args.topology)
         .arg(format!("--restart-delay-ms={}", args.restart_delay_ms))
         .arg(format!("--node-grace-s={}", args.node_grace_s));
+    for (namespace, level) in &args.pod_security {
+        command.arg(format!("--pod-security={namespace}={}", level.as_str()));
+    }
+    if !args.allowed_unsafe_sysctls.is_empty() {
+        command.arg(format!(
+            "--allowed-unsafe-sysctls={}",
+            args.allowed_unsafe_sysctls.join(",")
+        ));
+    }
     for path in &manifests {
         command.arg("--manifests").arg(path);
     }
@@ -621,6 +648,8 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
         bfd_mode,
         chassis: args.data_plane.nodes(1),
         node_grace: Duration::from_secs(args.node_grace_s),
+        pod_security: args.pod_security.iter().cloned().collect(),
+        allowed_unsafe_sysctls: args.allowed_unsafe_sysctls.clone(),
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s] {stage}", at.as_secs_f64());
@@ -855,4 +884,22 @@ fn gateway_table(gateways: &[Json], wide: bool) -> String {
         rows.push(row);
     }
     columns(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_security_levels_are_read_per_namespace_and_bad_ones_named() {
+        assert_eq!(
+            parse_pod_security("default=baseline"),
+            Ok(("default".to_owned(), veg_lab::podsecurity::Level::Baseline))
+        );
+        assert!(parse_pod_security("default").is_err_and(|e| e.contains("NAMESPACE=LEVEL")));
+        assert!(
+            parse_pod_security("default=strict")
+                .is_err_and(|e| e.contains("privileged, baseline or restricted"))
+        );
+    }
 }

@@ -114,6 +114,8 @@ impl TestLab {
             bfd_mode: BfdMode::default_for(build),
             chassis,
             node_grace: NODE_GRACE,
+            pod_security: Default::default(),
+            allowed_unsafe_sysctls: Vec::new(),
         };
         let started = Instant::now();
         let lab = Lab::up(options, &mut |stage, at| {

@@ -133,6 +133,13 @@ impl Chassis {
                 "external_ids:ovn-encap-type=geneve",
                 &format!("external_ids:ovn-encap-ip={encap}"),
                 "external_ids:ovn-bridge-datapath-type=netdev",
+                // What Kube-OVN's ovs-ovn DaemonSet sets (charts/kube-ovn/values.yaml). The SB
+                // probe also wakes ovn-controller's main loop at least every 10 s: a BFD
+                // session created with nothing else happening afterwards stays admin_down (and
+                // silent) until the next wakeup (pinctrl.c bfd_monitor_run: a new entry does
+                // not notify the pinctrl thread).
+                "external_ids:ovn-remote-probe-interval=10000",
+                "external_ids:ovn-openflow-probe-interval=180",
                 // Idle datapath flows go after 500 ms, not 10 s: in this userspace datapath a
                 // flow cached before a nexthop change kept steering a reused address pair to
                 // the old instance for over a second (measured by bench/failover).

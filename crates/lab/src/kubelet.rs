@@ -168,6 +168,11 @@ impl Kubelet {
     }
 
     /// Each namespace's Pod Security level, from the namespaces' labels.
+    /// The kubelet's `--allowed-unsafe-sysctls` (default empty, as a stock kubelet's).
+    pub fn set_allowed_unsafe_sysctls(&mut self, sysctls: Vec<String>) {
+        self.allowed_unsafe_sysctls = sysctls;
+    }
+
     pub fn set_pod_security(&mut self, levels: BTreeMap<String, Level>) {
         self.pod_security = levels;
     }

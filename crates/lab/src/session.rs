@@ -57,6 +57,12 @@ pub struct LabOptions {
     /// How long a dead node keeps its Ready condition before the node controller marks it
     /// `Unknown` (Kubernetes' `--node-monitor-grace-period`, 40 s by default).
     pub node_grace: Duration,
+    /// Pod Security levels by namespace, over what the namespaces' `enforce` labels say (an
+    /// operator labelling a namespace).
+    pub pod_security: BTreeMap<String, crate::podsecurity::Level>,
+    /// The kubelet's `--allowed-unsafe-sysctls` (names, or prefixes ending in `*`); empty
+    /// like a stock kubelet's.
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// Kubernetes' default `--node-monitor-grace-period`.

@@ -46,6 +46,8 @@ pub(super) fn demo(examples: &Path, data_plane: &super::DataPlaneArgs) -> anyhow
         bfd_mode,
         chassis: data_plane.nodes(2),
         node_grace: veg_lab::session::NODE_GRACE,
+        pod_security: Default::default(),
+        allowed_unsafe_sysctls: Vec::new(),
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s]   {stage}", at.as_secs_f64());

@@ -334,7 +334,11 @@ impl Lab {
                 levels.insert(name.to_owned(), level);
             }
         }
+        // The operator's labels (`--pod-security`) over the manifests'.
+        levels.extend(self.options.pod_security.clone());
         self.kubelet.set_pod_security(levels);
+        self.kubelet
+            .set_allowed_unsafe_sysctls(self.options.allowed_unsafe_sysctls.clone());
         let known_namespaces: BTreeSet<String> = objects
             .iter()
             .filter(|(_, o)| kind(o) == "Namespace")
