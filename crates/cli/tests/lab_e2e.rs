@@ -1263,6 +1263,49 @@ fn the_node_running_the_bfd_sessions_dies_and_veg_withdraws_the_stale_instance()
     lab.finish()
 }
 
+/// A namespace at Pod Security level baseline: the lab's admission refuses the gateway Pods
+/// (a privileged init, NET_ADMIN) as a stock cluster's would, none starts, and the gateway's
+/// status says why instead of waiting forever.
+#[test]
+fn pods_refused_by_pod_security_show_in_the_gateway_status() -> Result<()> {
+    if !support::require("the lab e2e", &TOOLS) {
+        return Ok(());
+    }
+    let _one = lock();
+    let topology = format!(
+        "namespaces:\n  default: {{pod-security.kubernetes.io/enforce: baseline}}\n{}",
+        V4_TOPOLOGY.trim_start()
+    );
+    let mut lab = TestLab::start("lp1", V4_MANIFESTS, &topology, None)?;
+    lab.wait("the refusal in the status", Duration::from_secs(15), |lab| {
+        Ok(lab.status("default", "gateway1")["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["reason"] == "ReplicaFailure")))
+    })?;
+    let status = lab.status("default", "gateway1");
+    let message = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["reason"] == "ReplicaFailure")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        message.contains("violates PodSecurity \"baseline:latest\"")
+            && message.contains("privileged")
+            && message.contains("NET_ADMIN")
+            && status["ready"] != true,
+        "status: {status}"
+    );
+    ensure!(
+        !lab.state().pods.keys().any(|k| k.starts_with("default/gateway1-")),
+        "a refused Pod runs: {:?}",
+        lab.state().pods.keys().collect::<Vec<_>>()
+    );
+    lab.finish()
+}
+
 #[test]
 fn an_uplink_cut_withdraws_the_instance_until_it_returns() -> Result<()> {
     if !support::require("the lab e2e", &TOOLS) {

@@ -289,7 +289,7 @@ impl Kubelet {
             // A real ReplicaSet retries and records FailedCreate; here it is said once per
             // template (the session applies a Deployment again only when it changes).
             warn!(deployment = %format!("{namespace}/{name}"), %reason, "Pods refused");
-            return self.report_deployment(deployment, replicas);
+            return self.report_deployment(deployment, replicas, Some(&reason));
         }
         let mut existing = self.pods_of(&namespace, &name);
         if existing.len() > replicas {
@@ -324,10 +324,17 @@ impl Kubelet {
             self.delete_pod(ovn, &namespace, &pod)?;
             self.start_pod(ovn, &namespace, &pod, replica_of(&pod), template)?;
         }
-        self.report_deployment(deployment, replicas)
+        self.report_deployment(deployment, replicas, None)
     }
 
-    fn report_deployment(&self, deployment: &Json, replicas: usize) -> Result<(), LabError> {
+    /// Writes the Deployment as the API server would show it; `refused`: why its ReplicaSet
+    /// cannot create Pods (a `ReplicaFailure` condition, reason `FailedCreate`).
+    fn report_deployment(
+        &self,
+        deployment: &Json,
+        replicas: usize,
+        refused: Option<&str>,
+    ) -> Result<(), LabError> {
         let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
         let namespace = deployment["metadata"]["namespace"]
             .as_str()
@@ -346,6 +353,10 @@ impl Kubelet {
             "observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas,
             "readyReplicas": ready, "availableReplicas": ready
         });
+        if let Some(reason) = refused {
+            reported["status"]["conditions"] = json!([{"type": "ReplicaFailure",
+                "status": "True", "reason": "FailedCreate", "message": reason}]);
+        }
         write_json(
             &self
                 .manifests

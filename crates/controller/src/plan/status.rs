@@ -45,6 +45,19 @@ pub struct StatusInputs<'a> {
 }
 
 /// Kube-OVN's `DeploymentIsReady`.
+/// Why the Deployment's ReplicaSet cannot create Pods (its `ReplicaFailure` condition, e.g.
+/// Pod Security admission refusing them), if it says.
+pub fn replica_failure(deployment: &Deployment) -> Option<String> {
+    deployment
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "ReplicaFailure" && c.status == "True")
+        .map(|c| c.message.clone().unwrap_or_default())
+}
+
 pub fn deployment_ready(deployment: &Deployment) -> bool {
     let generation = deployment.metadata.generation.unwrap_or(0);
     let Some(status) = &deployment.status else {
@@ -157,6 +170,12 @@ pub fn status(
                 Err((
                     "Conflict".to_owned(),
                     "held back by an older gateway with overlapping sources".to_owned(),
+                ))
+            } else if let Some(failure) = inputs.deployment.and_then(replica_failure) {
+                // Not a wait: nothing starts until the cause is fixed.
+                Err((
+                    "ReplicaFailure".to_owned(),
+                    format!("Deployment {deployment_name} cannot create its Pods: {failure}"),
                 ))
             } else if !inputs.deployment.is_some_and(deployment_ready) {
                 Err((

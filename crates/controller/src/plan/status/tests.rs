@@ -360,3 +360,45 @@ fn with_bfd_on_no_instance_up_is_not_ready() -> Result<(), Problem> {
     assert_eq!(one.phase, Phase::Completed);
     Ok(())
 }
+
+#[test]
+fn a_deployment_whose_pods_are_refused_says_why() -> Result<(), Problem> {
+    let gateway = gateway_with_bfd();
+    let snapshot = snapshot_with(&[]);
+    let resolved = resolve(&gateway, &snapshot)?;
+    let bfd = BTreeMap::new();
+    // What a ReplicaSet reports when admission refuses its Pods.
+    let refused: k8s_openapi::api::apps::v1::Deployment = from(json!({
+        "metadata": {"name": "gateway1", "namespace": "default", "generation": 1},
+        "spec": {"replicas": 2, "selector": {}, "template": {}},
+        "status": {"observedGeneration": 1, "replicas": 0, "conditions": [
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+             "message": "pods \"gateway1-0\" is forbidden: violates PodSecurity \"baseline:latest\""}]}
+    }));
+    let next = status(
+        None,
+        StatusInputs {
+            gateway: &gateway,
+            resolved: Ok(&resolved),
+            overlaps: &[],
+            deployment: Some(&refused),
+            bfd: &bfd,
+            now: &at(100),
+        },
+    );
+    let ready = next
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ready.reason, "ReplicaFailure");
+    assert!(
+        ready.message.starts_with(
+            "Deployment gateway1 cannot create its Pods: pods \"gateway1-0\" is forbidden"
+        ),
+        "{}",
+        ready.message
+    );
+    Ok(())
+}
