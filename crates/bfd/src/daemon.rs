@@ -435,6 +435,7 @@ impl Loop {
             detect_mult: timers.multiplier,
             min_ttl: min_ttl.unwrap_or(255),
             auth: None,
+            silent_path_down: false,
         }
     }
 }

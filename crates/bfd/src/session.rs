@@ -61,6 +61,11 @@ pub struct SessionConfig {
     pub min_ttl: u8,
     /// Keyed SHA1 authentication, when configured.
     pub auth: Option<AuthKey>,
+    /// Signal a Path Down (diag 5: the gateway lost its uplink) by silence rather than by
+    /// AdminDown packets. OVN's ovn-controller reports a peer's AdminDown only in its next 5 s
+    /// batch when another status change came before, but a detection timeout at once; the
+    /// peer then withdraws this system within its detection time, always.
+    pub silent_path_down: bool,
 }
 
 /// Why a session discarded a packet that decoded fine (RFC 5880 §6.8.6, session checks).
@@ -528,7 +533,10 @@ impl Session {
     }
 
     fn may_transmit(&self) -> bool {
-        self.config.role == Role::Active || self.heard
+        let silenced = self.config.silent_path_down
+            && self.state == State::AdminDown
+            && self.local_diag == Diag::PathDown;
+        !silenced && (self.config.role == Role::Active || self.heard)
     }
 
     fn tx_interval(&self) -> Option<Duration> {

@@ -47,6 +47,10 @@ pub struct DaemonArgs {
     /// Address for /metrics, /livez and /readyz (none when absent).
     #[arg(long, env = "VEG_BFD_HTTP")]
     http: Option<SocketAddr>,
+    /// Signal a Path Down (the uplink lost) by silence, not AdminDown packets: OVN reports a
+    /// peer's AdminDown up to 5 s late, a silent peer within its detection time (native mode).
+    #[arg(long, env = "VEG_BFD_SILENT_PATH_DOWN")]
+    silent_path_down: bool,
     /// Do not open the IPv6 socket.
     #[arg(long)]
     no_ipv6: bool,
@@ -184,6 +188,7 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         detect_mult: timers.multiplier,
         min_ttl: args.min_ttl,
         auth: None,
+        silent_path_down: args.silent_path_down,
     };
     let config = DaemonConfig {
         sessions: args

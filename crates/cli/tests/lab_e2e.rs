@@ -889,7 +889,41 @@ fn dead_instances_are_withdrawn(build: OvnBuild, id: &str) -> Result<()> {
         },
     )?;
 
-    lab.kill("default/gateway1-1")?;
+    // The last instance loses BFD while its data path still works (its BFD packets dropped
+    // in its namespace, both ways): withdrawn, it must carry nothing. A capture on the external network
+    // first sees its traffic (the capture works), then none.
+    let (_, last_external) = instance(&lab, "gateway1-1", true).context("gateway1-1")?;
+    let clients = [
+        "default/web-1",
+        "default/web-2",
+        "other/app-1",
+        "other/app-2",
+    ];
+    let before = capture_external(&lab, &format!("{id}-before"), || {
+        for pod in clients {
+            let _ = lab.ask(pod, true, Duration::from_millis(300));
+        }
+    })?;
+    ensure!(
+        before.contains(&last_external.to_string()),
+        "the capture saw nothing of the live instance {last_external}:\n{before}"
+    );
+    let netns = lab
+        .netns("default/gateway1-1")
+        .context("gateway1-1's namespace")?;
+    let blocked = Command::new("ip")
+        .args(["netns", "exec", &netns, "nft"])
+        // Both ways: a peer that still heard the instance's Down packets would report the
+        // change only in its next 5 s batch (OVN's pinctrl); silence is detected at once.
+        .arg(
+            "add table ip veg_test; \
+             add chain ip veg_test input { type filter hook input priority -400; }; \
+             add chain ip veg_test output { type filter hook output priority -400; }; \
+             add rule ip veg_test input udp dport 3784 drop; \
+             add rule ip veg_test output udp dport 3784 drop",
+        )
+        .status()?;
+    ensure!(blocked.success(), "nft in gateway1-1");
     lab.wait("no nexthop left", Duration::from_secs(2), |lab| {
         Ok(nexthops(lab, true).is_empty())
     })?;
@@ -898,23 +932,36 @@ fn dead_instances_are_withdrawn(build: OvnBuild, id: &str) -> Result<()> {
         "the drop policies must stay"
     );
     lab.ovn().sync()?;
-    // Capture everything on the external network while the clients try to leave.
-    let external_ns = lab.state().external;
-    let capture = lab.state_dir().join("leak.pcap");
+    let mut leaked = Vec::new();
+    let after = capture_external(&lab, &format!("{id}-after"), || {
+        for pod in clients {
+            if let Some(seen) = lab.ask(pod, true, Duration::from_millis(300)) {
+                leaked.push(format!("{pod} as {seen}"));
+            }
+        }
+    })?;
+    ensure!(
+        leaked.is_empty(),
+        "with every instance withdrawn, clients reached the external host: {leaked:?}"
+    );
+    ensure!(
+        after.trim().is_empty(),
+        "packets reached the external network:\n{after}"
+    );
+    lab.finish()
+}
+
+/// Everything IP that crosses the external network's bridge while `during` runs, as
+/// `tcpdump -n` prints it (started and flushed around it; `--immediate-mode` so nothing waits
+/// in a buffer).
+fn capture_external(lab: &Lab, name: &str, during: impl FnOnce()) -> Result<String> {
+    let capture = lab.state_dir().join(format!("{name}.pcap"));
     let mut tcpdump = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &external_ns,
-            "tcpdump",
-            "-i",
-            "br-ext",
-            "-n",
-            "-U",
-            "-w",
-        ])
+        .args(["netns", "exec", &lab.state().external, "tcpdump"])
+        .args(["-i", "br-ext", "-n", "-U", "--immediate-mode", "-w"])
         .arg(&capture)
-        .args(["ip or ip6"])
+        // Unicast only: the bridge's own IPv6 router solicitations are not traffic.
+        .args(["ip or (ip6 and not ip6 multicast)"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()?;
@@ -925,18 +972,7 @@ fn dead_instances_are_withdrawn(build: OvnBuild, id: &str) -> Result<()> {
         std::io::BufReader::new(tcpdump.stderr.take().context("tcpdump stderr")?)
             .read_line(&mut line)?;
     }
-    for pod in [
-        "default/web-1",
-        "default/web-2",
-        "other/app-1",
-        "other/app-2",
-    ] {
-        let seen = lab.ask(pod, true, Duration::from_millis(300));
-        ensure!(
-            seen.is_none(),
-            "{pod} reached the external host as {seen:?} with every instance down"
-        );
-    }
+    during();
     std::thread::sleep(Duration::from_millis(200));
     let _ = Command::new("kill")
         .args(["-INT", &tcpdump.id().to_string()])
@@ -945,13 +981,9 @@ fn dead_instances_are_withdrawn(build: OvnBuild, id: &str) -> Result<()> {
     let read = Command::new("tcpdump")
         .args(["-n", "-r"])
         .arg(&capture)
+        .stderr(Stdio::null())
         .output()?;
-    let packets = String::from_utf8_lossy(&read.stdout).into_owned();
-    ensure!(
-        packets.trim().is_empty(),
-        "packets reached the external network:\n{packets}"
-    );
-    lab.finish()
+    Ok(String::from_utf8_lossy(&read.stdout).into_owned())
 }
 
 /// `--format=csv --data=bare --no-headings` rows of an `ovn-nbctl` query, split on commas.
@@ -1277,11 +1309,15 @@ fn pods_refused_by_pod_security_show_in_the_gateway_status() -> Result<()> {
         V4_TOPOLOGY.trim_start()
     );
     let mut lab = TestLab::start("lp1", V4_MANIFESTS, &topology, None)?;
-    lab.wait("the refusal in the status", Duration::from_secs(15), |lab| {
-        Ok(lab.status("default", "gateway1")["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["reason"] == "ReplicaFailure")))
-    })?;
+    lab.wait(
+        "the refusal in the status",
+        Duration::from_secs(15),
+        |lab| {
+            Ok(lab.status("default", "gateway1")["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["reason"] == "ReplicaFailure")))
+        },
+    )?;
     let status = lab.status("default", "gateway1");
     let message = status["conditions"]
         .as_array()
@@ -1299,7 +1335,10 @@ fn pods_refused_by_pod_security_show_in_the_gateway_status() -> Result<()> {
         "status: {status}"
     );
     ensure!(
-        !lab.state().pods.keys().any(|k| k.starts_with("default/gateway1-")),
+        !lab.state()
+            .pods
+            .keys()
+            .any(|k| k.starts_with("default/gateway1-")),
         "a refused Pod runs: {:?}",
         lab.state().pods.keys().collect::<Vec<_>>()
     );

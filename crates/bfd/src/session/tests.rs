@@ -18,6 +18,7 @@ fn config(peer: u8, role: Role) -> SessionConfig {
         detect_mult: 3,
         min_ttl: 255,
         auth: None,
+        silent_path_down: false,
     }
 }
 
@@ -350,6 +351,44 @@ fn admin_down_reaches_the_peer_immediately() {
         (State::AdminDown, Diag::PathDown)
     );
     assert_eq!(pair.b.state(), State::Down);
+}
+
+#[test]
+fn a_silent_path_down_sends_nothing_and_the_peer_detects_it() {
+    let mut pair = up_pair();
+    pair.a.config.silent_path_down = true;
+    let t = pair.elapsed();
+    pair.a.set_admin_down(Diag::PathDown, pair.now);
+    pair.run(1000 * MS);
+    // Not one packet from a after the Path Down: b's detection timer ends the session.
+    assert!(
+        pair.sent_by('a', t).is_empty(),
+        "{:?}",
+        pair.sent_by('a', t)
+    );
+    let down = pair
+        .transitions
+        .iter()
+        .find(|(_, side, tr)| *side == 'b' && tr.new == State::Down)
+        .map(|(at, _, tr)| (*at - t, tr.diag));
+    assert!(
+        matches!(down, Some((after, Diag::ControlDetectionTimeExpired)) if after <= 310 * MS),
+        "{down:?}"
+    );
+    // An administrative stop still says AdminDown (only a Path Down is silent).
+    let mut pair = up_pair();
+    pair.a.config.silent_path_down = true;
+    let t = pair.elapsed();
+    pair.a.set_admin_down(Diag::AdministrativelyDown, pair.now);
+    pair.settle();
+    assert_eq!(pair.sent_by('a', t)[0].2.state, State::AdminDown);
+    // Back up: it speaks again.
+    let mut pair = up_pair();
+    pair.a.config.silent_path_down = true;
+    pair.a.set_admin_down(Diag::PathDown, pair.now);
+    pair.run(500 * MS);
+    pair.a.set_admin_up(pair.now);
+    assert!(pair.run_until(5000 * MS, Pair::both_up));
 }
 
 #[test]

@@ -24,6 +24,7 @@ fn config(peer: IpAddr, role: Role) -> SessionConfig {
         detect_mult: 3,
         min_ttl: 255,
         auth: None,
+        silent_path_down: false,
     }
 }
 

@@ -512,26 +512,37 @@ fn bfdd_container(
         name: "bfdd".into(),
         image: Some(image.to_owned()),
         image_pull_policy: Some("IfNotPresent".into()),
-        args: Some(vec![
-            "bfdd".into(),
-            "--allow".into(),
-            join(&inputs.workload.bfd_ips),
-            "--min-tx-ms".into(),
-            bfd.min_tx.to_string(),
-            "--min-rx-ms".into(),
-            bfd.min_rx.to_string(),
-            "--multiplier".into(),
-            bfd.multiplier.to_string(),
-            // OVN routes the router's packets: one hop.
-            "--min-ttl".into(),
-            "254".into(),
-            "--control-socket".into(),
-            socket,
-            "--http".into(),
-            format!("0.0.0.0:{BFDD_HTTP_PORT}"),
-            "--log-format".into(),
-            "json".into(),
-        ]),
+        args: Some(
+            vec![
+                "bfdd".into(),
+                "--allow".into(),
+                join(&inputs.workload.bfd_ips),
+                "--min-tx-ms".into(),
+                bfd.min_tx.to_string(),
+                "--min-rx-ms".into(),
+                bfd.min_rx.to_string(),
+                "--multiplier".into(),
+                bfd.multiplier.to_string(),
+                // OVN routes the router's packets: one hop.
+                "--min-ttl".into(),
+                "254".into(),
+                "--control-socket".into(),
+                socket,
+                "--http".into(),
+                format!("0.0.0.0:{BFDD_HTTP_PORT}"),
+                "--log-format".into(),
+                "json".into(),
+            ]
+            .into_iter()
+            // Native mode: OVN reports a peer's AdminDown up to 5 s late, silence at once.
+            .chain(
+                inputs
+                    .workload
+                    .bfd_routed
+                    .then(|| "--silent-path-down".to_owned()),
+            )
+            .collect(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some("bfdd-http".into()),
             container_port: BFDD_HTTP_PORT,

@@ -37,6 +37,60 @@ fn render_in(snapshot: &MemorySnapshot, spec_patch: serde_json::Value) -> Deploy
     }
 }
 
+/// Native mode: the BFD peers are router ports (routed even inside the subnet) and bfdd
+/// signals a Path Down by silence; monitor mode neither.
+#[test]
+fn native_mode_routes_the_bfd_port_and_silences_path_down() {
+    let mut snapshot = cluster();
+    snapshot.put_vpc(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+        "spec": {},
+        "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default",
+                   "bfdPort": {"name": "bfd@ovn-cluster", "ip": "198.18.0.253"}}
+    })));
+    snapshot.put_subnet(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "macvlan1"},
+        "spec": {"cidrBlock": "198.51.100.0/24", "gateway": "198.51.100.1", "provider": "eth1.default"}})));
+    snapshot.put_subnet(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "ovn-default"},
+        "spec": {"cidrBlock": "198.18.0.0/16", "gateway": "198.18.0.1", "provider": "ovn"}})));
+    let mut spec = base_spec();
+    merge(&mut spec, json!({"bfd": {"enabled": true}}));
+    let gateway = gateway(spec);
+    let Ok(mut inputs) = resolve(&gateway, &snapshot) else {
+        panic!("does not resolve");
+    };
+    for native in [false, true] {
+        inputs.workload.bfd_routed = native;
+        let deployment = render(&gateway, &inputs, "veg:test");
+        let spec = pod(&deployment);
+        let bfdd = spec.containers.iter().find(|c| c.name == "bfdd");
+        let args = bfdd.and_then(|c| c.args.clone()).unwrap_or_default();
+        assert_eq!(
+            args.contains(&"--silent-path-down".to_owned()),
+            native,
+            "{args:?}"
+        );
+        let env: Vec<String> = spec.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .map(|e| format!("{}={}", e.name, e.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            env.contains(&"VEG_GW_BFD_PEERS_ROUTED=true".to_owned()),
+            native,
+            "{env:?}"
+        );
+        // The route to the BFD address inside the subnet: through the router only in native.
+        let routes = template_annotations(&deployment)
+            .get("ovn.kubernetes.io/routes")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(routes.contains("198.18.0.253"), native, "{routes}");
+    }
+}
+
 fn template_annotations(deployment: &Deployment) -> BTreeMap<String, String> {
     deployment
         .spec
