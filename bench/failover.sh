@@ -8,8 +8,9 @@
 # from the kill to the monitor's NB write, the gap's p95 as a ratio of the BFD detection time,
 # and `lab up` → gateway Ready. Goals: p95 gap <= 350 ms at 100 ms x 3, <= 150 ms at 30 ms x 3.
 # Needs root and the lab's packages (scripts/install-deps.sh). The labs are removed on exit.
-#   usage: bench/failover.sh [KILLS] [TIMERS] [FLOWS] [OVN] [MODES]
-#          (defaults 20, 100,30, 16, kube-ovn,debian, native,monitor; native runs on kube-ovn only)
+#   usage: bench/failover.sh [KILLS] [TIMERS] [FLOWS] [OVN] [MODES] [STEADY]
+#          (defaults 20, 100,30, 16, kube-ovn,debian, native,monitor, 0; native runs on kube-ovn
+#          only; STEADY seconds of running without a kill first, counting false withdrawals)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -18,5 +19,6 @@ TIMERS=${2:-100,30}
 FLOWS=${3:-16}
 OVN=${4:-kube-ovn,debian}
 MODES=${5:-native,monitor}
+STEADY=${6:-0}
 cargo bench -p veg-cli --bench failover -- --kills "$KILLS" --timers "$TIMERS" --flows "$FLOWS" \
-  --ovn "$OVN" --mode "$MODES"
+  --ovn "$OVN" --mode "$MODES" --steady "$STEADY"

@@ -116,6 +116,8 @@ json.dump({"sent": seq, "replies": replies}, open(out, "w"))
 
 struct Args {
     kills: usize,
+    /// Seconds of steady running (no kill) before the kills, counting withdrawals (all false).
+    steady: u64,
     timers: Vec<u32>,
     flows: usize,
     interval_ms: u64,
@@ -125,6 +127,7 @@ struct Args {
 fn args() -> Result<Args> {
     let mut args = Args {
         kills: 20,
+        steady: 0,
         timers: vec![100, 30],
         flows: 16,
         interval_ms: 5,
@@ -137,6 +140,7 @@ fn args() -> Result<Args> {
         let mut value = || it.next().context("a value");
         match arg.as_str() {
             "--kills" => args.kills = value()?.parse()?,
+            "--steady" => args.steady = value()?.parse()?,
             "--flows" => args.flows = value()?.parse()?,
             "--interval-ms" => args.interval_ms = value()?.parse()?,
             "--timers" => {
@@ -275,7 +279,7 @@ fn run_setting(
     (build, mode): (OvnBuild, BfdMode),
     interval: u32,
     veg: &Path,
-) -> Result<(f64, Vec<Kill>)> {
+) -> Result<(f64, Vec<Kill>, Option<usize>)> {
     let id = format!("b{}{}{interval}", &build.name()[..1], &mode.name()[..1]);
     let input = std::env::temp_dir().join(format!("{id}-input"));
     std::fs::create_dir_all(&input)?;
@@ -357,6 +361,24 @@ fn run_setting(
         .stdout(std::fs::File::create(&bfd_log)?)
         .stderr(Stdio::null())
         .spawn()?;
+    let false_withdrawals = if args.steady > 0 {
+        lab.wait_for("both instances", Duration::from_secs(30), |lab| {
+            Ok(nexthops(lab).len() == 2)
+        })?;
+        let since = now();
+        for elapsed in (0..args.steady).step_by(30) {
+            eprintln!("  steady run: {elapsed} of {} s", args.steady);
+            std::thread::sleep(Duration::from_secs((args.steady - elapsed).min(30)));
+        }
+        let count = match mode {
+            BfdMode::Native => bfd_downs_after(&bfd_log, since),
+            BfdMode::Monitor => monitor_downs_after(&monitor_log, since),
+        };
+        eprintln!("  steady run: {count} withdrawals in {} s", args.steady);
+        Some(count)
+    } else {
+        None
+    };
     let mut kills = Vec::new();
     for round in 0..args.kills {
         lab.wait_for("both instances", Duration::from_secs(30), |lab| {
@@ -495,7 +517,46 @@ fn run_setting(
     let _ = bfd_monitor.wait();
     lab.down();
     let _ = std::fs::remove_dir_all(&input);
-    Ok((ready_ms, kills))
+    Ok((ready_ms, kills, false_withdrawals))
+}
+
+/// How many times after `since` the NB BFD monitor log shows a row turning down.
+fn bfd_downs_after(log: &Path, since: f64) -> usize {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut at = None;
+    let mut count = 0;
+    for line in text.lines() {
+        if line.len() == 23 && line.as_bytes().get(4) == Some(&b'-') {
+            at = format!("{}Z", line.replacen(' ', "T", 1))
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .ok()
+                .map(|t| t.as_microsecond() as f64 / 1e6);
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        if let (Some(when), [_, "new", _, status]) = (at, fields.as_slice())
+            && when >= since
+            && (*status == "down" || *status == "admin_down")
+        {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// How many sessions the monitor saw go down after `since`.
+fn monitor_downs_after(log: &Path, since: f64) -> usize {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Json>(line).ok())
+        .filter(|entry| entry["message"] == "gateway session changed" && entry["new"] == "Down")
+        .filter(|entry| {
+            entry["timestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .is_some_and(|t| t.as_microsecond() as f64 / 1e6 >= since)
+        })
+        .count()
 }
 
 fn main() -> Result<()> {
@@ -514,15 +575,15 @@ fn main() -> Result<()> {
                 args.flows,
                 args.interval_ms
             );
-            let (ready_ms, kills) = run_setting(&args, (build, mode), interval, &veg)?;
-            rows.push((build, mode, interval, ready_ms, kills));
+            let (ready_ms, kills, steady) = run_setting(&args, (build, mode), interval, &veg)?;
+            rows.push((build, mode, interval, ready_ms, kills, steady));
         }
     }
     println!(
         "\n| OVN | mode | BFD | kills | flows hit per kill (mean) | traffic gap median / p95 / max (ms) | kill → withdrawn in NB median / p95 / max (ms) | gap p95 / detection time | never recovered | lab up → gateway Ready (ms) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (build, mode, interval, ready_ms, kills) in &rows {
+    for (build, mode, interval, ready_ms, kills, _) in &rows {
         let gaps: Vec<f64> = kills
             .iter()
             .filter(|k| k.affected > 0)
@@ -551,6 +612,19 @@ fn main() -> Result<()> {
             percentile(&gaps, 95.0) / detection,
             kills.iter().map(|k| k.unrecovered).sum::<usize>(),
         );
+    }
+    if args.steady > 0 {
+        println!("\n| OVN | mode | BFD | steady run | withdrawals (all false: nothing failed) |");
+        println!("|---|---|---|---|---|");
+        for (build, mode, interval, _, _, steady) in &rows {
+            println!(
+                "| {} | {} | {interval} ms × 3 | {} s | {} |",
+                build.name(),
+                mode.name(),
+                args.steady,
+                steady.map_or("-".to_owned(), |n| n.to_string())
+            );
+        }
     }
     Ok(())
 }
