@@ -118,6 +118,8 @@ struct Args {
     kills: usize,
     /// Seconds of steady running (no kill) before the kills, counting withdrawals (all false).
     steady: u64,
+    /// Kill the victim's whole node (three nodes, the client on the third) instead of its Pod.
+    kill_node: bool,
     timers: Vec<u32>,
     flows: usize,
     interval_ms: u64,
@@ -128,6 +130,7 @@ fn args() -> Result<Args> {
     let mut args = Args {
         kills: 20,
         steady: 0,
+        kill_node: false,
         timers: vec![100, 30],
         flows: 16,
         interval_ms: 5,
@@ -141,6 +144,13 @@ fn args() -> Result<Args> {
         match arg.as_str() {
             "--kills" => args.kills = value()?.parse()?,
             "--steady" => args.steady = value()?.parse()?,
+            "--kill" => {
+                args.kill_node = match value()?.as_str() {
+                    "pod" => false,
+                    "node" => true,
+                    other => bail!("--kill {other}: pod or node"),
+                }
+            }
             "--flows" => args.flows = value()?.parse()?,
             "--interval-ms" => args.interval_ms = value()?.parse()?,
             "--timers" => {
@@ -288,7 +298,14 @@ fn run_setting(
         &manifests,
         MANIFESTS.replace("INTERVAL", &interval.to_string()),
     )?;
-    std::fs::write(input.join("topology.yaml"), TOPOLOGY)?;
+    // Node kills: three nodes, the client on the third, the instances on the first two (where
+    // the VPC's BFD port is active, native mode) and the second.
+    let topology = if args.kill_node {
+        "nodes: [n1, n2, n3]\npods:\n  - {name: client, subnet: ovn-default, ips: [198.18.0.21], node: n3}\n"
+    } else {
+        TOPOLOGY
+    };
+    std::fs::write(input.join("topology.yaml"), topology)?;
     let state = std::env::temp_dir().join(format!("{id}-veg-lab"));
     veg_lab::ovn::stop_dir(&state, &[]);
     let probe_seconds = 0.4 + 12.0 * f64::from(interval) / 1000.0 + 0.6;
@@ -301,7 +318,7 @@ fn run_setting(
         restart_delay: Some(Duration::from_secs_f64(probe_seconds + 0.2)),
         ovn: OvnInstall::locate(build)?,
         bfd_mode: mode,
-        chassis: 1,
+        chassis: if args.kill_node { 3 } else { 1 },
         node_grace: veg_lab::session::NODE_GRACE,
         pod_security: Default::default(),
         allowed_unsafe_sysctls: Vec::new(),
@@ -413,8 +430,21 @@ fn run_setting(
             .read_line(&mut line)?;
         std::thread::sleep(Duration::from_millis(400));
         let killed_at = now();
-        lab.kill(&format!("default/{victim}"))?;
+        let node = lab
+            .state()
+            .pods
+            .get(&format!("default/{victim}"))
+            .map(|p| p.node.clone())
+            .unwrap_or_default();
+        if args.kill_node {
+            lab.kill_node(&node, false)?;
+        } else {
+            lab.kill(&format!("default/{victim}"))?;
+        }
         let status = prober.wait()?;
+        if args.kill_node {
+            lab.kill_node(&node, true)?;
+        }
         ensure!(status.success(), "the prober failed");
         let probe: Json = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
         if std::env::var_os("VEG_BENCH_DEBUG").is_some() {
@@ -492,10 +522,15 @@ fn run_setting(
         };
         let nb = withdrawn.map_or(f64::NAN, |at| (at - killed_at) * 1000.0);
         eprintln!(
-            "  {} {}, {interval} ms × 3, kill {:>2} ({victim}): gap {:>6.1} ms over {affected} flows, NB {:>6.1} ms{}",
+            "  {} {}, {interval} ms × 3, kill {:>2} ({victim}{}): gap {:>6.1} ms over {affected} flows, NB {:>6.1} ms{}",
             build.name(),
             mode.name(),
             round + 1,
+            if args.kill_node {
+                format!(" and its node {node}")
+            } else {
+                String::new()
+            },
             gap * 1000.0,
             nb,
             if unrecovered > 0 {
@@ -580,9 +615,9 @@ fn main() -> Result<()> {
         }
     }
     println!(
-        "\n| OVN | mode | BFD | kills | flows hit per kill (mean) | traffic gap median / p95 / max (ms) | kill → withdrawn in NB median / p95 / max (ms) | gap p95 / detection time | never recovered | lab up → gateway Ready (ms) |"
+        "\n| OVN | mode | BFD | kill | kills | flows hit per kill (mean) | traffic gap median / p95 / max (ms) | kill → withdrawn in NB median / p95 / max (ms) | gap p95 / detection time | never recovered | lab up → gateway Ready (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (build, mode, interval, ready_ms, kills, _) in &rows {
         let gaps: Vec<f64> = kills
             .iter()
@@ -598,9 +633,10 @@ fn main() -> Result<()> {
             kills.iter().map(|k| k.affected).sum::<usize>() as f64 / kills.len().max(1) as f64;
         let detection = f64::from(*interval) * 3.0;
         println!(
-            "| {} | {} | {interval} ms × 3 | {} | {hit:.1} / {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} | {} | {ready_ms:.0} |",
+            "| {} | {} | {interval} ms × 3 | {} | {} | {hit:.1} / {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2} | {} | {ready_ms:.0} |",
             build.name(),
             mode.name(),
+            if args.kill_node { "node" } else { "pod" },
             kills.len(),
             args.flows,
             percentile(&gaps, 50.0),
