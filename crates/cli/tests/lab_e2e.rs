@@ -381,7 +381,8 @@ fn ready(lab: &mut TestLab, instances: usize, v4: bool) -> Result<()> {
         Duration::from_secs(40),
         |lab| {
             Ok(nexthops(lab, v4).len() == instances
-                && lab.status("default", "gateway1")["phase"] == "Completed")
+                && lab.status("default", "gateway1")["phase"] == "Completed"
+                && bfd_rows_up(lab, v4, instances))
         },
     )?;
     lab.ovn().sync()?;
@@ -984,6 +985,27 @@ fn capture_external(lab: &Lab, name: &str, during: impl FnOnce()) -> Result<Stri
         .stderr(Stdio::null())
         .output()?;
     Ok(String::from_utf8_lossy(&read.stdout).into_owned())
+}
+
+/// Native mode: at least `instances` BFD rows of the family say `up`, not just `init` (northd
+/// keeps an `init` nexthop, but a session that never came Up still runs at the 1 s slow rate,
+/// so OVN would take 3 s to notice its death). Monitor mode has no BFD rows: true.
+fn bfd_rows_up(lab: &Lab, v4: bool, instances: usize) -> bool {
+    let rows = nb_rows(lab, &["--columns=dst_ip,status", "list", "BFD"]);
+    let family: Vec<&Vec<String>> = rows
+        .iter()
+        .filter(|row| {
+            row.first()
+                .and_then(|ip| ip.parse::<IpAddr>().ok())
+                .is_some_and(|ip| ip.is_ipv4() == v4)
+        })
+        .collect();
+    family.is_empty()
+        || family
+            .iter()
+            .filter(|row| row.get(1).is_some_and(|s| s == "up"))
+            .count()
+            >= instances
 }
 
 /// `--format=csv --data=bare --no-headings` rows of an `ovn-nbctl` query, split on commas.
