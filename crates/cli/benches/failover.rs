@@ -241,11 +241,12 @@ fn nb_write_after(log: &Path, since: f64, gone: &str) -> Option<f64> {
         .next()
 }
 
-/// The first time after `since` that an `ovsdb-client --timestamp -f csv monitor … BFD
-/// dst_ip,status` log shows `ip`'s row turning down.
-fn bfd_down_after(log: &Path, since: f64, ip: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(log).ok()?;
+/// Every BFD row turning down in an `ovsdb-client --timestamp -f csv monitor … BFD
+/// dst_ip,status` log: (time, address).
+fn bfd_downs(log: &Path) -> Vec<(f64, String)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut at = None;
+    let mut downs = Vec::new();
     for line in text.lines() {
         // Each update starts with its time, `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
         if line.len() == 23 && line.as_bytes().get(4) == Some(&b'-') {
@@ -257,14 +258,20 @@ fn bfd_down_after(log: &Path, since: f64, ip: &str) -> Option<f64> {
         }
         let fields: Vec<&str> = line.split(',').collect();
         if let (Some(when), [_, "new", address, status]) = (at, fields.as_slice())
-            && when >= since
-            && address.trim_matches('"') == ip
             && (*status == "down" || *status == "admin_down")
         {
-            return Some(when);
+            downs.push((when, address.trim_matches('"').to_owned()));
         }
     }
-    None
+    downs
+}
+
+/// The first time after `since` that `ip`'s BFD row turned down.
+fn bfd_down_after(log: &Path, since: f64, ip: &str) -> Option<f64> {
+    bfd_downs(log)
+        .into_iter()
+        .find(|(when, address)| *when >= since && address == ip)
+        .map(|(when, _)| when)
 }
 
 struct Kill {
@@ -557,26 +564,10 @@ fn run_setting(
 
 /// How many times after `since` the NB BFD monitor log shows a row turning down.
 fn bfd_downs_after(log: &Path, since: f64) -> usize {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut at = None;
-    let mut count = 0;
-    for line in text.lines() {
-        if line.len() == 23 && line.as_bytes().get(4) == Some(&b'-') {
-            at = format!("{}Z", line.replacen(' ', "T", 1))
-                .parse::<k8s_openapi::jiff::Timestamp>()
-                .ok()
-                .map(|t| t.as_microsecond() as f64 / 1e6);
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').collect();
-        if let (Some(when), [_, "new", _, status]) = (at, fields.as_slice())
-            && when >= since
-            && (*status == "down" || *status == "admin_down")
-        {
-            count += 1;
-        }
-    }
-    count
+    bfd_downs(log)
+        .into_iter()
+        .filter(|(when, _)| *when >= since)
+        .count()
 }
 
 /// How many sessions the monitor saw go down after `since`.
