@@ -1184,6 +1184,25 @@ fn native_mode_ovn_runs_bfd_and_withdraws_a_dead_instance_itself() -> Result<()>
     lab.finish()
 }
 
+/// Kube-OVN native on three nodes: web-1 and web-2 on n3, gateway1-0 on n1 (where the BFD
+/// port is active), gateway1-1 on n2; ready.
+fn three_node_lab(id: &str) -> Result<TestLab> {
+    let topology = V4_TOPOLOGY
+        .replace("ips: [198.18.0.21],", "ips: [198.18.0.21], node: n3,")
+        .replace("ips: [198.18.0.22],", "ips: [198.18.0.22], node: n3,")
+        .replace("pods:", "nodes: [n1, n2, n3]\npods:");
+    let mut lab = TestLab::start_with(
+        OvnBuild::KubeOvn,
+        3,
+        id,
+        V4_MANIFESTS,
+        &topology,
+        Some(Duration::from_secs(1)),
+    )?;
+    ready(&mut lab, 2, true)?;
+    Ok(lab)
+}
+
 /// Three nodes, each its own chassis joined by Geneve: the clients on n3, an instance on n1
 /// (where the BFD port is active, priority 100) and on n2. n2 crashes as a whole: its instance
 /// is withdrawn by OVN's BFD, the clients leave through n1's, nothing restarts on the dead
@@ -1194,19 +1213,7 @@ fn a_node_crash_withdraws_its_instance_and_a_restore_brings_it_back() -> Result<
         return Ok(());
     }
     let _one = lock();
-    let topology = V4_TOPOLOGY
-        .replace("ips: [198.18.0.21],", "ips: [198.18.0.21], node: n3,")
-        .replace("ips: [198.18.0.22],", "ips: [198.18.0.22], node: n3,")
-        .replace("pods:", "nodes: [n1, n2, n3]\npods:");
-    let mut lab = TestLab::start_with(
-        OvnBuild::KubeOvn,
-        3,
-        "ln2",
-        V4_MANIFESTS,
-        &topology,
-        Some(Duration::from_secs(1)),
-    )?;
-    ready(&mut lab, 2, true)?;
+    let mut lab = three_node_lab("ln2")?;
     let on = |lab: &Lab, pod: &str| lab.state().pods.get(pod).map(|p| p.node.clone());
     ensure!(
         on(&lab, "default/gateway1-0").as_deref() == Some("n1")
@@ -1260,19 +1267,7 @@ fn the_node_running_the_bfd_sessions_dies_and_veg_withdraws_the_stale_instance()
         return Ok(());
     }
     let _one = lock();
-    let topology = V4_TOPOLOGY
-        .replace("ips: [198.18.0.21],", "ips: [198.18.0.21], node: n3,")
-        .replace("ips: [198.18.0.22],", "ips: [198.18.0.22], node: n3,")
-        .replace("pods:", "nodes: [n1, n2, n3]\npods:");
-    let mut lab = TestLab::start_with(
-        OvnBuild::KubeOvn,
-        3,
-        "ln3",
-        V4_MANIFESTS,
-        &topology,
-        Some(Duration::from_secs(1)),
-    )?;
-    ready(&mut lab, 2, true)?;
+    let mut lab = three_node_lab("ln3")?;
     let (dead, _) = instance(&lab, "gateway1-0", true).context("gateway1-0")?;
     let (_, survivor_external) = instance(&lab, "gateway1-1", true).context("gateway1-1")?;
     ensure!(
