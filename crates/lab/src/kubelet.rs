@@ -18,6 +18,7 @@ use crate::command::{ip, run, step, write_json};
 use crate::error::LabError;
 use crate::ovn::{Ovn, record_child};
 use crate::podsecurity::{self, Level};
+use crate::podspec::{self, PodFacts};
 use crate::topology::{LabPod, LabSubnet};
 
 /// One Pod of the lab.
@@ -50,7 +51,8 @@ struct RunningPod {
     host_side: String,
     /// The namespace of its chassis (where `host_side` is).
     host_namespace: String,
-    bridge_side: String,
+    /// The external leg's bridge port (Pods with a Multus attachment).
+    bridge_side: Option<String>,
     template: Json,
     children: Vec<Child>,
     /// When it was killed; the kubelet restarts it after the restart delay.
@@ -77,6 +79,12 @@ pub struct Kubelet {
     pod_security: BTreeMap<String, Level>,
     /// `--allowed-unsafe-sysctls` (empty, as a stock kubelet's).
     allowed_unsafe_sysctls: Vec<String>,
+    /// ConfigMaps by namespace and name: their data.
+    config_maps: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
+    /// The lab's API (directories): what a Pod with its own ServiceAccount token may write.
+    api_paths: Vec<PathBuf>,
+    /// The subnet of Pods that name none (Kube-OVN's default subnet).
+    default_subnet: Option<String>,
 }
 
 /// Why a stock cluster would not run a Pod of this template in `namespace`: Pod Security
@@ -103,9 +111,14 @@ pub fn refusal(
 /// gid, the capability bounding set from its securityContext (nothing inheritable or ambient,
 /// so the kernel leaves a non-root process none effective), no_new_privs, and /proc/sys
 /// read-only unless privileged, and with `readOnlyRootFilesystem` everything read-only but the
-/// Pod's emptyDir `writable`. `ip netns exec` gives the process its own mount namespace, so
-/// these mounts do not leak.
-fn container_command(netns: &str, container: &Json, pod_spec: &Json, writable: &Path) -> Command {
+/// Pod's volumes `writable` (its emptyDir first). `ip netns exec` gives the process its own
+/// mount namespace, so these mounts do not leak.
+fn container_command(
+    netns: &str,
+    container: &Json,
+    pod_spec: &Json,
+    writable: &[PathBuf],
+) -> Command {
     let privileges = podsecurity::process_privileges(container, pod_spec, &[]);
     let mut command = Command::new("ip");
     command.args(["netns", "exec", netns]);
@@ -113,19 +126,22 @@ fn container_command(netns: &str, container: &Json, pod_spec: &Json, writable: &
         return command;
     }
     let read_only_root = container["securityContext"]["readOnlyRootFilesystem"] == true;
+    // Arguments: `ro` or `rw` (the root), the writable paths up to `--`, the command after.
     command.args([
         "sh",
         "-c",
-        "w=\"$1\"; shift; mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \
-         && if [ -n \"$w\" ]; then mount --bind \"$w\" \"$w\" && mount -o remount,bind,ro /; fi \
-         && exec \"$@\"",
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys || exit 1; \
+         root=\"$1\"; shift; while [ \"$1\" != -- ]; do mount --bind \"$1\" \"$1\" || exit 1; \
+         shift; done; shift; if [ \"$root\" = ro ]; then mount -o remount,bind,ro / || exit 1; fi; \
+         exec \"$@\"",
         "container",
     ]);
-    command.arg(if read_only_root {
-        writable.as_os_str()
+    if read_only_root {
+        command.arg("ro").args(writable);
     } else {
-        std::ffi::OsStr::new("")
-    });
+        command.arg("rw");
+    }
+    command.arg("--");
     let mut bounding = "-all".to_owned();
     for capability in &privileges.bounding {
         bounding.push_str(&format!(",+{}", capability.to_lowercase()));
@@ -164,7 +180,29 @@ impl Kubelet {
             record: None,
             pod_security: BTreeMap::new(),
             allowed_unsafe_sysctls: Vec::new(),
+            config_maps: BTreeMap::new(),
+            api_paths: Vec::new(),
+            default_subnet: None,
         }
+    }
+
+    /// A ConfigMap's data, for the containers' `envFrom` / `configMapKeyRef`.
+    pub fn set_config_map(&mut self, namespace: &str, name: &str, data: BTreeMap<String, String>) {
+        self.config_maps
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(name.to_owned(), data);
+    }
+
+    /// The lab's API directories, writable for Pods that carry their own ServiceAccount token
+    /// (the lab has no API server: its API is files).
+    pub fn set_api_paths(&mut self, paths: Vec<PathBuf>) {
+        self.api_paths = paths;
+    }
+
+    /// The subnet of Pods whose template names none (`ovn.kubernetes.io/logical_switch`).
+    pub fn set_default_subnet(&mut self, subnet: &str) {
+        self.default_subnet = Some(subnet.to_owned());
     }
 
     /// Each namespace's Pod Security level, from the namespaces' labels.
@@ -404,36 +442,50 @@ impl Kubelet {
     ) -> Result<(), LabError> {
         let annotations = &template["metadata"]["annotations"];
         let get = |key: &str| annotations[key].as_str().map(str::to_owned);
-        let switch = get("ovn.kubernetes.io/logical_switch").unwrap_or_default();
-        let internal = self
-            .subnets
-            .get(&switch)
-            .cloned()
-            .ok_or_else(|| step("starting a gateway Pod")(format!("no subnet {switch:?}")))?;
-        let pinned =
-            |key: &str| get(key).and_then(|list| list.split(';').nth(replica).map(str::to_owned));
-        let internal_addresses = self.allocate(
-            &internal.subnet,
-            pinned("ovn.kubernetes.io/ip_pool").as_deref(),
-        )?;
-        // Multus: `<ns>/<nad>` → provider `<nad>.<ns>`.
+        let switch = get("ovn.kubernetes.io/logical_switch")
+            .or_else(|| self.default_subnet.clone())
+            .unwrap_or_default();
+        let internal =
+            self.subnets.get(&switch).cloned().ok_or_else(|| {
+                step(&format!("starting Pod {pod}"))(format!("no subnet {switch:?}"))
+            })?;
+        let pinned = |key: &str| {
+            let entries = podspec::ip_pool_entries(&get(key).unwrap_or_default());
+            podspec::pool_entry(&entries, replica, |entry| {
+                veg_api::kubeovn::list_addresses(entry)
+                    .iter()
+                    .any(|ip| self.allocated.contains(ip))
+            })
+            .map(str::to_owned)
+        };
+        let internal_pool = pinned("ovn.kubernetes.io/ip_pool");
         let attachment = get("k8s.v1.cni.cncf.io/networks").unwrap_or_default();
         let provider = attachment
             .split_once('/')
             .map(|(ns, nad)| format!("{nad}.{ns}"))
             .unwrap_or_default();
-        let external = self
-            .subnets
-            .values()
-            .find(|s| s.provider == provider)
-            .cloned()
-            .ok_or_else(|| {
-                step("starting a gateway Pod")(format!("no subnet for provider {provider:?}"))
-            })?;
-        let external_addresses = self.allocate(
-            &external.subnet,
-            pinned(&format!("{provider}.kubernetes.io/ip_pool")).as_deref(),
-        )?;
+        let external_pool = pinned(&format!("{provider}.kubernetes.io/ip_pool"));
+        let internal_addresses = self.allocate(&internal.subnet, internal_pool.as_deref())?;
+        // Multus: `<ns>/<nad>` → provider `<nad>.<ns>`; a Pod without it has only eth0.
+        let external = if attachment.is_empty() {
+            None
+        } else {
+            Some(
+                self.subnets
+                    .values()
+                    .find(|s| s.provider == provider)
+                    .cloned()
+                    .ok_or_else(|| {
+                        step(&format!("starting Pod {pod}"))(format!(
+                            "no subnet for provider {provider:?}"
+                        ))
+                    })?,
+            )
+        };
+        let external_addresses = match &external {
+            Some(external) => self.allocate(&external.subnet, external_pool.as_deref())?,
+            None => Vec::new(),
+        };
 
         let index = self.next_index();
         let lab_pod = LabPod {
@@ -442,10 +494,21 @@ impl Kubelet {
             addresses: internal_addresses.clone(),
             gateways: Vec::new(),
         };
-        let (node, chassis) = self.nodes[replica % self.nodes.len()].clone();
+        // Gateway replica `i` on node `i`; veg's own Pods from the last node backwards, so a
+        // crash of the gateways' first node leaves the controller up (in a cluster a second
+        // replica on another node takes over; the lab's runs one, having no Lease).
+        let count = self.nodes.len();
+        let slot = if is_system_pod(template) {
+            count - 1 - replica % count
+        } else {
+            replica % count
+        };
+        let (node, chassis) = self.nodes[slot].clone();
         let netns = ovn.add_pod(&internal.subnet.name, &lab_pod, index, &chassis)?;
         ovn.join_node_port_group(&node, &lab_pod.port())?;
-        ovn.attach_external(&netns, &external_addresses, index)?;
+        if external.is_some() {
+            ovn.attach_external(&netns, &external_addresses, index)?;
+        }
         // The Pod's own default route first (Kube-OVN's), then the annotations' routes.
         for gateway in &internal.subnet.gateways {
             let family = if gateway.is_ipv4() { "-4" } else { "-6" };
@@ -491,7 +554,9 @@ impl Kubelet {
                     .collect(),
                 host_side: format!("{}v{index}", ovn.prefix()),
                 host_namespace: ovn.chassis_named(&chassis)?.namespace.clone(),
-                bridge_side: format!("{}x{index}", ovn.prefix()),
+                bridge_side: external
+                    .is_some()
+                    .then(|| format!("{}x{index}", ovn.prefix())),
                 template: template.clone(),
                 children: Vec::new(),
                 killed: None,
@@ -511,9 +576,13 @@ impl Kubelet {
             .map(|a| a.addr().to_string())
             .collect();
         let mut annotations = annotations.as_object().cloned().unwrap_or_default();
+        let mut networks = vec![json!({"name": "ovn", "ips": internal_ips})];
+        if !attachment.is_empty() {
+            networks.push(json!({"name": attachment, "ips": external_ips}));
+        }
         annotations.insert(
             "k8s.v1.cni.cncf.io/network-status".into(),
-            json!(json!([{"name": "ovn", "ips": internal_ips}, {"name": attachment, "ips": external_ips}]).to_string()),
+            json!(Json::Array(networks).to_string()),
         );
         annotations.insert("ovn.kubernetes.io/allocated".into(), json!("true"));
         let manifest = json!({
@@ -546,25 +615,63 @@ impl Kubelet {
         .map_err(|e| step("run dir")(e.to_string()))?;
         let spec = &running.template["spec"];
         let netns = running.netns.clone();
-        let command = |container: &Json| -> Command {
-            let mut command = container_command(&netns, container, spec, &run_dir);
+        let facts = PodFacts {
+            name: pod.to_owned(),
+            namespace: running.namespace.clone(),
+            node: running.node.clone(),
+            ip: running
+                .addresses
+                .first()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            service_account: spec["serviceAccountName"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned(),
+        };
+        let no_config_maps = BTreeMap::new();
+        let config_maps = self
+            .config_maps
+            .get(&running.namespace)
+            .unwrap_or(&no_config_maps);
+        // Writable under a read-only root: the Pod's emptyDir and, for a Pod with its own
+        // ServiceAccount token, the lab's API (files here, an API server in a cluster).
+        let mut writable = vec![run_dir.clone()];
+        if podspec::uses_api(spec) {
+            writable.extend(self.api_paths.iter().cloned());
+        }
+        let command = |container: &Json| -> Result<Command, LabError> {
+            let name = container["name"].as_str().unwrap_or("container");
+            let mut command = container_command(&netns, container, spec, &writable);
             command.arg(&self.veg);
+            // The lab has no container images: a container path of an emptyDir is the Pod's
+            // run directory.
+            let mounts = podspec::empty_dir_mounts(container, spec);
             for arg in container["args"].as_array().into_iter().flatten() {
-                let arg = arg
-                    .as_str()
-                    .unwrap_or_default()
-                    .replace("/run/veg", &run_dir.display().to_string());
+                let mut arg = arg.as_str().unwrap_or_default().to_owned();
+                for mount in &mounts {
+                    arg = arg.replace(mount.as_str(), &run_dir.display().to_string());
+                }
                 command.arg(arg);
             }
-            for var in container["env"].as_array().into_iter().flatten() {
-                if let (Some(name), Some(value)) = (var["name"].as_str(), var["value"].as_str()) {
-                    command.env(name, value);
+            let env = podspec::container_env(container, &facts, config_maps).map_err(|reason| {
+                step(&format!("container {name} of {pod}"))(format!(
+                    "CreateContainerConfigError: {reason}"
+                ))
+            })?;
+            for (key, mut value) in env {
+                for mount in &mounts {
+                    value = value.replace(mount.as_str(), &run_dir.display().to_string());
                 }
+                command.env(key, value);
             }
-            command
+            Ok(command)
         };
         for container in spec["initContainers"].as_array().into_iter().flatten() {
-            run(&format!("init container of {pod}"), &mut command(container))?;
+            run(
+                &format!("init container of {pod}"),
+                &mut command(container)?,
+            )?;
         }
         let mut children = Vec::new();
         for container in spec["containers"].as_array().into_iter().flatten() {
@@ -574,7 +681,7 @@ impl Kubelet {
                 .append(true)
                 .open(run_dir.join(format!("{name}.log")))
                 .map_err(|e| step("container log")(e.to_string()))?;
-            let child = command(container)
+            let child = command(container)?
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().map_err(|e| step("log")(e.to_string()))?)
                 .stderr(log)
@@ -632,20 +739,37 @@ impl Kubelet {
             &running.host_side,
             "down",
         ])?;
-        ip(&[
-            "-n",
-            &ovn.external_namespace(),
-            "link",
-            "set",
-            &running.bridge_side,
-            "down",
-        ])?;
+        if let Some(bridge_side) = &running.bridge_side {
+            ip(&[
+                "-n",
+                &ovn.external_namespace(),
+                "link",
+                "set",
+                bridge_side,
+                "down",
+            ])?;
+        }
         for child in &mut running.children {
             let _ = child.wait();
         }
         running.children.clear();
         running.killed = Some(Instant::now());
         Ok(())
+    }
+
+    /// Restarts a Pod's containers at once (SIGKILL, then init containers and containers
+    /// again), its links and addresses untouched: a crashed process, not a crashed node.
+    pub fn restart_pod(&mut self, pod: &str) -> Result<(), LabError> {
+        let running = self
+            .pods
+            .get_mut(pod)
+            .ok_or_else(|| step("restart")(format!("no Pod {pod}")))?;
+        for child in &mut running.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        running.children.clear();
+        self.start_containers(pod)
     }
 
     /// Node `node` crashed: every Pod on it killed, none restarted until [`Kubelet::restore_node`].
@@ -731,14 +855,16 @@ impl Kubelet {
                 state,
             ])?;
         }
-        ip(&[
-            "-n",
-            &ovn.external_namespace(),
-            "link",
-            "set",
-            &running.bridge_side,
-            state,
-        ])?;
+        if let Some(bridge_side) = &running.bridge_side {
+            ip(&[
+                "-n",
+                &ovn.external_namespace(),
+                "link",
+                "set",
+                bridge_side,
+                state,
+            ])?;
+        }
         running.cut = match (restore, uplink) {
             (true, _) => None,
             (false, true) => Some("UplinkCut"),
@@ -762,7 +888,15 @@ impl Kubelet {
                     format!("{}/{name}", running.namespace),
                     PodState {
                         netns: running.netns.clone(),
-                        role: "gateway".into(),
+                        // veg's own Pods by their component label; the rest are gateways.
+                        role: if is_system_pod(&running.template) {
+                            running.template["metadata"]["labels"]["app.kubernetes.io/component"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_owned()
+                        } else {
+                            "gateway".to_owned()
+                        },
                         addresses: running.addresses.clone(),
                         node: running.node.clone(),
                         state: state.into(),
@@ -782,6 +916,14 @@ impl Kubelet {
             running.children.clear();
         }
     }
+}
+
+/// A Pod of veg's own Deployments (controller, monitor), by its component label.
+fn is_system_pod(template: &Json) -> bool {
+    matches!(
+        template["metadata"]["labels"]["app.kubernetes.io/component"].as_str(),
+        Some("controller" | "monitor")
+    )
 }
 
 fn replica_of(pod: &str) -> usize {
@@ -844,14 +986,15 @@ mod tests {
         let agent = json!({"securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": false,
             "readOnlyRootFilesystem": true,
             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}}});
-        let args: Vec<String> = container_command("ns1", &agent, &pod, Path::new("/run/p"))
+        let writable = [PathBuf::from("/run/p"), PathBuf::from("/api/out")];
+        let args: Vec<String> = container_command("ns1", &agent, &pod, &writable)
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         let text = args.join(" ");
         assert!(
-            text.starts_with("netns exec ns1 sh -c w=\"$1\"; shift; mount --bind /proc/sys")
-                && text.contains("exec \"$@\" container /run/p setpriv")
+            text.starts_with("netns exec ns1 sh -c mount --bind /proc/sys")
+                && text.contains("exec \"$@\" container ro /run/p /api/out -- setpriv")
                 && text.ends_with(
                     "setpriv --reuid=0 --regid=7 --clear-groups --inh-caps=-all \
                      --ambient-caps=-all --bounding-set=-all,+net_admin,+net_raw --no-new-privs"
@@ -859,7 +1002,7 @@ mod tests {
             "{text}"
         );
         let privileged = json!({"securityContext": {"privileged": true}});
-        let args: Vec<String> = container_command("ns1", &privileged, &pod, Path::new("/run/p"))
+        let args: Vec<String> = container_command("ns1", &privileged, &pod, &writable)
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();

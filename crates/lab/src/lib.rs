@@ -29,6 +29,7 @@ pub mod install;
 mod kubelet;
 pub mod ovn;
 pub mod podsecurity;
+mod podspec;
 pub mod session;
 mod topology;
 
