@@ -196,6 +196,12 @@ pub(crate) struct DataPlaneArgs {
     /// `up`, 2 for `demo`.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=8))]
     nodes: Option<u8>,
+    /// The kustomize overlay whose controller (and monitor) Deployments the lab's kubelet
+    /// runs, as shipped. Default: deploy/overlays/native in native mode,
+    /// examples/lab/deploy/monitor (the monitor overlay with the lab's addresses) in monitor
+    /// mode. `none`: the lab starts the controller and one monitor itself, as root.
+    #[arg(long)]
+    deploy: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -225,6 +231,23 @@ impl DataPlaneArgs {
         Ok((veg_lab::OvnInstall::locate(build)?, mode))
     }
 
+    /// The overlay the lab runs veg's own Deployments from (`None`: `--deploy none`).
+    pub(crate) fn deploy(&self, mode: BfdMode) -> anyhow::Result<Option<PathBuf>> {
+        let dir = match &self.deploy {
+            Some(dir) if dir.as_os_str() == "none" => return Ok(None),
+            Some(dir) => dir.clone(),
+            None => PathBuf::from(veg_lab::deploy::default_overlay(mode)),
+        };
+        if !dir.join("kustomization.yaml").exists() {
+            bail!(
+                "no kustomization.yaml in {}: run from a checkout of veg, or say --deploy \
+                 DIR (an overlay) or --deploy none",
+                dir.display()
+            );
+        }
+        Ok(Some(dir))
+    }
+
     /// How many chassis, `default` when not given.
     pub(crate) fn nodes(&self, default: u8) -> usize {
         usize::from(self.nodes.unwrap_or(default))
@@ -241,6 +264,9 @@ impl DataPlaneArgs {
         }
         if let Some(mode) = self.bfd_mode {
             args.push(format!("--bfd-mode={}", name(mode.to_possible_value())));
+        }
+        if let Some(deploy) = &self.deploy {
+            args.push(format!("--deploy={}", deploy.display()));
         }
         args
     }
@@ -522,6 +548,8 @@ fn up(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Topology::read(&args.topology)?;
+    let (_, mode) = args.data_plane.resolve()?;
+    args.data_plane.deploy(mode)?;
     std::fs::create_dir_all(state)?;
     let log = state.join("lab.log");
     let veg = std::env::current_exe().context("where is veg?")?;
@@ -650,6 +678,7 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
         node_grace: Duration::from_secs(args.node_grace_s),
         pod_security: args.pod_security.iter().cloned().collect(),
         allowed_unsafe_sysctls: args.allowed_unsafe_sysctls.clone(),
+        deploy: args.data_plane.deploy(bfd_mode)?,
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s] {stage}", at.as_secs_f64());

@@ -264,7 +264,61 @@ fn every_kustomization_renders_parses_and_matches_the_code() -> Result<()> {
                 .any(|a| a.starts_with("--monitor-addresses=")),
         "{monitor:?}"
     );
+    // The lab's monitor overlay is the shipped one with the lab's addresses, nothing else.
+    ensure!(check(LAB_MONITOR)? == ["controller", "monitor"]);
+    let shipped = render("overlays/monitor")?;
+    let lab = render(LAB_MONITOR)?;
+    ensure!(
+        shipped.len() == lab.len(),
+        "the lab overlay adds or drops objects"
+    );
+    for (shipped, lab) in shipped.iter().zip(&lab) {
+        if shipped["kind"] != "Deployment" {
+            ensure!(
+                shipped == lab,
+                "the lab overlay changes {}",
+                shipped["kind"]
+            );
+        }
+    }
+    for overlay in ["overlays/monitor", LAB_MONITOR] {
+        ensure!(
+            monitor_addresses(overlay)?.len() == 2,
+            "{overlay}: two monitors, two addresses"
+        );
+    }
     Ok(())
+}
+
+/// The lab's monitor overlay (examples/), as the lab runs it.
+const LAB_MONITOR: &str = "../examples/lab/deploy/monitor";
+
+/// The monitors' addresses as the controller is told them (`--monitor-addresses`), checked
+/// equal to the addresses their Pods take (`ovn.kubernetes.io/ip_pool`).
+fn monitor_addresses(overlay: &str) -> Result<Vec<String>> {
+    let told: Vec<String> = args_of(overlay, "veg-controller")?
+        .iter()
+        .find_map(|a| a.strip_prefix("--monitor-addresses=").map(str::to_owned))
+        .context("no --monitor-addresses")?
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let objects = render(overlay)?;
+    let pool: Vec<String> = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "veg-monitor")
+        .and_then(|d| {
+            d["spec"]["template"]["metadata"]["annotations"]["ovn.kubernetes.io/ip_pool"].as_str()
+        })
+        .context("the monitors have no ip_pool")?
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    ensure!(
+        told == pool,
+        "{overlay}: the controller is told monitors {told:?}, their Pods take {pool:?}"
+    );
+    Ok(told)
 }
 
 /// Kinds that live in a namespace (every other kind deploy/ renders is cluster-scoped).
@@ -412,7 +466,7 @@ fn every_overlay_applies_cleanly_to_a_stock_cluster() -> Result<()> {
     if !support::require("deploy/ rendering", &["/usr/bin/kubectl"]) {
         return Ok(());
     }
-    for kustomization in ["base", "overlays/native", "overlays/monitor"] {
+    for kustomization in ["base", "overlays/native", "overlays/monitor", LAB_MONITOR] {
         check_placement(kustomization)?;
     }
     Ok(())

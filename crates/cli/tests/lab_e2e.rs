@@ -116,6 +116,14 @@ impl TestLab {
             node_grace: NODE_GRACE,
             pod_security: Default::default(),
             allowed_unsafe_sysctls: Vec::new(),
+            // What ships: the controller (and monitors) from the overlay, through the kubelet.
+            deploy: Some(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(veg_lab::deploy::default_overlay(BfdMode::default_for(
+                        build,
+                    ))),
+            ),
         };
         let started = Instant::now();
         let lab = Lab::up(options, &mut |stage, at| {
@@ -157,6 +165,16 @@ impl TestLab {
     fn logs(&self) -> String {
         let mut out = String::new();
         let mut files = vec![self.state.join("veg-controller.log")];
+        for pod in ["veg-controller-0", "veg-monitor-0", "veg-monitor-1"] {
+            for container in ["controller", "monitor"] {
+                files.push(
+                    self.state
+                        .join("pods")
+                        .join(pod)
+                        .join(format!("{container}.log")),
+                );
+            }
+        }
         for entry in std::fs::read_dir(&self.state)
             .into_iter()
             .flatten()
@@ -376,13 +394,15 @@ pods:
 "#;
 
 fn ready(lab: &mut TestLab, instances: usize, v4: bool) -> Result<()> {
+    let state = lab.state.clone();
     lab.wait(
         "the gateway's instances to be nexthops and the status Completed",
         Duration::from_secs(40),
         |lab| {
             Ok(nexthops(lab, v4).len() == instances
                 && lab.status("default", "gateway1")["phase"] == "Completed"
-                && bfd_rows_up(lab, v4, instances))
+                && bfd_rows_up(lab, v4, instances)
+                && gateway_sessions_up(lab, &state))
         },
     )?;
     lab.ovn().sync()?;
@@ -990,6 +1010,37 @@ fn capture_external(lab: &Lab, name: &str, during: impl FnOnce()) -> Result<Stri
 /// Native mode: at least `instances` BFD rows of the family say `up`, not just `init` (northd
 /// keeps an `init` nexthop, but a session that never came Up still runs at the 1 s slow rate,
 /// so OVN would take 3 s to notice its death). Monitor mode has no BFD rows: true.
+/// Every session of every running gateway Pod's `veg bfdd` is Up. The peer may say up
+/// before: the three-way handshake ends on the gateway's side, and a gateway session still in
+/// Init announces the slow 1 s rate (RFC 5880 §6.8.3), so its peer would take 3 s, not 300 ms,
+/// to see it die.
+fn gateway_sessions_up(lab: &Lab, state: &std::path::Path) -> bool {
+    lab.state()
+        .pods
+        .iter()
+        .filter(|(_, pod)| pod.role == "gateway" && pod.state == "Running")
+        .all(|(key, _)| {
+            let name = key.rsplit('/').next().unwrap_or_default();
+            let socket = state.join("pods").join(name).join("bfdd.sock");
+            if !socket.exists() {
+                // No BFD in this gateway (or not started yet: the NB rows then are not up).
+                return true;
+            }
+            let Ok(output) = Command::new(env!("CARGO_BIN_EXE_veg"))
+                .args(["bfdctl", "--socket"])
+                .arg(&socket)
+                .arg("status")
+                .output()
+            else {
+                return false;
+            };
+            let text = String::from_utf8_lossy(&output.stdout);
+            output.status.success()
+                && text.lines().count() > 0
+                && text.lines().all(|l| l.contains("state=Up"))
+        })
+}
+
 fn bfd_rows_up(lab: &Lab, v4: bool, instances: usize) -> bool {
     let rows = nb_rows(lab, &["--columns=dst_ip,status", "list", "BFD"]);
     let family: Vec<&Vec<String>> = rows
@@ -1381,10 +1432,16 @@ fn an_uplink_cut_withdraws_the_instance_until_it_returns() -> Result<()> {
     )?;
     eprintln!("uplink cut → withdrawn in {:?}", at.elapsed());
     ensure!(nexthops(&lab, true).len() == 1);
+    let restored = Instant::now();
     lab.cut("default/gateway1-0", true, true)?;
-    lab.wait("gateway1-0 back", Duration::from_secs(5), |lab| {
+    // Back after the agent's next uplink check (2 s) and the handshake; OVN reports a status
+    // change driven by the peer's packets no sooner than 5 s after its previous report (the
+    // withdrawal, just before): `BFD_UPDATE_TIMEOUT`, controller/pinctrl.c:7982. So 5 s + the
+    // check + 1 s.
+    lab.wait("gateway1-0 back", Duration::from_secs(8), |lab| {
         Ok(nexthops(lab, true).contains(&cut))
     })?;
+    eprintln!("uplink restored → back in {:?}", restored.elapsed());
     lab.finish()
 }
 
@@ -1503,7 +1560,9 @@ fn a_bad_manifest_gets_its_condition_and_disturbs_nothing_else() -> Result<()> {
 }
 
 fn veg_lab(state: &std::path::Path, args: &[&str]) -> Result<(i32, String)> {
+    // From the checkout, as a user runs it (the default overlay is deploy/ there).
     let output = Command::new(env!("CARGO_BIN_EXE_veg"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
         .arg("lab")
         .arg("--state")
         .arg(state)
@@ -1798,4 +1857,141 @@ fn the_lab_commands_work_from_the_state_directory() -> Result<()> {
     let (code, text) = veg_lab(&state, &["down"])?;
     ensure!(code == 0 && text.contains("no lab"), "down twice: {text}");
     Ok(())
+}
+
+/// What a process of a Pod runs as: (uid, effective capabilities, no_new_privs, root read-only),
+/// for the Pod's process whose command line has `subcommand` after the binary.
+fn pod_process(lab: &Lab, pod: &str, subcommand: &str) -> Result<(u32, u64, bool, bool, String)> {
+    let netns = lab
+        .netns(pod)
+        .with_context(|| format!("{pod}'s namespace"))?;
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &netns])
+        .output()?;
+    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).map(String::as_str) != Some(subcommand) {
+            continue;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let uid: u32 = field("Uid:")
+            .split_whitespace()
+            .nth(1)
+            .context("Uid")?
+            .parse()?;
+        let effective = u64::from_str_radix(&field("CapEff:"), 16)?;
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+        let root_read_only = mounts.lines().any(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            fields.get(4) == Some(&"/") && fields.get(5).is_some_and(|o| o.starts_with("ro"))
+        });
+        return Ok((
+            uid,
+            effective,
+            field("NoNewPrivs:") == "1",
+            root_read_only,
+            args.join(" "),
+        ));
+    }
+    bail!("no `{subcommand}` process in {pod}")
+}
+
+/// The overlay's Deployments are what runs: the controller and both monitors as their Pods'
+/// security context says (uid 65534, no capability, no_new_privs, read-only root), on the
+/// lab's API; when the monitor holding the NB writer lease dies, the other takes the lease and
+/// withdraws the next dead instance (one monitor alone was a single point of failure).
+#[test]
+fn on_debian_ovn_the_shipped_monitors_run_unprivileged_and_a_second_one_takes_over() -> Result<()> {
+    if !support::require("the lab e2e", &TOOLS) {
+        return Ok(());
+    }
+    let _one = lock();
+    let mut lab = TestLab::start_with(OvnBuild::Debian, 2, "ld9", V4_MANIFESTS, V4_TOPOLOGY, None)?;
+    ready(&mut lab, 2, true)?;
+    for (pod, subcommand) in [
+        ("kube-system/veg-controller-0", "controller"),
+        ("kube-system/veg-monitor-0", "monitor"),
+        ("kube-system/veg-monitor-1", "monitor"),
+    ] {
+        let (uid, effective, no_new_privs, read_only, command) =
+            pod_process(&lab, pod, subcommand)?;
+        ensure!(
+            uid == 65534 && effective == 0 && no_new_privs && read_only,
+            "{pod}: uid {uid}, CapEff {effective:x}, no_new_privs {no_new_privs}, read-only \
+             root {read_only}: not what its Deployment says ({command})"
+        );
+        if subcommand == "controller" {
+            ensure!(
+                command.contains("--source=dir:") && command.contains("--bfd-mode=monitor"),
+                "{command}"
+            );
+        }
+    }
+    let nodes: BTreeSet<String> = ["kube-system/veg-monitor-0", "kube-system/veg-monitor-1"]
+        .iter()
+        .filter_map(|p| lab.state().pods.get(*p).map(|p| p.node.clone()))
+        .collect();
+    ensure!(nodes.len() == 2, "the monitors share a node: {nodes:?}");
+
+    // NB_Global's `veg-monitor:ovn-cluster=<holder>/<counter>` (bare).
+    let holder = |lab: &Lab| -> Result<String> {
+        let global = lab
+            .ovn()
+            .nbctl(&["--bare", "--columns=external_ids", "list", "NB_Global"])?;
+        Ok(global
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("veg-monitor:ovn-cluster="))
+            .and_then(|v| v.split('/').next())
+            .unwrap_or_default()
+            .to_owned())
+    };
+    let writer = holder(&lab)?;
+    ensure!(
+        writer.starts_with("veg-monitor-"),
+        "lease holder {writer:?}"
+    );
+    let standby = if writer == "veg-monitor-0" {
+        "veg-monitor-1"
+    } else {
+        "veg-monitor-0"
+    };
+    lab.kill(&format!("kube-system/{writer}"))?;
+    let killed = Instant::now();
+    // The lease runs out after 3 s without renewal.
+    lab.wait(
+        "the standby to take the lease",
+        Duration::from_secs(6),
+        |lab| Ok(holder(lab)? == standby),
+    )?;
+    eprintln!("writer killed → lease taken in {:?}", killed.elapsed());
+    ensure!(
+        nexthops(&lab, true).len() == 2,
+        "the takeover changed the nexthops: {:?}",
+        policies(&lab, "ovn-cluster", 29100)
+    );
+    let (dead, _) = instance(&lab, "gateway1-0", true).context("gateway1-0")?;
+    lab.kill("default/gateway1-0")?;
+    lab.wait(
+        "gateway1-0 withdrawn by the new writer",
+        Duration::from_secs(1),
+        |lab| Ok(!nexthops(lab, true).contains(&dead)),
+    )?;
+    ensure!(
+        nexthops(&lab, true).len() == 1,
+        "{:?}",
+        policies(&lab, "ovn-cluster", 29100)
+    );
+    lab.finish()
 }

@@ -22,6 +22,7 @@
 pub mod api;
 pub mod chassis;
 mod command;
+pub mod deploy;
 mod error;
 mod external;
 mod inputs;

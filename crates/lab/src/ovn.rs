@@ -172,6 +172,12 @@ impl Ovn {
         format!("unix:{}", self.path("nb.sock").display())
     }
 
+    /// The NB as Pods reach it: a socket any user may connect to, as any Pod of a cluster
+    /// reaches Kube-OVN's `ovn-nb` service (`nb.sock` is root's, mode 0770).
+    pub fn pods_nb_remote(&self) -> String {
+        format!("unix:{}", self.path("nb-pods.sock").display())
+    }
+
     /// `unix:` remote of the Southbound database.
     pub fn sb_remote(&self) -> String {
         format!("unix:{}", self.path("sb.sock").display())
@@ -252,17 +258,25 @@ impl Ovn {
             )?;
         }
         for name in ["nb", "sb"] {
-            self.daemon(
-                name,
-                "ovsdb-server",
-                &[
-                    format!("--remote=punix:{dir}/{name}.sock"),
-                    format!("--unixctl={dir}/{name}.ctl"),
-                    format!("{dir}/{name}.db"),
-                ],
-                None,
-            )?;
+            let mut args = vec![
+                format!("--remote=punix:{dir}/{name}.sock"),
+                format!("--unixctl={dir}/{name}.ctl"),
+                format!("{dir}/{name}.db"),
+            ];
+            if name == "nb" {
+                args.push(format!("--remote=punix:{dir}/nb-pods.sock"));
+            }
+            self.daemon(name, "ovsdb-server", &args, None)?;
         }
+        // Detached, the server has bound its sockets.
+        std::fs::set_permissions(
+            self.path("nb-pods.sock"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .map_err(|error| LabError::Step {
+            step: "opening the NB to Pods".into(),
+            detail: error.to_string(),
+        })?;
         self.daemon(
             "northd",
             "ovn-northd",

@@ -63,6 +63,9 @@ pub struct LabOptions {
     /// The kubelet's `--allowed-unsafe-sysctls` (names, or prefixes ending in `*`); empty
     /// like a stock kubelet's.
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// A kustomize overlay of `deploy/` whose controller (and monitor) Deployments the
+    /// kubelet runs (`None`: the lab starts them itself, as root).
+    pub deploy: Option<PathBuf>,
 }
 
 /// Kubernetes' default `--node-monitor-grace-period`.
@@ -144,6 +147,9 @@ pub struct LabState {
     /// Each node's chassis.
     #[serde(default)]
     pub nodes: BTreeMap<String, String>,
+    /// The overlay whose controller and monitors run (none: started by the lab).
+    #[serde(default)]
+    pub deploy: Option<PathBuf>,
 }
 
 /// A VPC's BFD port as the monitors need it: router, default switch, addresses.
@@ -201,6 +207,11 @@ impl Lab {
             ));
         }
         let objects = read_objects(&options.manifests)?;
+        // Rendered first: a broken overlay fails before anything starts.
+        let overlay = match &options.deploy {
+            Some(dir) => Some(crate::deploy::render(dir)?),
+            None => None,
+        };
         let ovn = Ovn::start(
             &OvnConfig {
                 state_dir: options.state_dir.clone(),
@@ -236,6 +247,7 @@ impl Lab {
                 external: ovn.external_namespace(),
                 ovn: options.ovn.clone(),
                 bfd_mode: options.bfd_mode,
+                deploy: options.deploy.clone(),
                 ..LabState::default()
             },
             ovn,
@@ -249,7 +261,11 @@ impl Lab {
             routers: Vec::new(),
         };
         // On error `lab` is dropped: its daemons, Pods and OVN go with it.
-        lab.build(&objects, started, progress)?;
+        let release = match overlay {
+            Some(overlay) => Some(lab.release(&overlay)?),
+            None => None,
+        };
+        lab.build(&objects, release.as_ref(), started, progress)?;
         Ok(lab)
     }
 
@@ -310,8 +326,61 @@ impl Lab {
         Ok(())
     }
 
+    /// The overlay's Deployments as the lab runs them, checked against the lab's BFD mode.
+    fn release(&self, overlay: &[Json]) -> Result<crate::deploy::Release, LabError> {
+        let release = crate::deploy::release(
+            overlay,
+            &crate::deploy::LabEndpoints {
+                api: &self.api,
+                decisions: &self.decisions,
+                nb: &self.ovn.pods_nb_remote(),
+            },
+        )?;
+        let mode = self.options.bfd_mode.name();
+        let overlay_name = self
+            .options
+            .deploy
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
+        if release.bfd_mode != mode {
+            return Err(step("the overlay")(format!(
+                "{overlay_name} runs the controller with --bfd-mode={}, the lab runs {mode} BFD \
+                 mode: use the {mode} overlay",
+                release.bfd_mode
+            )));
+        }
+        if (self.options.bfd_mode == BfdMode::Monitor) != release.monitor.is_some() {
+            return Err(step("the overlay")(format!(
+                "{overlay_name} {} a veg-monitor Deployment, which {mode} mode {}",
+                if release.monitor.is_some() {
+                    "has"
+                } else {
+                    "has no"
+                },
+                if release.monitor.is_some() {
+                    "does not use"
+                } else {
+                    "needs"
+                },
+            )));
+        }
+        Ok(release)
+    }
+
     /// Kills the controller (SIGKILL, mid-whatever) and starts a new one.
     pub fn restart_controller(&mut self) -> Result<(), LabError> {
+        if self.options.deploy.is_some() {
+            let pod = self
+                .kubelet
+                .pods()
+                .into_iter()
+                .find(|(_, p)| p.role == "controller")
+                .map(|(key, _)| key)
+                .ok_or_else(|| step("restarting the controller")("no controller Pod".into()))?;
+            let name = pod.rsplit('/').next().unwrap_or(&pod).to_owned();
+            return self.kubelet.restart_pod(&name);
+        }
         if let Some(position) = self.daemons.iter().position(|d| d.name == "controller") {
             let mut daemon = self.daemons.remove(position);
             let _ = daemon.child.kill();

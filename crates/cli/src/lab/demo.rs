@@ -48,6 +48,7 @@ pub(super) fn demo(examples: &Path, data_plane: &super::DataPlaneArgs) -> anyhow
         node_grace: veg_lab::session::NODE_GRACE,
         pod_security: Default::default(),
         allowed_unsafe_sysctls: Vec::new(),
+        deploy: data_plane.deploy(bfd_mode)?,
     };
     let mut lab = Lab::up(options, &mut |stage, at| {
         println!("[{:>6.2}s]   {stage}", at.as_secs_f64());
@@ -69,7 +70,7 @@ pub(super) fn demo(examples: &Path, data_plane: &super::DataPlaneArgs) -> anyhow
             .flatten()
             .flatten()
         {
-            for name in ["gateway.log", "bfdd.log"] {
+            for name in ["gateway.log", "bfdd.log", "controller.log", "monitor.log"] {
                 logs.push(entry.path().join(name));
             }
         }

@@ -16,6 +16,7 @@ impl Lab {
     pub(super) fn build(
         &mut self,
         objects: &[(String, Json)],
+        release: Option<&crate::deploy::Release>,
         started: Instant,
         progress: &mut dyn FnMut(&str, Duration),
     ) -> Result<(), LabError> {
@@ -87,15 +88,37 @@ impl Lab {
             );
         }
 
-        // veg: the controller, and (monitor mode) a monitor per VPC with a BFD address.
-        self.start_controller()?;
+        // veg: the controller, and (monitor mode) a monitor per VPC with a BFD address —
+        // the overlay's Deployments through the kubelet, or started by the lab.
         let native = self.options.bfd_mode == BfdMode::Native;
+        match release {
+            Some(release) => self.start_release(release, &bfd_ports)?,
+            None => self.start_controller()?,
+        }
         for port in &bfd_ports {
             if native {
                 self.prepare_native_bfd(port, &subnets)?;
-            } else {
+            } else if release.is_none() {
                 self.start_monitor(port, &subnets, &nodes)?;
             }
+        }
+        if let (Some(_), Some(overlay)) = (release, &self.options.deploy) {
+            let pods: Vec<String> = self
+                .kubelet
+                .pods()
+                .into_iter()
+                .filter(|(_, p)| p.role == "controller" || p.role == "monitor")
+                .map(|(key, p)| format!("{key} on {}", p.node))
+                .collect();
+            progress(
+                &format!(
+                    "veg's Deployments from {} (kubectl kustomize), run by the kubelet with their \
+                     security context: {}",
+                    overlay.display(),
+                    pods.join(", ")
+                ),
+                started.elapsed(),
+            );
         }
         progress(
             &format!(
@@ -108,6 +131,8 @@ impl Lab {
                         " and {} on {}",
                         if native {
                             "OVN's BFD port"
+                        } else if release.is_some() {
+                            "veg monitors for"
                         } else {
                             "veg monitor"
                         },
@@ -145,6 +170,69 @@ impl Lab {
             progress("VPC BFD ports made by the controller", started.elapsed());
         }
         self.write_state()?;
+        Ok(())
+    }
+
+    /// The overlay's controller and monitors, run by the kubelet as any Pod: its ConfigMaps,
+    /// the lab's API writable for Pods with their own ServiceAccount token, Pods that name no
+    /// subnet on the default VPC's.
+    fn start_release(
+        &mut self,
+        release: &crate::deploy::Release,
+        bfd_ports: &[BfdPortSpec],
+    ) -> Result<(), LabError> {
+        for (namespace, name, data) in &release.config_maps {
+            self.kubelet.set_config_map(namespace, name, data.clone());
+        }
+        // Its Pods run as any user: they write the decisions as the controller's uid.
+        std::fs::set_permissions(
+            &self.decisions,
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .map_err(|e| step("decisions dir")(e.to_string()))?;
+        self.kubelet.set_api_paths(vec![self.decisions.clone()]);
+        let default_subnet = bfd_ports
+            .iter()
+            .find(|(router, _, _)| router == "ovn-cluster")
+            .map(|(_, switch, _)| switch.clone())
+            .unwrap_or_else(|| "ovn-default".into());
+        self.kubelet.set_default_subnet(&default_subnet);
+        // The VPCs' BFD addresses belong to their ports (native) or to nobody (monitor mode,
+        // where the monitors have addresses of their own): no Pod may take them.
+        for (_, _, ips) in bfd_ports {
+            for ip in ips {
+                self.kubelet.reserve(*ip);
+            }
+        }
+        let no_costs = BTreeMap::new();
+        self.kubelet
+            .apply_deployment(&self.ovn, &release.controller, &no_costs)?;
+        if let Some(monitor) = &release.monitor {
+            self.kubelet
+                .apply_deployment(&self.ovn, monitor, &no_costs)?;
+        }
+        // A refused Pod (Pod Security, sysctls) leaves the Deployment's reason: say it.
+        for deployment in std::iter::once(&release.controller).chain(&release.monitor) {
+            let namespace = deployment["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default();
+            let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
+            let reported = crate::api::find(
+                &self.api,
+                &("Deployment".into(), namespace.to_owned(), name.to_owned()),
+            )?;
+            if let Some((_, reported)) = reported
+                && let Some(condition) = reported["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["type"] == "ReplicaFailure" && c["status"] == "True")
+            {
+                return Err(step(&format!("starting {namespace}/{name}"))(
+                    condition["message"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
         Ok(())
     }
 
