@@ -62,6 +62,7 @@ fn inputs(router: &str, nexthops: &[&str], bfd: Option<(i32, i32, i32)>) -> Gate
         families: BTreeMap::from([(AddressFamily::V4, family)]),
         instances: vec![],
         messages: vec![],
+        unschedulable: vec![],
         workload: Default::default(),
     }
 }

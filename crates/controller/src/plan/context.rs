@@ -190,6 +190,8 @@ pub struct GatewayInputs {
     pub instances: Vec<Instance>,
     /// Why a Pod of the workload is not an instance.
     pub messages: Vec<String>,
+    /// Pods no node can take, each with the scheduler's reason.
+    pub unschedulable: Vec<String>,
     /// For the Deployment.
     pub workload: WorkloadInputs,
 }
@@ -278,7 +280,7 @@ pub fn resolve(
         bfd.as_ref(),
     )?;
     let ports = selected_ports(snapshot, spec, &vpc_name);
-    let (instances, messages) = instances(snapshot, &namespace, &name, &attachment);
+    let (instances, messages, unschedulable) = instances(snapshot, &namespace, &name, &attachment);
     add_nexthops(&instances, &mut families);
     if spec.traffic_policy == TrafficPolicy::Local {
         add_node_port_groups(snapshot, &instances, &mut families)?;
@@ -307,6 +309,7 @@ pub fn resolve(
         families,
         instances,
         messages,
+        unschedulable,
         workload,
     })
 }
@@ -440,16 +443,17 @@ fn selected_ports(
     ports
 }
 
-/// The gateway's instances (its Pods not being deleted), by Pod name, and why some Pods are
-/// not instances yet.
+/// The gateway's instances (its Pods not being deleted), by Pod name, why some Pods are not
+/// instances yet, and the Pods the scheduler could not place (with its reason).
 fn instances(
     snapshot: &dyn Snapshot,
     namespace: &str,
     name: &str,
     attachment: &str,
-) -> (Vec<Instance>, Vec<String>) {
+) -> (Vec<Instance>, Vec<String>, Vec<String>) {
     let mut instances = Vec::new();
     let mut messages = Vec::new();
+    let mut unschedulable = Vec::new();
     let label_value = names::normalize_label_value(name);
     for pod in snapshot.pods_in(namespace) {
         let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
@@ -459,13 +463,38 @@ fn instances(
         {
             continue;
         }
+        if let Some(reason) = unscheduled(pod) {
+            unschedulable.push(format!(
+                "pod {} cannot be scheduled: {reason}",
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ));
+            continue;
+        }
         match instance_of(pod, attachment) {
             Ok(instance) => instances.push(instance),
             Err(message) => messages.push(message),
         }
     }
     instances.sort_by(|a, b| a.pod.cmp(&b.pod));
-    (instances, messages)
+    (instances, messages, unschedulable)
+}
+
+/// The scheduler's reason when a Pod is Pending with `PodScheduled` false (`Unschedulable`).
+fn unscheduled(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() != Some("Pending") {
+        return None;
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            c.message
+                .clone()
+                .unwrap_or_else(|| c.reason.clone().unwrap_or_default())
+        })
 }
 
 /// Each family's nexthops by node: the first address of that family of every instance.

@@ -49,11 +49,28 @@ pub fn decide(
             started: None,
         };
     };
-    let excess = usize::try_from(current - wanted).unwrap_or(0);
-    // The last instances by name go: deterministic, and the same on every pass.
-    let leaving: BTreeSet<String> = instances
-        .iter()
-        .rev()
+    // A ReplicaSet deletes Pods that are unscheduled, pending or not ready before running,
+    // ready ones, whatever their deletion cost (`ActivePodsWithRanks`): the Pods that are not
+    // instances go first, then instances not ready; only the rest of the excess is drained.
+    let not_instances = usize::try_from(current)
+        .unwrap_or(0)
+        .saturating_sub(instances.len());
+    let excess = usize::try_from(current - wanted)
+        .unwrap_or(0)
+        .saturating_sub(not_instances);
+    if excess == 0 {
+        return Drain {
+            replicas: wanted,
+            leaving: BTreeSet::new(),
+            requeue_after: None,
+            started: None,
+        };
+    }
+    // Not ready first, then the last by name: deterministic, and the same on every pass.
+    let mut candidates: Vec<&Instance> = instances.iter().collect();
+    candidates.sort_by(|a, b| a.ready.cmp(&b.ready).then_with(|| b.pod.cmp(&a.pod)));
+    let leaving: BTreeSet<String> = candidates
+        .into_iter()
         .take(excess)
         .map(|instance| instance.pod.clone())
         .collect();
@@ -132,6 +149,29 @@ mod tests {
                 started: None
             }
         );
+    }
+
+    #[test]
+    fn pods_that_are_not_instances_go_before_any_instance_is_drained() {
+        let window = Duration::from_secs(5);
+        // 3 → 2 with one of the three Pods Pending (not an instance): it goes, nobody drains.
+        let two = instances(&["gw-a", "gw-b"]);
+        let step = decide(Some(3), 2, &two, None, at(100), window);
+        assert_eq!(
+            step,
+            Drain {
+                replicas: 2,
+                leaving: BTreeSet::new(),
+                requeue_after: None,
+                started: None
+            }
+        );
+        // 3 → 1 with one Pending: one instance still drains, the not-ready one first.
+        let mut two = instances(&["gw-a", "gw-b"]);
+        two[0].ready = false;
+        let step = decide(Some(3), 1, &two, None, at(100), window);
+        assert_eq!(step.leaving, BTreeSet::from(["gw-a".to_owned()]));
+        assert_eq!(step.replicas, 3);
     }
 
     #[test]

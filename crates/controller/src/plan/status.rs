@@ -177,6 +177,15 @@ pub fn status(
                     "ReplicaFailure".to_owned(),
                     format!("Deployment {deployment_name} cannot create its Pods: {failure}"),
                 ))
+            } else if !resolved.unschedulable.is_empty() {
+                // A wait that may never end by itself: say what the scheduler said.
+                Err((
+                    "Unschedulable".to_owned(),
+                    format!(
+                        "Deployment {deployment_name} is not ready: {}",
+                        resolved.unschedulable.join("; ")
+                    ),
+                ))
             } else if !inputs.deployment.is_some_and(deployment_ready) {
                 Err((
                     "Processing".to_owned(),

@@ -53,6 +53,7 @@ fn inputs(nexthops: &[(&str, &str)], bfd: bool) -> GatewayInputs {
         families: BTreeMap::from([(AddressFamily::V4, family)]),
         instances: vec![],
         messages: vec![],
+        unschedulable: vec![],
         workload: Default::default(),
     }
 }

@@ -402,3 +402,45 @@ fn a_deployment_whose_pods_are_refused_says_why() -> Result<(), Problem> {
     );
     Ok(())
 }
+
+#[test]
+fn a_pod_no_node_can_take_is_named_with_the_schedulers_reason() -> Result<(), Problem> {
+    let gateway = gateway_with_bfd();
+    let mut snapshot = snapshot_with(&[("gw-a", "worker1", "198.18.0.12")]);
+    let reason = "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules.";
+    let mut pending = instance("gw-b", "", "198.18.0.13", None, false);
+    pending.status = Some(from(json!({"phase": "Pending", "conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": reason}]})));
+    snapshot.put_pod(pending);
+    let resolved = resolve(&gateway, &snapshot)?;
+    assert_eq!(resolved.instances.len(), 1);
+    assert_eq!(
+        resolved.unschedulable,
+        [format!("pod gw-b cannot be scheduled: {reason}")]
+    );
+    let bfd = BTreeMap::new();
+    let next = status(
+        None,
+        StatusInputs {
+            gateway: &gateway,
+            resolved: Ok(&resolved),
+            overlaps: &[],
+            deployment: None,
+            bfd: &bfd,
+            now: &at(100),
+        },
+    );
+    let ready = next
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(ready.reason, "Unschedulable");
+    assert_eq!(
+        ready.message,
+        format!("Deployment gateway1 is not ready: pod gw-b cannot be scheduled: {reason}")
+    );
+    Ok(())
+}
