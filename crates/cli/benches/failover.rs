@@ -51,6 +51,8 @@ metadata: {name: gateway1, namespace: default}
 spec:
   replicas: 2
   externalSubnet: macvlan1
+  # Instances may share a node (one-node labs; the default, Required, keeps them apart).
+  podAntiAffinity: Preferred
   bfd: {enabled: true, minRX: INTERVAL, minTX: INTERVAL, multiplier: 3}
   selectors:
     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: default}}

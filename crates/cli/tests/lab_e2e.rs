@@ -376,6 +376,8 @@ metadata: {name: gateway1, namespace: default}
 spec:
   replicas: 2
   externalSubnet: macvlan1
+  # Instances may share a node (one-node labs; the default, Required, keeps them apart).
+  podAntiAffinity: Preferred
   bfd: {enabled: true, minRX: 100, minTX: 100, multiplier: 3}
   selectors:
     - podSelector: {matchLabels: {egress: "yes"}}
@@ -662,6 +664,8 @@ metadata: {name: gateway1, namespace: default}
 spec:
   replicas: 2
   externalSubnet: macvlan1
+  # Instances may share a node (one-node labs; the default, Required, keeps them apart).
+  podAntiAffinity: Preferred
   bfd: {enabled: true, minRX: 100, minTX: 100, multiplier: 3}
   selectors:
     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: default}}
@@ -766,6 +770,8 @@ metadata: {name: gateway1, namespace: default}
 spec:
   replicas: 2
   externalSubnet: macvlan1
+  # Instances may share a node (one-node labs; the default, Required, keeps them apart).
+  podAntiAffinity: Preferred
   bfd: {enabled: true, minRX: 100, minTX: 100, multiplier: 3}
   selectors:
     - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: default}}
@@ -1992,6 +1998,110 @@ fn on_debian_ovn_the_shipped_monitors_run_unprivileged_and_a_second_one_takes_ov
         nexthops(&lab, true).len() == 1,
         "{:?}",
         policies(&lab, "ovn-cluster", 29100)
+    );
+    lab.finish()
+}
+
+/// The lab schedules gateway Pods as kube-scheduler would by what the controller renders: a
+/// gateway of three replicas whose nodeSelector picks the zone-b nodes (n2, n3), with the
+/// default required anti-affinity, runs one instance on each and its third stays Pending with
+/// the scheduler's reason, which the status names; scaled to two, the Pending one goes and no
+/// running instance is drained.
+#[test]
+fn gateway_pods_go_where_their_node_selector_and_anti_affinity_let_them() -> Result<()> {
+    if !support::require("the lab e2e", &TOOLS) {
+        return Ok(());
+    }
+    let _one = lock();
+    let manifests = V4_MANIFESTS
+        .replace("  replicas: 2\n", "  replicas: 3\n")
+        .replace(
+            "  # Instances may share a node (one-node labs; the default, Required, keeps them apart).\n  podAntiAffinity: Preferred\n",
+            "  nodeSelector:\n    - matchLabels: {zone: b}\n",
+        );
+    ensure!(
+        manifests.contains("zone: b"),
+        "the manifest was not rewritten"
+    );
+    let topology = V4_TOPOLOGY.replace(
+        "pods:",
+        "nodes: [n1, n2, n3]\nnodeLabels: {n1: {zone: a}, n2: {zone: b}, n3: {zone: b}}\npods:",
+    );
+    let mut lab = TestLab::start_with(OvnBuild::KubeOvn, 3, "ls1", &manifests, &topology, None)?;
+    // Not Completed: one of three replicas cannot run.
+    lab.wait(
+        "two instances as nexthops",
+        Duration::from_secs(40),
+        |lab| Ok(nexthops(lab, true).len() == 2 && bfd_rows_up(lab, true, 2)),
+    )?;
+    // The status says why the third cannot run.
+    let reason = "0/3 nodes are available: 1 node(s) didn't match Pod's node affinity/selector, \
+                  2 node(s) didn't match pod anti-affinity rules.";
+    let wanted =
+        format!("Deployment gateway1 is not ready: pod gateway1-2 cannot be scheduled: {reason}");
+    lab.wait(
+        "the status to name the scheduler's reason",
+        Duration::from_secs(5),
+        |lab| {
+            Ok(lab.status("default", "gateway1")["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| {
+                    c["type"] == "Ready"
+                        && c["reason"] == "Unschedulable"
+                        && c["message"] == wanted.as_str()
+                }))
+        },
+    )?;
+    let state = lab.state();
+    let node = |pod: &str| state.pods.get(pod).map(|p| p.node.clone());
+    ensure!(
+        node("default/gateway1-0").as_deref() == Some("n2")
+            && node("default/gateway1-1").as_deref() == Some("n3")
+            && !state.pods.contains_key("default/gateway1-2"),
+        "placement: {:?}",
+        state.pods
+    );
+    let pending = veg_lab::api::find(
+        lab.api_dir(),
+        &("Pod".into(), "default".into(), "gateway1-2".into()),
+    )?
+    .map(|(_, pod)| pod)
+    .context("no gateway1-2 Pod")?;
+    ensure!(
+        pending["status"]["phase"] == "Pending"
+            && pending["status"]["conditions"][0]["message"] == reason,
+        "gateway1-2: {pending}"
+    );
+    // Scaled to two, the Pending Pod goes first (as a ReplicaSet ranks them) and no running
+    // instance is drained: both stay nexthops all along.
+    veg_lab::api::scale(lab.api_dir(), "default", "gateway1", 2)?;
+    let mut fewest = 2;
+    lab.wait(
+        "the Pending Pod gone and Completed",
+        Duration::from_secs(20),
+        |lab| {
+            fewest = fewest.min(nexthops(lab, true).len());
+            Ok(veg_lab::api::find(
+                lab.api_dir(),
+                &("Pod".into(), "default".into(), "gateway1-2".into()),
+            )?
+            .is_none()
+                && lab.status("default", "gateway1")["phase"] == "Completed")
+        },
+    )?;
+    ensure!(
+        fewest == 2 && nexthops(&lab, true).len() == 2,
+        "an instance was drained: {:?}",
+        policies(&lab, "ovn-cluster", 29100)
+    );
+    let state = lab.state();
+    ensure!(
+        state.pods["default/gateway1-0"].node == "n2"
+            && state.pods["default/gateway1-1"].node == "n3",
+        "{:?}",
+        state.pods
     );
     lab.finish()
 }

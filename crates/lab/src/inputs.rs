@@ -20,6 +20,10 @@ pub struct Topology {
     /// Node names; gateway Pods are spread over them in order. Default: `lab-node`.
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// Labels of nodes (their Node objects'; the scheduler matches nodeSelector and node
+    /// affinity against them), besides `kubernetes.io/hostname`.
+    #[serde(default)]
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Labels of namespaces (created when the manifests do not have them).
     #[serde(default)]
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,

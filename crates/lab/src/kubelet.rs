@@ -19,6 +19,7 @@ use crate::error::LabError;
 use crate::ovn::{Ovn, record_child};
 use crate::podsecurity::{self, Level};
 use crate::podspec::{self, PodFacts};
+use crate::scheduler::{self, NodeView};
 use crate::topology::{LabPod, LabSubnet};
 
 /// One Pod of the lab.
@@ -62,7 +63,14 @@ struct RunningPod {
     cut: Option<&'static str>,
 }
 
-/// The kubelet of the lab's single node.
+/// A Pod no node fits yet (`Pending`, PodScheduled `False`); tried again on every sync.
+struct PendingPod {
+    namespace: String,
+    replica: usize,
+    template: Json,
+}
+
+/// The kubelet of the lab's nodes (and their scheduler).
 pub struct Kubelet {
     veg: PathBuf,
     manifests: PathBuf,
@@ -85,6 +93,12 @@ pub struct Kubelet {
     api_paths: Vec<PathBuf>,
     /// The subnet of Pods that name none (Kube-OVN's default subnet).
     default_subnet: Option<String>,
+    /// Pods waiting for a node.
+    pending: BTreeMap<String, PendingPod>,
+    /// Each node's labels (beyond `kubernetes.io/hostname`).
+    node_labels: BTreeMap<String, BTreeMap<String, String>>,
+    /// Nodes that crashed: nothing new is scheduled there.
+    down_nodes: BTreeSet<String>,
 }
 
 /// Why a stock cluster would not run a Pod of this template in `namespace`: Pod Security
@@ -183,7 +197,67 @@ impl Kubelet {
             config_maps: BTreeMap::new(),
             api_paths: Vec::new(),
             default_subnet: None,
+            pending: BTreeMap::new(),
+            node_labels: BTreeMap::new(),
+            down_nodes: BTreeSet::new(),
         }
+    }
+
+    /// Nodes' labels, as their Node objects carry them.
+    pub fn set_node_labels(&mut self, labels: BTreeMap<String, BTreeMap<String, String>>) {
+        self.node_labels = labels;
+    }
+
+    /// The nodes as the scheduler sees them: labels, alive or not, the Pods on each.
+    fn node_views(&self) -> Vec<NodeView> {
+        self.nodes
+            .iter()
+            .map(|(name, _)| {
+                let mut labels = self.node_labels.get(name).cloned().unwrap_or_default();
+                labels.insert("kubernetes.io/hostname".into(), name.clone());
+                NodeView {
+                    name: name.clone(),
+                    labels,
+                    down: self.down_nodes.contains(name),
+                    pods: self
+                        .pods
+                        .values()
+                        .filter(|p| &p.node == name)
+                        .map(|p| {
+                            let labels = p.template["metadata"]["labels"]
+                                .as_object()
+                                .into_iter()
+                                .flatten()
+                                .map(|(k, v)| {
+                                    (k.clone(), v.as_str().unwrap_or_default().to_owned())
+                                })
+                                .collect();
+                            (p.namespace.clone(), labels)
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Pods waiting for a node: scheduled again (a node came back, another Pod left).
+    pub fn retry_pending(&mut self, ovn: &Ovn) -> Result<(), LabError> {
+        let waiting: Vec<(String, String, usize, Json)> = self
+            .pending
+            .iter()
+            .map(|(pod, p)| {
+                (
+                    pod.clone(),
+                    p.namespace.clone(),
+                    p.replica,
+                    p.template.clone(),
+                )
+            })
+            .collect();
+        for (pod, namespace, replica, template) in waiting {
+            self.start_pod(ovn, &namespace, &pod, replica, &template)?;
+        }
+        Ok(())
     }
 
     /// A ConfigMap's data, for the containers' `envFrom` / `configMapKeyRef`.
@@ -331,12 +405,20 @@ impl Kubelet {
         }
         let mut existing = self.pods_of(&namespace, &name);
         if existing.len() > replicas {
+            // As a ReplicaSet ranks them: Pending before running, not ready (killed) before
+            // ready, then the lowest deletion cost, then the newest.
             existing.sort_by_key(|pod| {
                 let cost = deletion_costs
                     .get(&format!("{namespace}/{pod}"))
                     .copied()
                     .unwrap_or(0);
-                (cost, std::cmp::Reverse(replica_of(pod)))
+                let running = self.pods.get(pod);
+                (
+                    running.is_some(),
+                    running.is_some_and(|p| p.killed.is_none()),
+                    cost,
+                    std::cmp::Reverse(replica_of(pod)),
+                )
             });
             let leaving: Vec<String> = existing.drain(..existing.len() - replicas).collect();
             for pod in leaving {
@@ -347,7 +429,7 @@ impl Kubelet {
         let mut replica = 0;
         while self.pods_of(&namespace, &name).len() < replicas {
             let pod = format!("{name}-{replica}");
-            if !self.pods.contains_key(&pod) {
+            if !self.pods.contains_key(&pod) && !self.pending.contains_key(&pod) {
                 self.start_pod(ovn, &namespace, &pod, replica, template)?;
             }
             replica += 1;
@@ -361,6 +443,11 @@ impl Kubelet {
         for pod in stale {
             self.delete_pod(ovn, &namespace, &pod)?;
             self.start_pod(ovn, &namespace, &pod, replica_of(&pod), template)?;
+        }
+        for pending in self.pending.values_mut() {
+            if pending.namespace == namespace {
+                pending.template = template.clone();
+            }
         }
         self.report_deployment(deployment, replicas, None)
     }
@@ -419,16 +506,22 @@ impl Kubelet {
         Ok(())
     }
 
+    /// A Deployment's Pods, running or pending.
     fn pods_of(&self, namespace: &str, deployment: &str) -> Vec<String> {
+        let of_it = |pod: &str| {
+            pod.rsplit_once('-')
+                .is_some_and(|(base, n)| base == deployment && n.parse::<usize>().is_ok())
+        };
         self.pods
             .iter()
-            .filter(|(pod, running)| {
-                running.namespace == namespace
-                    && pod
-                        .rsplit_once('-')
-                        .is_some_and(|(base, n)| base == deployment && n.parse::<usize>().is_ok())
-            })
+            .filter(|(pod, running)| running.namespace == namespace && of_it(pod))
             .map(|(pod, _)| pod.clone())
+            .chain(
+                self.pending
+                    .iter()
+                    .filter(|(pod, pending)| pending.namespace == namespace && of_it(pod))
+                    .map(|(pod, _)| pod.clone()),
+            )
             .collect()
     }
 
@@ -440,6 +533,21 @@ impl Kubelet {
         replica: usize,
         template: &Json,
     ) -> Result<(), LabError> {
+        // Gateway replica `i` from node `i` on; veg's own Pods from the last node backwards,
+        // so a crash of the gateways' first node leaves the controller up (in a cluster a
+        // second replica on another node takes over; the lab's runs one, having no Lease).
+        let count = self.nodes.len().max(1);
+        let start = if is_system_pod(template) {
+            count - 1 - replica % count
+        } else {
+            replica % count
+        };
+        let node = match scheduler::schedule(template, namespace, &self.node_views(), start) {
+            Ok(node) => node,
+            Err(reason) => return self.hold_pending(namespace, pod, replica, template, &reason),
+        };
+        self.pending.remove(pod);
+        let chassis = self.chassis_of(&node);
         let annotations = &template["metadata"]["annotations"];
         let get = |key: &str| annotations[key].as_str().map(str::to_owned);
         let switch = get("ovn.kubernetes.io/logical_switch")
@@ -494,16 +602,6 @@ impl Kubelet {
             addresses: internal_addresses.clone(),
             gateways: Vec::new(),
         };
-        // Gateway replica `i` on node `i`; veg's own Pods from the last node backwards, so a
-        // crash of the gateways' first node leaves the controller up (in a cluster a second
-        // replica on another node takes over; the lab's runs one, having no Lease).
-        let count = self.nodes.len();
-        let slot = if is_system_pod(template) {
-            count - 1 - replica % count
-        } else {
-            replica % count
-        };
-        let (node, chassis) = self.nodes[slot].clone();
         let netns = ovn.add_pod(&internal.subnet.name, &lab_pod, index, &chassis)?;
         ovn.join_node_port_group(&node, &lab_pod.port())?;
         if external.is_some() {
@@ -698,8 +796,47 @@ impl Kubelet {
         Ok(())
     }
 
+    /// A Pod no node fits: kept `Pending` with the scheduler's reason, tried again later.
+    fn hold_pending(
+        &mut self,
+        namespace: &str,
+        pod: &str,
+        replica: usize,
+        template: &Json,
+        reason: &str,
+    ) -> Result<(), LabError> {
+        if !self.pending.contains_key(pod) {
+            warn!(pod = %format!("{namespace}/{pod}"), %reason, "FailedScheduling");
+        }
+        self.pending.insert(
+            pod.to_owned(),
+            PendingPod {
+                namespace: namespace.to_owned(),
+                replica,
+                template: template.clone(),
+            },
+        );
+        write_json(
+            &self.manifests.join(format!("pod-{namespace}-{pod}.yaml")),
+            &json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": namespace,
+                    "labels": template["metadata"]["labels"],
+                    "annotations": template["metadata"]["annotations"]},
+                "spec": {"containers": []},
+                "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                    "status": "False", "reason": "Unschedulable", "message": reason}]}
+            }),
+        )
+    }
+
     /// Stops a Pod's containers, removes its namespace, port and manifest.
     pub fn delete_pod(&mut self, ovn: &Ovn, namespace: &str, pod: &str) -> Result<(), LabError> {
+        if self.pending.remove(pod).is_some() {
+            let _ =
+                std::fs::remove_file(self.manifests.join(format!("pod-{namespace}-{pod}.yaml")));
+            return Ok(());
+        }
         let Some(mut running) = self.pods.remove(pod) else {
             return Ok(());
         };
@@ -774,6 +911,7 @@ impl Kubelet {
 
     /// Node `node` crashed: every Pod on it killed, none restarted until [`Kubelet::restore_node`].
     pub fn kill_node(&mut self, ovn: &Ovn, node: &str) -> Result<(), LabError> {
+        self.down_nodes.insert(node.to_owned());
         let on_node: Vec<String> = self
             .pods
             .iter()
@@ -793,6 +931,7 @@ impl Kubelet {
 
     /// Node `node` is back: its Pods start again (links back, init container, containers).
     pub fn restore_node(&mut self, ovn: &Ovn, node: &str) -> Result<(), LabError> {
+        self.down_nodes.remove(node);
         let on_node: Vec<String> = self
             .pods
             .iter()

@@ -31,6 +31,7 @@ mod kubelet;
 pub mod ovn;
 pub mod podsecurity;
 mod podspec;
+mod scheduler;
 pub mod session;
 mod topology;
 

@@ -456,6 +456,7 @@ impl Lab {
         self.mark_dead_nodes()?;
         self.kubelet
             .restart_killed(&self.ovn, self.options.restart_delay)?;
+        self.kubelet.retry_pending(&self.ovn)?;
         for (name, daemon) in self
             .daemons
             .iter_mut()

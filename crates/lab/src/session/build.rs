@@ -456,13 +456,23 @@ impl Lab {
                     "metadata": {"name": namespace, "labels": labels}}),
             )?;
         }
+        self.kubelet
+            .set_node_labels(self.options.topology.node_labels.clone());
         for node in nodes {
             let port_name = self.ovn.add_node_port_group(node)?;
+            let mut labels = self
+                .options
+                .topology
+                .node_labels
+                .get(node)
+                .cloned()
+                .unwrap_or_default();
+            labels.insert("kubernetes.io/hostname".into(), node.clone());
             // As Kube-OVN annotates them: the node's port and its OVN chassis.
             write_json(
                 &self.api.join(format!("node-{node}.yaml")),
                 &json!({"apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node},
+                    "metadata": {"name": node, "labels": labels,
                         "annotations": {"ovn.kubernetes.io/port_name": port_name,
                             "ovn.kubernetes.io/chassis": self.kubelet.chassis_of(node)}},
                     "status": {"conditions": [
