@@ -408,6 +408,20 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
                 "{}",
                 veg_controller::plan::explain::explain(source.snapshot(), namespace, name)
             );
+            // The data plane's answer: who the external host sees, per family of the Pod.
+            if lab.pods.get(&key).is_some_and(|p| p.role == "client") {
+                let families: std::collections::BTreeSet<bool> = lab.pods[&key]
+                    .addresses
+                    .iter()
+                    .map(IpAddr::is_ipv4)
+                    .collect();
+                for v4 in families.into_iter().rev() {
+                    let sample = veg_lab::session::egress_sample(&state, &lab, &key, v4, 8);
+                    if sample.target.is_some() {
+                        println!("  in the lab's data plane now: {}", sample.describe());
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -837,6 +837,80 @@ pub fn ask(state_dir: &Path, netns: &str, target: IpAddr, timeout: Duration) -> 
     (!seen.is_empty()).then_some(seen)
 }
 
+/// What the external host saw of a Pod's connections: each source address, how often, and
+/// which gateway Pod owns it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EgressSample {
+    /// The external host's address asked.
+    pub target: Option<IpAddr>,
+    /// Source address seen → (connections, the gateway Pod `<namespace>/<name>` that has it).
+    pub seen: BTreeMap<String, (usize, Option<String>)>,
+    /// Connections nobody answered.
+    pub unanswered: usize,
+}
+
+impl EgressSample {
+    /// One line: `8 connections to 198.51.100.1: 8 seen as 198.51.100.10 (default/gateway1-0)`.
+    pub fn describe(&self) -> String {
+        let Some(target) = self.target else {
+            return "no external host of this family".into();
+        };
+        let total = self.unanswered + self.seen.values().map(|(n, _)| n).sum::<usize>();
+        let mut parts: Vec<String> = self
+            .seen
+            .iter()
+            .map(|(address, (count, owner))| match owner {
+                Some(owner) => format!("{count} seen as {address} ({owner})"),
+                None => format!("{count} seen as {address}"),
+            })
+            .collect();
+        if self.unanswered > 0 {
+            parts.push(format!("{} unanswered", self.unanswered));
+        }
+        format!("{total} TCP connections to {target}: {}", parts.join(", "))
+    }
+}
+
+/// Opens `connections` TCP connections from Pod `pod` to the external host (family `v4`) and
+/// records who the host saw: the data plane's answer to "which instance does this Pod use".
+pub fn egress_sample(
+    state_dir: &Path,
+    state: &LabState,
+    pod: &str,
+    v4: bool,
+    connections: usize,
+) -> EgressSample {
+    let mut sample = EgressSample::default();
+    let (Some(running), Some(target)) = (
+        state.pods.get(pod),
+        state
+            .external_addresses
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == v4),
+    ) else {
+        return sample;
+    };
+    sample.target = Some(target);
+    for _ in 0..connections {
+        match ask(state_dir, &running.netns, target, Duration::from_secs(1)) {
+            Some(seen) => {
+                let owner = seen.parse::<IpAddr>().ok().and_then(|address| {
+                    state
+                        .pods
+                        .iter()
+                        .find(|(_, p)| p.role == "gateway" && p.addresses.contains(&address))
+                        .map(|(key, _)| key.clone())
+                });
+                let entry = sample.seen.entry(seen).or_insert((0, owner));
+                entry.0 += 1;
+            }
+            None => sample.unanswered += 1,
+        }
+    }
+    sample
+}
+
 /// One connection to the echo service; prints what it answered (nothing on failure).
 const ASK: &str = r#"
 import socket, sys
