@@ -57,6 +57,24 @@ pub enum Update {
     Nad { namespace: String, name: String },
 }
 
+/// Whether a Node's update can change a plan: its labels (BFD port node selectors),
+/// annotations (chassis, node port) or Ready status (the stale-BFD guard), not a heartbeat.
+pub fn node_update_matters(
+    old: &k8s_openapi::api::core::v1::Node,
+    new: &k8s_openapi::api::core::v1::Node,
+) -> bool {
+    let ready = |node: &k8s_openapi::api::core::v1::Node| {
+        node.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone())
+    };
+    old.metadata.labels != new.metadata.labels
+        || old.metadata.annotations != new.metadata.annotations
+        || ready(old) != ready(new)
+}
+
 /// Where the loop's inputs come from.
 #[allow(async_fn_in_trait)]
 pub trait Source {
@@ -114,6 +132,13 @@ pub fn keys(index: &Index, snapshot: &dyn Snapshot, update: &Update) -> Vec<Key>
             new: new.as_deref(),
         }),
         Update::Node { old, new } => {
+            // Heartbeats (a Ready condition's times) change a Node every few seconds in a
+            // cluster; only labels, annotations and the Ready status matter here.
+            if let (Some(old), Some(new)) = (old.as_deref(), new.as_deref())
+                && !node_update_matters(old, new)
+            {
+                return Vec::new();
+            }
             let name = new
                 .as_deref()
                 .or(old.as_deref())

@@ -288,3 +288,28 @@ async fn an_idle_loop_beats_and_a_wedged_pass_stops_the_heartbeat() -> anyhow::R
         () = driver => anyhow::bail!("the driver ended"),
     }
 }
+
+#[test]
+fn a_node_heartbeat_triggers_nothing_a_ready_change_does() {
+    let node = |status: &str, heartbeat: &str, chassis: &str| -> k8s_openapi::api::core::v1::Node {
+        from(
+            json!({"metadata": {"name": "worker1", "labels": {"zone": "a"},
+            "annotations": {"ovn.kubernetes.io/chassis": chassis}},
+            "status": {"conditions": [{"type": "Ready", "status": status,
+                "lastHeartbeatTime": heartbeat, "reason": "KubeletReady"}]}}),
+        )
+    };
+    let before = node("True", "2026-12-07T10:00:00Z", "c1");
+    assert!(!node_update_matters(
+        &before,
+        &node("True", "2026-12-07T10:00:10Z", "c1")
+    ));
+    assert!(node_update_matters(
+        &before,
+        &node("Unknown", "2026-12-07T10:00:00Z", "c1")
+    ));
+    assert!(node_update_matters(
+        &before,
+        &node("True", "2026-12-07T10:00:00Z", "c2")
+    ));
+}
