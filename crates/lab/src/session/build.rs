@@ -127,27 +127,27 @@ impl Lab {
                 if bfd_ports.is_empty() {
                     String::new()
                 } else {
-                    format!(
-                        " and {} on {}",
-                        if native {
-                            "OVN's BFD port"
-                        } else if release.is_some() {
-                            "veg monitors for"
-                        } else {
-                            "veg monitor"
-                        },
-                        bfd_ports
-                            .iter()
-                            .map(|(r, _, ips)| format!(
+                    let ports = bfd_ports
+                        .iter()
+                        .map(|(r, _, ips)| {
+                            format!(
                                 "{r} ({})",
                                 ips.iter()
                                     .map(ToString::to_string)
                                     .collect::<Vec<_>>()
                                     .join(",")
-                            ))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    if native {
+                        format!(" and OVN's BFD port on {ports}")
+                    } else if release.is_some() {
+                        // The overlay's monitors have addresses of their own.
+                        format!(", the veg-monitor Pods serving {ports}")
+                    } else {
+                        format!(" and veg monitor on {ports}")
+                    }
                 }
             ),
             started.elapsed(),
