@@ -9,7 +9,11 @@
 //! - `chassis` — a node's chassis: its OVS and ovn-controller, the Geneve underlay.
 //! - `topology` — the VPC router, subnets with their allow policies, Pods as namespaces.
 //! - `external` — the external network (a bridge) and gateway Pods' second leg.
-//! - `kubelet` — gateway Deployments → gateway Pods with their containers as processes.
+//! - `kubelet` — Deployments (the controller's gateways, veg's own from an overlay) → Pods
+//!   with their containers as processes; `podspec` what it reads of a Pod template (pure);
+//!   `scheduler` which node a Pod goes to (pure).
+//! - `deploy` — an overlay of `deploy/` rendered, its controller and monitor as the lab runs
+//!   them.
 //! - `podsecurity` — what a stock cluster grants a Pod: Pod Security levels, the sysctl
 //!   allowlist, the capabilities a container process really gets (pure).
 //! - `api` — the lab's API objects (apply, delete, scale).
