@@ -1014,35 +1014,36 @@ impl Kubelet {
 
     /// The gateway Pods, as `<namespace>/<name>` → what `lab.json` shows.
     pub fn pods(&self) -> Vec<(String, PodState)> {
-        self.pods
-            .iter()
-            .map(|(name, running)| {
-                let state = match (running.killed, running.cut) {
-                    (Some(_), _) if running.node_down => "NodeDown",
-                    (Some(_), _) => "Killed",
-                    (None, Some(cut)) => cut,
-                    (None, None) => "Running",
-                };
-                (
-                    format!("{}/{name}", running.namespace),
-                    PodState {
-                        netns: running.netns.clone(),
-                        // veg's own Pods by their component label; the rest are gateways.
-                        role: if is_system_pod(&running.template) {
-                            running.template["metadata"]["labels"]["app.kubernetes.io/component"]
-                                .as_str()
-                                .unwrap_or_default()
-                                .to_owned()
-                        } else {
-                            "gateway".to_owned()
-                        },
-                        addresses: running.addresses.clone(),
-                        node: running.node.clone(),
-                        state: state.into(),
-                    },
-                )
-            })
-            .collect()
+        let running = self.pods.iter().map(|(name, running)| {
+            let state = match (running.killed, running.cut) {
+                (Some(_), _) if running.node_down => "NodeDown",
+                (Some(_), _) => "Killed",
+                (None, Some(cut)) => cut,
+                (None, None) => "Running",
+            };
+            (
+                format!("{}/{name}", running.namespace),
+                PodState {
+                    netns: running.netns.clone(),
+                    role: role_of(&running.template),
+                    addresses: running.addresses.clone(),
+                    node: running.node.clone(),
+                    state: state.into(),
+                },
+            )
+        });
+        // Pods no node took yet: no namespace, no node.
+        let pending = self.pending.iter().map(|(name, pending)| {
+            (
+                format!("{}/{name}", pending.namespace),
+                PodState {
+                    role: role_of(&pending.template),
+                    state: "Pending".into(),
+                    ..PodState::default()
+                },
+            )
+        });
+        running.chain(pending).collect()
     }
 
     /// Stops every Pod's processes (namespaces go with the lab's OVN).
@@ -1063,6 +1064,18 @@ fn is_system_pod(template: &Json) -> bool {
         template["metadata"]["labels"]["app.kubernetes.io/component"].as_str(),
         Some("controller" | "monitor")
     )
+}
+
+/// veg's own Pods by their component label; the rest are gateways.
+fn role_of(template: &Json) -> String {
+    if is_system_pod(template) {
+        template["metadata"]["labels"]["app.kubernetes.io/component"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    } else {
+        "gateway".to_owned()
+    }
 }
 
 fn replica_of(pod: &str) -> usize {
