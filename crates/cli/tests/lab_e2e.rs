@@ -2066,7 +2066,11 @@ fn gateway_pods_go_where_their_node_selector_and_anti_affinity_let_them() -> Res
     ensure!(
         node("default/gateway1-0").as_deref() == Some("n2")
             && node("default/gateway1-1").as_deref() == Some("n3")
-            && state.pods.get("default/gateway1-2").map(|p| p.state.as_str()) == Some("Pending"),
+            && state
+                .pods
+                .get("default/gateway1-2")
+                .map(|p| p.state.as_str())
+                == Some("Pending"),
         "placement: {:?}",
         state.pods
     );
