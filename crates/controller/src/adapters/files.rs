@@ -84,6 +84,17 @@ impl FileSource {
     }
 
     fn reload(&mut self) -> Result<(), FilesError> {
+        self.reload_with(|| {})
+    }
+
+    /// Reads the directory; `during` runs between the fingerprint and the reading (tests: a
+    /// write racing the reload). The fingerprint is taken first: a file written while the
+    /// files are read then differs from it at the next poll and is read then. Taken after,
+    /// it would already include that file while the snapshot did not, and the change would
+    /// never be seen.
+    fn reload_with(&mut self, during: impl FnOnce()) -> Result<(), FilesError> {
+        let before = fingerprint(&self.dir);
+        during();
         let mut snapshot = MemorySnapshot::default();
         for path in yaml_files(&self.dir)? {
             let text = std::fs::read_to_string(&path).map_err(|source| FilesError::Io {
@@ -117,7 +128,7 @@ impl FileSource {
             }
         }
         self.snapshot = snapshot;
-        self.fingerprint = fingerprint(&self.dir);
+        self.fingerprint = before;
         Ok(())
     }
 }
@@ -245,6 +256,45 @@ impl Outputs for FileOutputs {
         self.append(
             "pod-annotations.jsonl",
             &serde_json::json!({"pod": format!("{namespace}/{pod}"), "annotations": annotations}),
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file written while the directory is being read is seen at the next poll.
+    #[tokio::test]
+    async fn a_file_written_during_a_reload_is_not_missed() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = std::env::temp_dir().join(format!("veg-files-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let namespace =
+            |name: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
+        std::fs::write(dir.join("a.yaml"), namespace("first"))?;
+        let mut source = FileSource::new(&dir, &dir.join("out"), Duration::from_millis(20))?;
+        assert!(matches!(source.next().await, Some(Update::Resync)));
+        let late = dir.join("b.yaml");
+        source.reload_with(|| {
+            let _ = std::fs::write(&late, namespace("second"));
+        })?;
+        let next = tokio::time::timeout(Duration::from_secs(2), source.next()).await;
+        let seen = source
+            .snapshot()
+            .namespaces()
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some("second"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            matches!(next, Ok(Some(Update::Resync))),
+            "no update for the file written during the reload"
+        );
+        assert!(
+            seen,
+            "the namespace written during the reload is in the snapshot"
         );
         Ok(())
     }
