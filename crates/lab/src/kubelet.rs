@@ -68,6 +68,8 @@ struct PendingPod {
     namespace: String,
     replica: usize,
     template: Json,
+    /// The scheduler's reason, as last reported.
+    reason: String,
 }
 
 /// The kubelet of the lab's nodes (and their scheduler).
@@ -371,12 +373,13 @@ impl Kubelet {
 
     /// Makes the Pods of `deployment` match it: creates missing replicas, deletes extra ones
     /// (lowest `controller.kubernetes.io/pod-deletion-cost` first, as a ReplicaSet does).
+    /// Returns why its Pods are refused (admission, sysctls), if they are.
     pub fn apply_deployment(
         &mut self,
         ovn: &Ovn,
         deployment: &Json,
         deletion_costs: &BTreeMap<String, i64>,
-    ) -> Result<(), LabError> {
+    ) -> Result<Option<String>, LabError> {
         let name = deployment["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
@@ -401,7 +404,8 @@ impl Kubelet {
             // A real ReplicaSet retries and records FailedCreate; here it is said once per
             // template (the session applies a Deployment again only when it changes).
             warn!(deployment = %format!("{namespace}/{name}"), %reason, "Pods refused");
-            return self.report_deployment(deployment, replicas, Some(&reason));
+            self.report_deployment(deployment, replicas, Some(&reason))?;
+            return Ok(Some(reason));
         }
         let mut existing = self.pods_of(&namespace, &name);
         if existing.len() > replicas {
@@ -444,12 +448,14 @@ impl Kubelet {
             self.delete_pod(ovn, &namespace, &pod)?;
             self.start_pod(ovn, &namespace, &pod, replica_of(&pod), template)?;
         }
-        for pending in self.pending.values_mut() {
-            if pending.namespace == namespace {
+        // Pending Pods of this Deployment wait with its new template.
+        for pod in self.pods_of(&namespace, &name) {
+            if let Some(pending) = self.pending.get_mut(&pod) {
                 pending.template = template.clone();
             }
         }
-        self.report_deployment(deployment, replicas, None)
+        self.report_deployment(deployment, replicas, None)?;
+        Ok(None)
     }
 
     /// Writes the Deployment as the API server would show it; `refused`: why its ReplicaSet
@@ -805,15 +811,23 @@ impl Kubelet {
         template: &Json,
         reason: &str,
     ) -> Result<(), LabError> {
-        if !self.pending.contains_key(pod) {
-            warn!(pod = %format!("{namespace}/{pod}"), %reason, "FailedScheduling");
+        // Retried on every sync: report (and rewrite the manifest the controller watches) only
+        // what changed.
+        if self
+            .pending
+            .get(pod)
+            .is_some_and(|p| p.reason == reason && &p.template == template)
+        {
+            return Ok(());
         }
+        warn!(pod = %format!("{namespace}/{pod}"), %reason, "FailedScheduling");
         self.pending.insert(
             pod.to_owned(),
             PendingPod {
                 namespace: namespace.to_owned(),
                 replica,
                 template: template.clone(),
+                reason: reason.to_owned(),
             },
         );
         write_json(
@@ -1012,7 +1026,7 @@ impl Kubelet {
         Ok(())
     }
 
-    /// The gateway Pods, as `<namespace>/<name>` → what `lab.json` shows.
+    /// The Pods it runs or holds Pending, as `<namespace>/<name>` → what `lab.json` shows.
     pub fn pods(&self) -> Vec<(String, PodState)> {
         let running = self.pods.iter().map(|(name, running)| {
             let state = match (running.killed, running.cut) {
@@ -1058,24 +1072,17 @@ impl Kubelet {
     }
 }
 
-/// A Pod of veg's own Deployments (controller, monitor), by its component label.
-fn is_system_pod(template: &Json) -> bool {
-    matches!(
-        template["metadata"]["labels"]["app.kubernetes.io/component"].as_str(),
-        Some("controller" | "monitor")
-    )
+/// veg's own Pods by their component label (`controller`, `monitor`); the rest are gateways.
+fn role_of(template: &Json) -> String {
+    match template["metadata"]["labels"]["app.kubernetes.io/component"].as_str() {
+        Some(role @ ("controller" | "monitor")) => role.to_owned(),
+        _ => "gateway".to_owned(),
+    }
 }
 
-/// veg's own Pods by their component label; the rest are gateways.
-fn role_of(template: &Json) -> String {
-    if is_system_pod(template) {
-        template["metadata"]["labels"]["app.kubernetes.io/component"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    } else {
-        "gateway".to_owned()
-    }
+/// A Pod of veg's own Deployments.
+fn is_system_pod(template: &Json) -> bool {
+    role_of(template) != "gateway"
 }
 
 fn replica_of(pod: &str) -> usize {
