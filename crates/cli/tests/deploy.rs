@@ -20,22 +20,7 @@ fn render(kustomization: &str) -> Result<Vec<Value>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../deploy")
         .join(kustomization);
-    let output = Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "kubectl kustomize {}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(
-        veg_api::read_manifests(&String::from_utf8_lossy(&output.stdout))?
-            .into_iter()
-            .map(|m| m.object)
-            .collect(),
-    )
+    Ok(veg_lab::deploy::render(&dir)?)
 }
 
 /// Decodes into `T`, failing on any field `T` does not have.

@@ -1018,9 +1018,6 @@ fn capture_external(lab: &Lab, name: &str, during: impl FnOnce()) -> Result<Stri
     Ok(String::from_utf8_lossy(&read.stdout).into_owned())
 }
 
-/// Native mode: at least `instances` BFD rows of the family say `up`, not just `init` (northd
-/// keeps an `init` nexthop, but a session that never came Up still runs at the 1 s slow rate,
-/// so OVN would take 3 s to notice its death). Monitor mode has no BFD rows: true.
 /// Every session of every running gateway Pod's `veg bfdd` is Up. The peer may say up
 /// before: the three-way handshake ends on the gateway's side, and a gateway session still in
 /// Init announces the slow 1 s rate (RFC 5880 §6.8.3), so its peer would take 3 s, not 300 ms,
@@ -1052,6 +1049,9 @@ fn gateway_sessions_up(lab: &Lab, state: &std::path::Path) -> bool {
         })
 }
 
+/// Native mode: at least `instances` BFD rows of the family say `up`, not just `init` (northd
+/// keeps an `init` nexthop, but a session that never came Up still runs at the 1 s slow rate,
+/// so OVN would take 3 s to notice its death). Monitor mode has no BFD rows: true.
 fn bfd_rows_up(lab: &Lab, v4: bool, instances: usize) -> bool {
     let rows = nb_rows(lab, &["--columns=dst_ip,status", "list", "BFD"]);
     let family: Vec<&Vec<String>> = rows

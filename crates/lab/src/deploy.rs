@@ -86,14 +86,7 @@ pub fn release(objects: &[Json], lab: &LabEndpoints) -> Result<Release, LabError
     }
     let mut config_maps = Vec::new();
     for object in objects.iter().filter(|o| o["kind"] == "ConfigMap") {
-        let map_namespace = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let name = object["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let (_, map_namespace, name) = crate::api::key_of(object);
         let mut data: BTreeMap<String, String> = object["data"]
             .as_object()
             .into_iter()

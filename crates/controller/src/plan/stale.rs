@@ -33,6 +33,18 @@ pub struct Suspect {
     pub state: BfdState,
 }
 
+/// A Node's Ready condition: `Some(true)` when `True`, `Some(false)` when `False` or
+/// `Unknown`, `None` when it has none.
+pub fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> Option<bool> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status == "True")
+}
+
 /// The instances whose BFD row says alive while their node is not Ready (`node_ready`: the
 /// node's Ready condition; `None` when it has none, which counts as Ready).
 pub fn suspects(

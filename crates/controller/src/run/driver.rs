@@ -63,16 +63,10 @@ pub fn node_update_matters(
     old: &k8s_openapi::api::core::v1::Node,
     new: &k8s_openapi::api::core::v1::Node,
 ) -> bool {
-    let ready = |node: &k8s_openapi::api::core::v1::Node| {
-        node.status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-            .map(|c| c.status.clone())
-    };
+    use crate::plan::stale::node_ready;
     old.metadata.labels != new.metadata.labels
         || old.metadata.annotations != new.metadata.annotations
-        || ready(old) != ready(new)
+        || node_ready(old) != node_ready(new)
 }
 
 /// Where the loop's inputs come from.

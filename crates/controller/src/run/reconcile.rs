@@ -573,17 +573,7 @@ impl<O: Outputs> Reconciler<O> {
 /// A node's Ready condition: `Some(true)` when True, `Some(false)` when False or Unknown (or the
 /// node is gone), `None` when it has none.
 fn node_ready(snapshot: &dyn Snapshot, node: &str) -> Option<bool> {
-    let Some(found) = snapshot.node(node) else {
-        return Some(false);
-    };
-    found
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| c.status == "True")
+    snapshot.node(node).map_or(Some(false), stale::node_ready)
 }
 
 fn without_instances<'a>(

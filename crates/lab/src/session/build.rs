@@ -204,33 +204,15 @@ impl Lab {
                 self.kubelet.reserve(*ip);
             }
         }
+        // A refused Pod (Pod Security, sysctls) fails the lab with the admission's reason.
         let no_costs = BTreeMap::new();
-        self.kubelet
-            .apply_deployment(&self.ovn, &release.controller, &no_costs)?;
-        if let Some(monitor) = &release.monitor {
-            self.kubelet
-                .apply_deployment(&self.ovn, monitor, &no_costs)?;
-        }
-        // A refused Pod (Pod Security, sysctls) leaves the Deployment's reason: say it.
         for deployment in std::iter::once(&release.controller).chain(&release.monitor) {
-            let namespace = deployment["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or_default();
-            let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
-            let reported = crate::api::find(
-                &self.api,
-                &("Deployment".into(), namespace.to_owned(), name.to_owned()),
-            )?;
-            if let Some((_, reported)) = reported
-                && let Some(condition) = reported["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|c| c["type"] == "ReplicaFailure" && c["status"] == "True")
+            if let Some(reason) = self
+                .kubelet
+                .apply_deployment(&self.ovn, deployment, &no_costs)?
             {
-                return Err(step(&format!("starting {namespace}/{name}"))(
-                    condition["message"].as_str().unwrap_or_default().to_owned(),
-                ));
+                let (_, namespace, name) = crate::api::key_of(deployment);
+                return Err(step(&format!("starting {namespace}/{name}"))(reason));
             }
         }
         Ok(())
