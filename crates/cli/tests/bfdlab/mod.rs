@@ -417,11 +417,44 @@ impl Lab {
     // ===== the link =====
 
     /// Drops BFD in both directions inside veg's namespace; returns the unix time just before.
-    pub fn cut(&self) -> Result<f64> {
-        let rules = "table inet vegcut {\n chain in { type filter hook input priority 0; udp dport 3784 drop; }\n chain out { type filter hook output priority 0; udp dport 3784 drop; }\n}\n";
-        let at = unix_now();
-        self.nft(&self.ns_veg, rules)?;
-        Ok(at)
+    /// Cuts BFD between the two sides and returns when the cut took effect, as bounds: just
+    /// before the rules were handed to an `nft` already running in veg's namespace, and just
+    /// after it listed them back. Starting `nft` at the moment of the cut would put a process
+    /// start, slow on a loaded machine, inside the measured time.
+    pub fn cut(&self) -> Result<(f64, f64)> {
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &self.ns_veg, "nft", "-i"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        struct Reap(Child);
+        impl Drop for Reap {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut stdin = nft.stdin.take().context("stdin")?;
+        let mut stdout = BufReader::new(nft.stdout.take().context("stdout")?);
+        let nft = Reap(nft);
+        // Running and answering before the clock starts.
+        writeln!(stdin, "add table inet vegready")?;
+        writeln!(stdin, "list table inet vegready")?;
+        read_through(&mut stdout, "table inet vegready")?;
+        let before = unix_now();
+        writeln!(
+            stdin,
+            "add table inet vegcut {{ chain in {{ type filter hook input priority 0; udp dport 3784 drop; }}; chain out {{ type filter hook output priority 0; udp dport 3784 drop; }}; }}"
+        )?;
+        writeln!(stdin, "list table inet vegcut")?;
+        read_through(&mut stdout, "table inet vegcut")?;
+        let after = unix_now();
+        writeln!(stdin, "delete table inet vegready")?;
+        drop(stdin);
+        let mut nft = nft;
+        ensure!(nft.0.wait()?.success(), "nft -i failed");
+        Ok((before, after))
     }
 
     pub fn uncut(&self) -> Result<()> {
@@ -536,4 +569,22 @@ fn timestamps_parse() {
         parse_frr_time("2026/11/27 02:20:49.527922").map(|t| t.floor()),
         Some(1_795_746_049.0)
     );
+}
+
+/// Reads `nft -i` output until the listing that starts with `header` has closed.
+fn read_through(stdout: &mut impl BufRead, header: &str) -> Result<()> {
+    let mut seen = false;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        ensure!(
+            stdout.read_line(&mut line)? > 0,
+            "nft -i ended before listing {header}"
+        );
+        if line.trim_start().starts_with(header) {
+            seen = true;
+        } else if seen && line.trim_end() == "}" {
+            return Ok(());
+        }
+    }
 }
