@@ -707,6 +707,7 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
     // A problem is "stuck" once the same one has stood for 2 s: a first pass may report one
     // that the next fixes (native mode: the VPC's BFD port not reported yet).
     let mut problems: std::collections::BTreeMap<String, (String, Instant)> = Default::default();
+    let mut waiting_instances: std::collections::BTreeMap<String, Instant> = Default::default();
     let outcome = lab.wait_for("the gateways", Duration::from_secs(60), |lab| {
         Ok(gateways.iter().all(|(ns, name)| {
             let status = lab.status(ns, name);
@@ -724,7 +725,7 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
             let stuck = match problem {
                 Some(reason) => {
                     let since = problems
-                        .entry(key)
+                        .entry(key.clone())
                         .or_insert((reason.clone(), Instant::now()));
                     if since.0 != reason {
                         *since = (reason, Instant::now());
@@ -736,8 +737,21 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
                     false
                 }
             };
-            // Completed, or stuck on a problem its conditions name.
-            status["phase"] == "Completed" || stuck
+            // Completed with every instance's session Up (the demo and `explain` right after
+            // `up` then see them all), or stuck on a problem its conditions name. An instance
+            // whose session stays down is shown below, not waited for past 10 s.
+            let not_up = instances_not_up(&status);
+            let settled = if not_up.is_empty() {
+                waiting_instances.remove(&key);
+                true
+            } else {
+                waiting_instances
+                    .entry(key)
+                    .or_insert_with(Instant::now)
+                    .elapsed()
+                    > Duration::from_secs(10)
+            };
+            (status["phase"] == "Completed" && settled) || stuck
         }))
     });
     match outcome {
@@ -746,10 +760,19 @@ fn serve(state: &Path, args: &UpArgs) -> anyhow::Result<ExitCode> {
             started.elapsed().as_secs_f64(),
             gateways
                 .iter()
-                .map(|(ns, name)| format!(
-                    "{ns}/{name} {}",
-                    lab.status(ns, name)["phase"].as_str().unwrap_or("-")
-                ))
+                .map(|(ns, name)| {
+                    let status = lab.status(ns, name);
+                    let not_up = instances_not_up(&status);
+                    format!(
+                        "{ns}/{name} {}{}",
+                        status["phase"].as_str().unwrap_or("-"),
+                        if not_up.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (BFD not Up: {})", not_up.join(", "))
+                        }
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -927,6 +950,23 @@ fn gateway_table(gateways: &[Json], wide: bool) -> String {
         rows.push(row);
     }
     columns(&rows)
+}
+
+/// The status's instances whose BFD session is on but not Up, as `pod state`.
+fn instances_not_up(status: &serde_json::Value) -> Vec<String> {
+    status["gateways"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| g.get("bfd").is_some_and(|state| state != "Up"))
+        .map(|g| {
+            format!(
+                "{} {}",
+                g["pod"].as_str().unwrap_or("-"),
+                g["bfd"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
