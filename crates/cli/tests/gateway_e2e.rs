@@ -403,6 +403,79 @@ fn bad_input_fails_precisely_and_leaves_the_previous_state() -> Result<()> {
     Ok(())
 }
 
+/// Faults injected at the last apply step (nft is the batch after every sysctl, rule and
+/// route): nft refusing the batch, and nft answering success while applying nothing (the kernel
+/// then does not hold the plan). Either way every earlier change is undone: the namespace is
+/// exactly as before, and the message says what failed and that nothing was left half-applied.
+#[test]
+fn a_failing_or_lying_nft_leaves_the_namespace_as_it_was() -> Result<()> {
+    if !gwlab::prerequisites() {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    let nft = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v nft"])
+            .output()?
+            .stdout,
+    )?;
+    let fake = |name: &str, on_batch: &str| -> Result<String> {
+        let path = lab.dir.join(name);
+        // Listings go to the real nft; a batch (`-f -`) gets the fault.
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\ncase \" $* \" in *\" -f \"*) cat >/dev/null; {on_batch};; esac\nexec {} \"$@\"\n",
+                nft.trim()
+            ),
+        )?;
+        let mut permissions = std::fs::metadata(&path)?.permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&path, permissions)?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let refusing = fake("nft-refuses", "echo 'Error: injected fault' >&2; exit 1")?;
+    let lying = fake("nft-lies", "exit 0")?;
+    let before = lab.snapshot()?;
+    ensure!(
+        !before.contains("table ip veg"),
+        "the namespace starts with veg's tables:\n{before}"
+    );
+    for (nft, message) in [
+        (
+            &refusing,
+            "replace nftables table veg (ip, ip6): nft refused the batch",
+        ),
+        (
+            &lying,
+            "the kernel does not hold the plan after applying; still different: replace nftables \
+             table veg (ip, ip6); nothing was left half-applied (",
+        ),
+    ] {
+        let output = lab.init(&[("--nft", nft)])?;
+        let error = stderr(&output);
+        ensure!(
+            output.status.code() == Some(1) && error.contains(message),
+            "with {nft}: exit {:?}, stderr {error}",
+            output.status.code()
+        );
+        // Something was applied first, then undone.
+        ensure!(
+            !error.contains("(0 earlier change(s) undone)"),
+            "with {nft}: nothing was applied before the fault: {error}"
+        );
+        let after = lab.snapshot()?;
+        ensure!(
+            after == before,
+            "with {nft}: the namespace changed:\n--- before\n{before}\n--- after\n{after}"
+        );
+    }
+    // The real nft then applies the same plan.
+    init_ok(&lab, &[])?;
+    ensure!(lab.snapshot()? != before, "the plan changed nothing");
+    Ok(())
+}
+
 #[test]
 fn a_family_without_an_external_gateway_gets_no_default_route_and_no_snat() -> Result<()> {
     if !gwlab::prerequisites() {

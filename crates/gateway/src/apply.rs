@@ -65,11 +65,19 @@ pub enum ApplyError {
         /// Undo steps that failed too.
         undo_failures: Vec<String>,
     },
-    /// After applying, the kernel still differs from the plan.
-    #[error("the kernel does not hold the plan after applying; still different: {}", .remaining.join("; "))]
+    /// After applying, the kernel still differs from the plan; the changes were undone.
+    #[error(
+        "the kernel does not hold the plan after applying; still different: {}; {}",
+        .remaining.join("; "),
+        rollback_summary(*.undone, .undo_failures)
+    )]
     NotConverged {
         /// The remaining differences.
         remaining: Vec<String>,
+        /// How many of the applied changes were undone.
+        undone: usize,
+        /// Undo steps that failed, and what cannot be undone.
+        undo_failures: Vec<String>,
     },
 }
 
@@ -262,8 +270,22 @@ impl Kernel {
             let after = self.observe(plan, &links).await?;
             let remaining = diff(plan, &after);
             if !remaining.is_empty() {
+                // Not what was planned, so not left half-way either: back to where it was.
+                let (undone, mut undo_failures) = self.undo(&done, &indexes).await;
+                let is_nft = |change: &Change| matches!(change, Change::Nft { .. });
+                if done.iter().any(is_nft) && !remaining.iter().any(is_nft) {
+                    undo_failures.push(
+                        "nftables table veg stays as applied (a batch has no inverse)".to_owned(),
+                    );
+                }
+                warn!(
+                    remaining = remaining.len(),
+                    undone, "the kernel did not converge; undone"
+                );
                 return Err(ApplyError::NotConverged {
                     remaining: remaining.iter().map(ToString::to_string).collect(),
+                    undone,
+                    undo_failures,
                 });
             }
         }
@@ -312,15 +334,17 @@ impl Kernel {
             routes: vec![],
             nft: vec![],
         };
+        let mut undone = 0;
         for change in done.iter().rev() {
             let Some(inverse) = change.inverse() else {
                 continue;
             };
+            undone += 1;
             if let Err(error) = self.make(&inverse, &empty, indexes).await {
                 warn!(change = %inverse, %error, "undo failed");
                 failures.push(format!("{inverse}: {error}"));
             }
         }
-        (done.len(), failures)
+        (undone, failures)
     }
 }
