@@ -70,7 +70,7 @@ pub struct ControllerArgs {
     #[arg(long, env = "VEG_LOG_LEVEL", default_value = "info")]
     log_level: String,
     /// `/metrics`, `/livez`, `/readyz`, `PUT /log-level` (kube source).
-    #[arg(long, env = "VEG_METRICS_ADDRESS", default_value = "0.0.0.0:10660")]
+    #[arg(long, env = "VEG_METRICS_ADDRESS", default_value = "[::]:10660")]
     metrics_address: std::net::SocketAddr,
     /// One writer among replicas, by a Lease (kube source); `false` for a single replica.
     #[arg(long, env = "VEG_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]

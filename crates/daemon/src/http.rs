@@ -125,12 +125,37 @@ impl Endpoint {
     }
 }
 
-/// Binds the listener (separately from serving, so a bad address fails at start-up).
+/// Binds the listener (separately from serving, so a bad address fails at start-up). `[::]`
+/// takes both families (IPV6_V6ONLY off, whatever the node's `bindv6only`), so the kubelet's
+/// probes reach it at the Pod's address in an IPv4, IPv6 or dual-stack cluster; where the
+/// kernel has no IPv6 at all it falls back to `0.0.0.0`.
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| BindError { address, source })
+    let error = |source| BindError { address, source };
+    if address.ip() != std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) {
+        return TcpListener::bind(address).await.map_err(error);
+    }
+    let socket = match socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    ) {
+        Ok(socket) => socket,
+        Err(source) if source.raw_os_error() == Some(EAFNOSUPPORT) => {
+            let v4 = SocketAddr::from(([0, 0, 0, 0], address.port()));
+            return TcpListener::bind(v4).await.map_err(error);
+        }
+        Err(source) => return Err(error(source)),
+    };
+    socket.set_only_v6(false).map_err(error)?;
+    socket.set_reuse_address(true).map_err(error)?;
+    socket.set_nonblocking(true).map_err(error)?;
+    socket.bind(&address.into()).map_err(error)?;
+    socket.listen(1024).map_err(error)?;
+    TcpListener::from_std(socket.into()).map_err(error)
 }
+
+/// EAFNOSUPPORT on Linux: a kernel booted with `ipv6.disable=1`.
+const EAFNOSUPPORT: i32 = 97;
 
 /// Serves until the task is dropped.
 pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
@@ -249,6 +274,22 @@ mod tests {
         );
         endpoint.set_level = Some(set_level);
         (endpoint, levels)
+    }
+
+    /// `[::]` answers on both families: a probe to an IPv4 or an IPv6 Pod address gets in.
+    #[tokio::test]
+    async fn the_unspecified_ipv6_address_listens_on_both_families() -> std::io::Result<()> {
+        let listener = bind("[::]:0".parse().map_err(std::io::Error::other)?)
+            .await
+            .map_err(std::io::Error::other)?;
+        let port = listener.local_addr()?.port();
+        for peer in ["127.0.0.1", "::1"] {
+            let address = SocketAddr::new(peer.parse().map_err(std::io::Error::other)?, port);
+            let (connected, accepted) =
+                tokio::join!(TcpStream::connect(address), listener.accept());
+            assert!(connected.is_ok() && accepted.is_ok(), "{address}");
+        }
+        Ok(())
     }
 
     #[test]

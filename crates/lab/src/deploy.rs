@@ -197,7 +197,7 @@ mod tests {
                 "controller",
                 "--source=kube",
                 "--bfd-mode=native",
-                "--metrics-address=0.0.0.0:10660",
+                "--metrics-address=[::]:10660",
                 "--ovn-honours-bfd-port"
             ]),
             true,
@@ -211,7 +211,7 @@ mod tests {
                 "--output=/lab/decisions",
                 "--poll-ms=100",
                 "--bfd-mode=native",
-                "--metrics-address=0.0.0.0:10660",
+                "--metrics-address=[::]:10660",
                 "--ovn-honours-bfd-port"
             ])
         );

@@ -410,7 +410,7 @@ fn pod_spec(
         "gateway".to_owned(),
         "run".to_owned(),
         "--http".to_owned(),
-        format!("0.0.0.0:{GATEWAY_HTTP_PORT}"),
+        format!("[::]:{GATEWAY_HTTP_PORT}"),
     ];
     if bfd_on {
         run_args.extend(["--bfd-control".to_owned(), socket.clone()]);
@@ -529,7 +529,7 @@ fn bfdd_container(
                 "--control-socket".into(),
                 socket,
                 "--http".into(),
-                format!("0.0.0.0:{BFDD_HTTP_PORT}"),
+                format!("[::]:{BFDD_HTTP_PORT}"),
                 "--log-format".into(),
                 "json".into(),
             ]
