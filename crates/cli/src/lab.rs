@@ -851,6 +851,7 @@ fn get(state: &Path, what: &str, output: Output) -> anyhow::Result<ExitCode> {
                     "NAME".into(),
                     "ROLE".into(),
                     "NODE".into(),
+                    "READY".into(),
                     "STATE".into(),
                     "IPS".into(),
                 ]];
@@ -861,6 +862,7 @@ fn get(state: &Path, what: &str, output: Output) -> anyhow::Result<ExitCode> {
                         name.to_owned(),
                         pod.role.clone(),
                         pod.node.clone(),
+                        format!("{}/{}", pod.ready.0, pod.ready.1),
                         pod.state.clone(),
                         pod.addresses
                             .iter()

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use serde_json::{Value as Json, json};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::command::{ip, run, step, write_json};
 use crate::error::LabError;
 use crate::ovn::{Ovn, record_child};
 use crate::podsecurity::{self, Level};
 use crate::podspec::{self, PodFacts};
+use crate::readiness::{self, ProbeAction, ProbeState, ReadinessProbe};
 use crate::scheduler::{self, NodeView};
 use crate::topology::{LabPod, LabSubnet};
 
@@ -33,6 +34,9 @@ pub struct PodState {
     pub node: String,
     /// Running, Killed, Cut, UplinkCut.
     pub state: String,
+    /// Its containers that are Ready (running, readiness probe passing) and all of them.
+    #[serde(default)]
+    pub ready: (usize, usize),
 }
 
 /// A subnet the kubelet can give addresses from.
@@ -61,6 +65,11 @@ struct RunningPod {
     /// Its node is down: nothing restarts it until the node is back.
     node_down: bool,
     cut: Option<&'static str>,
+    /// Its containers' readiness probes, restarted with the containers.
+    readiness: Vec<ProbeState>,
+    /// Its manifest as last reported, and whether that said Ready.
+    manifest: Json,
+    reported_ready: bool,
 }
 
 /// A Pod no node fits yet (`Pending`, PodScheduled `False`); tried again on every sync.
@@ -101,6 +110,8 @@ pub struct Kubelet {
     node_labels: BTreeMap<String, BTreeMap<String, String>>,
     /// Nodes that crashed: nothing new is scheduled there.
     down_nodes: BTreeSet<String>,
+    /// Each Deployment as last reported (namespace, name): itself, replicas, refusal.
+    deployments: BTreeMap<(String, String), (Json, usize, Option<String>)>,
 }
 
 /// Why a stock cluster would not run a Pod of this template in `namespace`: Pod Security
@@ -202,6 +213,7 @@ impl Kubelet {
             pending: BTreeMap::new(),
             node_labels: BTreeMap::new(),
             down_nodes: BTreeSet::new(),
+            deployments: BTreeMap::new(),
         }
     }
 
@@ -461,7 +473,7 @@ impl Kubelet {
     /// Writes the Deployment as the API server would show it; `refused`: why its ReplicaSet
     /// cannot create Pods (a `ReplicaFailure` condition, reason `FailedCreate`).
     fn report_deployment(
-        &self,
+        &mut self,
         deployment: &Json,
         replicas: usize,
         refused: Option<&str>,
@@ -470,10 +482,14 @@ impl Kubelet {
         let namespace = deployment["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default();
+        self.deployments.insert(
+            (namespace.to_owned(), name.to_owned()),
+            (deployment.clone(), replicas, refused.map(str::to_owned)),
+        );
         let ready = self
             .pods_of(namespace, name)
             .iter()
-            .filter(|pod| self.pods.get(*pod).is_some_and(|p| p.killed.is_none()))
+            .filter(|pod| self.pods.get(*pod).is_some_and(Self::pod_ready))
             .count();
         // As the API server would show it: updated, ready and available replicas.
         let mut reported = deployment.clone();
@@ -496,6 +512,16 @@ impl Kubelet {
         )
     }
 
+    /// Reports every Deployment again (its ready replicas changed).
+    fn report_deployments(&mut self) -> Result<(), LabError> {
+        let reports: Vec<(Json, usize, Option<String>)> =
+            self.deployments.values().cloned().collect();
+        for (deployment, replicas, refused) in reports {
+            self.report_deployment(&deployment, replicas, refused.as_deref())?;
+        }
+        Ok(())
+    }
+
     /// Deletes every Pod of a Deployment the controller removed, and its reported manifest.
     pub fn remove_deployment(&mut self, ovn: &Ovn, deployment: &Json) -> Result<(), LabError> {
         let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
@@ -505,6 +531,8 @@ impl Kubelet {
         for pod in self.pods_of(namespace, name) {
             self.delete_pod(ovn, namespace, &pod)?;
         }
+        self.deployments
+            .remove(&(namespace.to_owned(), name.to_owned()));
         let _ = std::fs::remove_file(
             self.manifests
                 .join(format!("deployment-{namespace}-{name}.yaml")),
@@ -666,6 +694,9 @@ impl Kubelet {
                 killed: None,
                 node_down: false,
                 cut: None,
+                readiness: Vec::new(),
+                manifest: Json::Null,
+                reported_ready: false,
             },
         );
         self.start_containers(pod)?;
@@ -696,29 +727,181 @@ impl Kubelet {
             "spec": {"containers": [], "nodeName": node},
             "status": {"phase": "Running",
                 "podIPs": internal_ips.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
-                "conditions": [{"type": "Ready", "status": "True"}]}
+                "conditions": [{"type": "Ready", "status": "False"}]}
         });
+        if let Some(running) = self.pods.get_mut(pod) {
+            running.manifest = manifest;
+        }
+        // Ready at once when no container has a readiness probe; else when they pass.
+        self.report_pod(pod, true)
+    }
+
+    /// How many of a Pod's containers are Ready, of all of them (`kubectl get pods`' READY).
+    fn containers_ready(running: &RunningPod) -> (usize, usize) {
+        let all = running.template["spec"]["containers"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if running.killed.is_some() {
+            return (0, all);
+        }
+        let failing = running.readiness.iter().filter(|p| !p.ready).count();
+        (all.saturating_sub(failing), all)
+    }
+
+    /// Whether a Pod is Ready: running, and every readiness probe passing.
+    fn pod_ready(running: &RunningPod) -> bool {
+        running.killed.is_none() && running.readiness.iter().all(|probe| probe.ready)
+    }
+
+    /// Writes the Pod's manifest with its Ready condition when it changed (or `always`).
+    fn report_pod(&mut self, pod: &str, always: bool) -> Result<(), LabError> {
+        let Some(running) = self.pods.get_mut(pod) else {
+            return Ok(());
+        };
+        let ready = Self::pod_ready(running);
+        if !always && ready == running.reported_ready {
+            return Ok(());
+        }
+        running.reported_ready = ready;
+        running.manifest["status"]["conditions"] =
+            json!([{"type": "Ready", "status": if ready { "True" } else { "False" }}]);
         write_json(
-            &self.manifests.join(format!("pod-{namespace}-{pod}.yaml")),
-            &manifest,
+            &self
+                .manifests
+                .join(format!("pod-{}-{pod}.yaml", running.namespace)),
+            &running.manifest,
         )
     }
 
-    /// Runs a Pod's init containers to completion, then starts its containers.
-    fn start_containers(&mut self, pod: &str) -> Result<(), LabError> {
+    /// Runs the readiness probes that are due, as a kubelet does, and reports the Pods and
+    /// Deployments whose readiness changed.
+    pub fn probe_readiness(&mut self) -> Result<(), LabError> {
+        let now = Instant::now();
+        let mut changed = false;
+        let names: Vec<String> = self.pods.keys().cloned().collect();
+        for pod in names {
+            let due: Vec<(usize, ReadinessProbe)> = match self.pods.get(&pod) {
+                Some(running) if running.killed.is_none() => running
+                    .readiness
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, state)| state.due(now))
+                    .map(|(index, state)| (index, state.probe.clone()))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for (index, probe) in due {
+                let ok = self.run_probe(&pod, &probe);
+                if let Some(state) = self
+                    .pods
+                    .get_mut(&pod)
+                    .and_then(|running| running.readiness.get_mut(index))
+                    && state.record(ok, Instant::now())
+                {
+                    debug!(pod = %pod, container = %probe.container, ready = state.ready, "readiness changed");
+                }
+            }
+            let before = self.pods.get(&pod).map(|running| running.reported_ready);
+            self.report_pod(&pod, false)?;
+            changed |= before != self.pods.get(&pod).map(|running| running.reported_ready);
+        }
+        if changed {
+            self.report_deployments()?;
+        }
+        Ok(())
+    }
+
+    /// Runs one probe within its timeout: whether it succeeded.
+    fn run_probe(&self, pod: &str, probe: &ReadinessProbe) -> bool {
         let Some(running) = self.pods.get(pod) else {
-            return Ok(());
+            return false;
         };
+        let command = match &probe.action {
+            ProbeAction::Exec(argv) => {
+                let container = running.template["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["name"] == probe.container.as_str())
+                    .cloned()
+                    .unwrap_or(Json::Null);
+                // The lab's only image is veg: its command is the binary.
+                let args = match argv.first().map(String::as_str) {
+                    Some("veg") => &argv[1..],
+                    _ => &argv[..],
+                };
+                self.container_process(pod, &container, args)
+            }
+            ProbeAction::HttpGet { host, port, path } => {
+                // From outside the containers, to the Pod's address, as a kubelet does.
+                let host = host
+                    .clone()
+                    .or_else(|| running.addresses.first().map(ToString::to_string))
+                    .unwrap_or_else(|| "127.0.0.1".to_owned());
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                let mut command = Command::new("ip");
+                command
+                    .args([
+                        "netns",
+                        "exec",
+                        &running.netns,
+                        "curl",
+                        "-sf",
+                        "-o",
+                        "/dev/null",
+                    ])
+                    .arg("-m")
+                    .arg(probe.timeout.as_secs().to_string())
+                    .arg(format!("http://{host}:{port}{path}"));
+                Ok(command)
+            }
+        };
+        let Ok(mut command) = command else {
+            return false;
+        };
+        let Ok(mut child) = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return false;
+        };
+        let deadline = Instant::now() + probe.timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status.success(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// A container's process as a runtime starts it: the `veg` binary with `args` (a
+    /// container path of an emptyDir turned into the Pod's run directory), its environment,
+    /// user, capabilities and mounts.
+    fn container_process(
+        &self,
+        pod: &str,
+        container: &Json,
+        args: &[String],
+    ) -> Result<Command, LabError> {
+        let running = self
+            .pods
+            .get(pod)
+            .ok_or_else(|| step("container")(format!("no Pod {pod}")))?;
         let run_dir = self.run_dir.join(pod);
-        std::fs::create_dir_all(&run_dir).map_err(|e| step("run dir")(e.to_string()))?;
-        // An emptyDir: writable by every container, whatever its user.
-        std::fs::set_permissions(
-            &run_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .map_err(|e| step("run dir")(e.to_string()))?;
         let spec = &running.template["spec"];
-        let netns = running.netns.clone();
         let facts = PodFacts {
             name: pod.to_owned(),
             namespace: running.namespace.clone(),
@@ -744,32 +927,55 @@ impl Kubelet {
         if podspec::uses_api(spec) {
             writable.extend(self.api_paths.iter().cloned());
         }
+        let name = container["name"].as_str().unwrap_or("container");
+        let mut command = container_command(&running.netns, container, spec, &writable);
+        command.arg(&self.veg);
+        // The lab has no container images: a container path of an emptyDir is the Pod's
+        // run directory.
+        let mounts = podspec::empty_dir_mounts(container, spec);
+        for arg in args {
+            let mut arg = arg.clone();
+            for mount in &mounts {
+                arg = arg.replace(mount.as_str(), &run_dir.display().to_string());
+            }
+            command.arg(arg);
+        }
+        let env = podspec::container_env(container, &facts, config_maps).map_err(|reason| {
+            step(&format!("container {name} of {pod}"))(format!(
+                "CreateContainerConfigError: {reason}"
+            ))
+        })?;
+        for (key, mut value) in env {
+            for mount in &mounts {
+                value = value.replace(mount.as_str(), &run_dir.display().to_string());
+            }
+            command.env(key, value);
+        }
+        Ok(command)
+    }
+
+    /// Runs a Pod's init containers to completion, then starts its containers.
+    fn start_containers(&mut self, pod: &str) -> Result<(), LabError> {
+        let Some(running) = self.pods.get(pod) else {
+            return Ok(());
+        };
+        let run_dir = self.run_dir.join(pod);
+        std::fs::create_dir_all(&run_dir).map_err(|e| step("run dir")(e.to_string()))?;
+        // An emptyDir: writable by every container, whatever its user.
+        std::fs::set_permissions(
+            &run_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .map_err(|e| step("run dir")(e.to_string()))?;
+        let spec = running.template["spec"].clone();
         let command = |container: &Json| -> Result<Command, LabError> {
-            let name = container["name"].as_str().unwrap_or("container");
-            let mut command = container_command(&netns, container, spec, &writable);
-            command.arg(&self.veg);
-            // The lab has no container images: a container path of an emptyDir is the Pod's
-            // run directory.
-            let mounts = podspec::empty_dir_mounts(container, spec);
-            for arg in container["args"].as_array().into_iter().flatten() {
-                let mut arg = arg.as_str().unwrap_or_default().to_owned();
-                for mount in &mounts {
-                    arg = arg.replace(mount.as_str(), &run_dir.display().to_string());
-                }
-                command.arg(arg);
-            }
-            let env = podspec::container_env(container, &facts, config_maps).map_err(|reason| {
-                step(&format!("container {name} of {pod}"))(format!(
-                    "CreateContainerConfigError: {reason}"
-                ))
-            })?;
-            for (key, mut value) in env {
-                for mount in &mounts {
-                    value = value.replace(mount.as_str(), &run_dir.display().to_string());
-                }
-                command.env(key, value);
-            }
-            Ok(command)
+            let args: Vec<String> = container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|arg| arg.as_str().unwrap_or_default().to_owned())
+                .collect();
+            self.container_process(pod, container, &args)
         };
         for container in spec["initContainers"].as_array().into_iter().flatten() {
             run(
@@ -796,8 +1002,15 @@ impl Kubelet {
             }
             children.push(child);
         }
+        let probes = readiness::readiness_probes(&spec)
+            .map_err(|reason| step(&format!("readiness probes of {pod}"))(reason))?;
         if let Some(running) = self.pods.get_mut(pod) {
             running.children = children;
+            let started = Instant::now();
+            running.readiness = probes
+                .into_iter()
+                .map(|probe| ProbeState::new(probe, started))
+                .collect();
         }
         Ok(())
     }
@@ -1043,6 +1256,7 @@ impl Kubelet {
                     addresses: running.addresses.clone(),
                     node: running.node.clone(),
                     state: state.into(),
+                    ready: Self::containers_ready(running),
                 },
             )
         });

@@ -457,6 +457,7 @@ impl Lab {
         self.kubelet
             .restart_killed(&self.ovn, self.options.restart_delay)?;
         self.kubelet.retry_pending(&self.ovn)?;
+        self.kubelet.probe_readiness()?;
         for (name, daemon) in self
             .daemons
             .iter_mut()

@@ -599,6 +599,8 @@ impl Lab {
                 addresses: ips.clone(),
                 node: nodes[0].clone(),
                 state: "Running".into(),
+                // A daemon the lab runs itself: no probe.
+                ready: (1, 1),
             },
         );
         Ok(())
@@ -678,6 +680,8 @@ impl Lab {
                 addresses: ips,
                 node,
                 state: "Running".into(),
+                // A network namespace with no process to probe.
+                ready: (1, 1),
             },
         );
         Ok(())
