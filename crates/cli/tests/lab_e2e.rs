@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value as Json;
+use veg_lab::probe::GapProbe;
 use veg_lab::session::BfdMode;
 use veg_lab::{Lab, LabOptions, OvnBuild, OvnInstall, Topology};
+use veg_testkit::recorder::{TableRecorder, strings};
 
 /// How long the lab's node controller lets a dead node keep its Ready condition: 2 s here,
 /// not Kubernetes' 40 s (`--node-monitor-grace-period`), so the node tests stay short; what
@@ -880,25 +882,104 @@ fn dead_instances_are_withdrawn(build: OvnBuild, id: &str) -> Result<()> {
     let _one = lock();
     let mut lab = TestLab::start_on(build, id, V4_MANIFESTS, V4_TOPOLOGY, None)?;
     ready(&mut lab, 2, true)?;
-    let (dead, dead_external) = instance(&lab, "gateway1-0", true).context("gateway1-0")?;
-    let killed = Instant::now();
-    lab.kill("default/gateway1-0")?;
-    lab.wait("gateway1-0 withdrawn", Duration::from_secs(1), |lab| {
-        Ok(!nexthops(lab, true).contains(&dead))
-    })?;
-    eprintln!("kill → nexthop withdrawn in {:?}", killed.elapsed());
-    // The survivor carries on. Once in ~10 full-suite runs its session was seen to blink right
-    // after the kill (cause not pinned down; the lab's userspace datapath on 2 busy cores is the
-    // suspect), so it has up to a second to be the only nexthop.
-    let survivor_ok = lab.wait(
-        "the survivor as the only nexthop",
-        Duration::from_secs(1),
-        |lab| Ok(nexthops(lab, true).len() == 1),
-    );
+    // web-1's UDP flow, probed every 5 ms: the instance carrying it survives, the other dies.
+    let web = lab.netns("default/web-1").context("web-1's namespace")?;
+    let target = *lab
+        .state()
+        .external_addresses
+        .first()
+        .context("no external host")?;
+    let probe = GapProbe::start(lab.state_dir(), &web, target, Duration::from_millis(2500))?;
+    let (survivor, victim) = match instance(&lab, "gateway1-0", true) {
+        Some((_, external)) if external.to_string() == probe.via() => ("gateway1-0", "gateway1-1"),
+        _ => ("gateway1-1", "gateway1-0"),
+    };
+    let (dead, dead_external) = instance(&lab, victim, true).context("the victim")?;
+    let (survivor_internal, survivor_external) =
+        instance(&lab, survivor, true).context("the survivor")?;
     ensure!(
-        survivor_ok.is_ok(),
-        "the other instance must stay: {:?}\n{}",
-        policies(&lab, "ovn-cluster", 29100),
+        survivor_external.to_string() == probe.via(),
+        "web-1's flow is seen as {}, no instance's address",
+        probe.via()
+    );
+    // Every NB write over the window, recorded by OVS's own client: the policies (monitor
+    // mode: the monitor rewrites their nexthops) and OVN's BFD rows (native mode).
+    let record = |table: &str, columns: &[&str]| {
+        TableRecorder::start(
+            &lab.ovn().install().program("ovsdb-client"),
+            &lab.ovn().nb_remote(),
+            "OVN_Northbound",
+            table,
+            columns,
+            &lab.state_dir().join(format!("{id}-{table}.jsonl")),
+        )
+    };
+    let policy_record = record("Logical_Router_Policy", &["priority", "nexthops"])?;
+    let native = !lab.ovn().rows::<veg_ovsdb::nb::Bfd>()?.is_empty();
+    let bfd_record = if native {
+        Some(record("BFD", &["dst_ip", "status"])?)
+    } else {
+        None
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = Instant::now();
+    lab.kill(&format!("default/{victim}"))?;
+    lab.wait(
+        &format!("{victim} withdrawn"),
+        Duration::from_secs(1),
+        |lab| Ok(!nexthops(lab, true).contains(&dead)),
+    )?;
+    eprintln!("kill → nexthop withdrawn in {:?}", killed.elapsed());
+    // The survivor carries on, throughout: its flow never stalls (a withdrawal of it would
+    // stall the flow for at least a detection time), the NB never leaves it out of the
+    // policies, and OVN never reports its BFD row down.
+    let report = probe.finish()?;
+    let policy_states = policy_record.stop()?;
+    let bfd_states = match bfd_record {
+        Some(record) => record.stop()?,
+        None => Vec::new(),
+    };
+    ensure!(
+        report.gap_ms < 150.0 && report.after.as_deref() == Some(&*survivor_external.to_string()),
+        "the survivor's flow (web-1) stalled for {:.0} ms, then went through {:?}\n{}",
+        report.gap_ms,
+        report.after,
+        lab.logs()
+    );
+    eprintln!(
+        "survivor {survivor}: its flow's longest silence {:.1} ms; NB updates recorded: {} policy, {} BFD",
+        report.gap_ms,
+        policy_states.len(),
+        bfd_states.len()
+    );
+    let survivor_hop = survivor_internal.to_string();
+    let left_out: Vec<usize> = policy_states
+        .iter()
+        .enumerate()
+        .filter(|(_, rows)| {
+            !rows.values().any(|row| {
+                row["priority"] == 29100 && strings(&row["nexthops"]).contains(&survivor_hop)
+            })
+        })
+        .map(|(update, _)| update)
+        .collect();
+    ensure!(
+        // Monitor mode withdraws by rewriting the policies: the record holds that write.
+        !policy_states.is_empty() && (native || policy_states.len() >= 2) && left_out.is_empty(),
+        "the NB left the survivor {survivor_hop} out of the 29100 policies at updates {left_out:?} of {}\n{}",
+        policy_states.len(),
+        lab.logs()
+    );
+    let survivor_down = bfd_states.iter().any(|rows| {
+        rows.values().any(|row| {
+            strings(&row["dst_ip"]) == [survivor_hop.clone()]
+                && matches!(strings(&row["status"]).as_slice(), [s] if s == "down" || s == "admin_down")
+        })
+    });
+    ensure!(
+        !native || (bfd_states.len() >= 2 && !survivor_down),
+        "OVN reported the survivor's BFD row down ({} updates)\n{}",
+        bfd_states.len(),
         lab.logs()
     );
     for _ in 0..8 {
@@ -909,22 +990,19 @@ fn dead_instances_are_withdrawn(build: OvnBuild, id: &str) -> Result<()> {
         );
     }
     lab.wait(
-        "the status to show gateway1-0 down",
+        &format!("the status to show {victim} down"),
         Duration::from_secs(5),
         |lab| {
             Ok(lab.status("default", "gateway1")["gateways"]
                 .as_array()
-                .is_some_and(|g| {
-                    g.iter()
-                        .any(|i| i["pod"] == "gateway1-0" && i["bfd"] == "Down")
-                }))
+                .is_some_and(|g| g.iter().any(|i| i["pod"] == victim && i["bfd"] == "Down")))
         },
     )?;
 
     // The last instance loses BFD while its data path still works (its BFD packets dropped
     // in its namespace, both ways): withdrawn, it must carry nothing. A capture on the external network
     // first sees its traffic (the capture works), then none.
-    let (_, last_external) = instance(&lab, "gateway1-1", true).context("gateway1-1")?;
+    let (_, last_external) = instance(&lab, survivor, true).context("the survivor")?;
     let clients = [
         "default/web-1",
         "default/web-2",
@@ -941,8 +1019,8 @@ fn dead_instances_are_withdrawn(build: OvnBuild, id: &str) -> Result<()> {
         "the capture saw nothing of the live instance {last_external}:\n{before}"
     );
     let netns = lab
-        .netns("default/gateway1-1")
-        .context("gateway1-1's namespace")?;
+        .netns(&format!("default/{survivor}"))
+        .context("the survivor's namespace")?;
     let blocked = Command::new("ip")
         .args(["netns", "exec", &netns, "nft"])
         // Both ways: a peer that still heard the instance's Down packets would report the
@@ -955,7 +1033,7 @@ fn dead_instances_are_withdrawn(build: OvnBuild, id: &str) -> Result<()> {
              add rule ip veg_test output udp dport 3784 drop",
         )
         .status()?;
-    ensure!(blocked.success(), "nft in gateway1-1");
+    ensure!(blocked.success(), "nft in {survivor}");
     lab.wait("no nexthop left", Duration::from_secs(2), |lab| {
         Ok(nexthops(lab, true).is_empty())
     })?;

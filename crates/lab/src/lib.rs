@@ -35,6 +35,7 @@ mod kubelet;
 pub mod ovn;
 pub mod podsecurity;
 mod podspec;
+pub mod probe;
 pub mod readiness;
 mod scheduler;
 pub mod session;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -95,33 +95,6 @@ pub(super) fn demo(examples: &Path, data_plane: &super::DataPlaneArgs) -> anyhow
         Err(error) => Err(error),
     }
 }
-
-/// One UDP flow to the echo service, a probe every 5 ms for `argv[3]` s: prints `via <source>`
-/// at the first reply, then one JSON line: the longest silence and the source after it.
-const PROBE: &str = r#"
-import socket, sys, time, json
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.connect((sys.argv[1], int(sys.argv[2]))); s.settimeout(0.005)
-start = time.time(); last = None; gap = 0.0; first = None; after = None; worst_end = None
-while time.time() - start < float(sys.argv[3]):
-    try:
-        s.send(b"probe")
-    except OSError:
-        pass
-    deadline = time.time() + 0.005
-    while time.time() < deadline:
-        try:
-            seen = s.recv(200).split()[0].decode()
-        except OSError:
-            break
-        now = time.time()
-        if first is None:
-            first = seen; print("via " + seen, flush=True)
-        if last is not None and now - last > gap:
-            gap = now - last; after = seen
-        last = now
-print(json.dumps({"gap_ms": gap * 1000, "after": after}), flush=True)
-"#;
 
 /// The live nexthops of the 29100 policy (all instances) of gateway1.
 fn nexthops(lab: &Lab) -> usize {
@@ -243,18 +216,9 @@ fn scenario_failover(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         .external_addresses
         .first()
         .context("no external host")?;
-    std::fs::write(lab.state_dir().join("probe.py"), PROBE)?;
-    let mut probe = Command::new("ip")
-        .args(["netns", "exec", &web, "python3"])
-        .arg(lab.state_dir().join("probe.py"))
-        .args([&target.to_string(), "7777", "3.0"])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
-        probe.stdout.take().context("probe output")?,
-    ));
-    let first = lines.next().transpose()?.unwrap_or_default();
-    let carrier = first.strip_prefix("via ").unwrap_or_default().to_owned();
+    let probe =
+        veg_lab::probe::GapProbe::start(lab.state_dir(), &web, *target, Duration::from_secs(3))?;
+    let carrier = probe.via().to_owned();
     let victim = lab.status("default", "gateway1")["gateways"]
         .as_array()
         .into_iter()
@@ -267,13 +231,11 @@ fn scenario_failover(lab: &mut Lab, say: &dyn Fn(&str)) -> anyhow::Result<()> {
         "{victim} (it carries web-1's UDP flow, seen as {carrier}) dies: processes killed, links cut"
     ));
     lab.kill(&format!("default/{victim}"))?;
-    let report = lines.next().transpose()?.unwrap_or_default();
-    let _ = probe.wait();
-    let report: Json = serde_json::from_str(&report).unwrap_or_default();
+    let report = probe.finish()?;
     println!(
         "  web-1's flow was silent for {:.0} ms, then continued through {}",
-        report["gap_ms"].as_f64().unwrap_or(f64::NAN),
-        report["after"].as_str().unwrap_or("nothing")
+        report.gap_ms,
+        report.after.as_deref().unwrap_or("nothing")
     );
     println!(
         "  live nexthops now: {}",
