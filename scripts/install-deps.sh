@@ -25,6 +25,7 @@ PACKAGES=(
   tcpdump           # the lab e2e tests watch which instance a flow leaves through
   procps            # pgrep/kill in the lab and the tests
   iputils-ping      # ping, used by the README's walk-through
+  stress            # scripts/under-stress.sh: tests repeated with both cores busy
   autoconf automake libtool libssl-dev libcap-ng-dev  # building Kube-OVN's OVN (below)
   xz-utils patch    # unpacking and patching its sources
 )
