@@ -27,7 +27,13 @@ struct Lab {
 
 impl Lab {
     fn new() -> Result<Lab> {
-        let id = format!("vm{}", std::process::id() % 10000);
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        // Per process and per test: the tests of this binary run side by side.
+        let id = format!(
+            "vm{}{}",
+            std::process::id() % 1000,
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let dir = std::env::temp_dir().join(format!("{id}-monitor"));
         std::fs::create_dir_all(&dir)?;
         let mut lab = Lab {
@@ -229,11 +235,10 @@ async fn wait_nexthops(client: &Client, want: &[&str], limit: Duration) -> Resul
     Ok(started.elapsed())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result<()> {
-    if !server::prerequisites() || !support::require("monitor lab", &["/usr/sbin/ip"]) {
-        return Ok(());
-    }
+/// An NB with the router's two monitored policies, as the controller writes them in monitor
+/// mode (candidates and timers) with `nexthops` as a writer left them, and a client watching
+/// it; no lease.
+async fn nb_with_policies(nexthops: &[&str]) -> Result<(server::Servers, String, Client)> {
     let servers = server::Servers::standalone()?;
     let nb = format!("unix:{}", servers.socket(0).display());
     let mut monitor = veg_ovsdb::MonitorSpec::new();
@@ -245,13 +250,14 @@ async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result
         Duration::from_secs(5),
     )
     .await?;
-    // What the controller writes in monitor mode: candidates and timers, no nexthops.
+    let hops = Value::string_set(nexthops.iter().map(|h| (*h).to_owned()));
     let policy = |name: &str, matching: &str| Operation::Insert {
         table: "Logical_Router_Policy".into(),
         row: Row::from([
             ("priority".to_owned(), Value::integer(29100)),
             ("match".to_owned(), Value::string(matching)),
             ("action".to_owned(), Value::string("reroute")),
+            ("nexthops".to_owned(), hops.clone()),
             (
                 "external_ids".to_owned(),
                 Value::string_map([
@@ -289,7 +295,15 @@ async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result
             },
         ])
         .await?;
+    Ok((servers, nb, client))
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result<()> {
+    if !server::prerequisites() || !support::require("monitor lab", &["/usr/sbin/ip"]) {
+        return Ok(());
+    }
+    let (_servers, nb, client) = nb_with_policies(&[]).await?;
     let mut lab = Lab::new()?;
     lab.gateway_bfdd(0)?;
     lab.gateway_bfdd(1)?;
@@ -348,5 +362,54 @@ async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result
     lab.kill("g1")?;
     let took = wait_nexthops(&client, &["198.18.0.12"], Duration::from_secs(3)).await?;
     eprintln!("the new writer removed a crashed instance in {took:?}");
+    Ok(())
+}
+
+/// A monitor that starts (or takes over) before its sessions could come Up must not withdraw
+/// the instances the NB carries: with no lease it writes at once, and a write from an empty
+/// Up set would empty the nexthops and let the 29090 drop blackhole the gateway until the
+/// sessions are Up. Every NB write over the first 4 s is recorded by ovsdb-client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starting_monitor_withdraws_nothing_before_its_sessions_can_be_up() -> Result<()> {
+    if !server::prerequisites() || !support::require("monitor lab", &["/usr/sbin/ip"]) {
+        return Ok(());
+    }
+    let both = ["198.18.0.12", "198.18.0.13"];
+    let (_servers, nb, client) = nb_with_policies(&both).await?;
+    let mut lab = Lab::new()?;
+    lab.gateway_bfdd(0)?;
+    lab.gateway_bfdd(1)?;
+    let record = veg_testkit::recorder::TableRecorder::start(
+        std::path::Path::new("ovsdb-client"),
+        &nb,
+        "OVN_Northbound",
+        "Logical_Router_Policy",
+        &["nexthops"],
+        &lab.dir.join("policies.jsonl"),
+    )?;
+    lab.monitor("a", "ma", "198.18.0.1", &nb)?;
+    client
+        .wait_for(Duration::from_secs(3), |_| lease(&client).starts_with("a/"))
+        .await
+        .with_context(|| format!("monitor a took no lease:\n{}", lab.log("a")))?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let states = record.stop()?;
+    let want: BTreeSet<String> = both.iter().map(|h| (*h).to_owned()).collect();
+    let short: Vec<String> = states
+        .iter()
+        .flat_map(|rows| rows.values())
+        .map(|row| veg_testkit::recorder::strings(&row["nexthops"]))
+        .filter(|hops| hops.iter().cloned().collect::<BTreeSet<_>>() != want)
+        .map(|hops| hops.join(","))
+        .collect();
+    ensure!(
+        !states.is_empty() && short.is_empty(),
+        "a starting monitor withdrew live instances: {short:?} in {} updates\n{}",
+        states.len(),
+        lab.log("a")
+    );
+    // And it judges for real once its sessions had their time: a dead instance goes.
+    lab.kill("g1")?;
+    wait_nexthops(&client, &["198.18.0.12"], Duration::from_secs(2)).await?;
     Ok(())
 }

@@ -68,18 +68,27 @@ pub fn wanted_sessions(watched: &BTreeMap<String, Watched>) -> BTreeMap<IpAddr, 
     out
 }
 
-/// The nexthop writes that make every policy point at its Up candidates.
+/// The nexthop writes that make every policy point at its Up candidates. A candidate in
+/// `unjudged` (its session not yet given the time to come up, e.g. just after this monitor
+/// started or took over) stays as the policy has it: withdrawing it before its session could
+/// say anything would blackhole a healthy instance.
 pub fn nexthop_updates(
     watched: &BTreeMap<String, Watched>,
     up: &BTreeSet<IpAddr>,
+    unjudged: &BTreeSet<IpAddr>,
 ) -> Vec<(String, BTreeSet<String>)> {
     watched
         .iter()
         .filter_map(|(uuid, policy)| {
             let want: BTreeSet<String> = policy
                 .candidates
-                .intersection(up)
-                .map(ToString::to_string)
+                .iter()
+                .map(|candidate| (candidate, candidate.to_string()))
+                .filter(|(candidate, hop)| {
+                    up.contains(*candidate)
+                        || (unjudged.contains(*candidate) && policy.nexthops.contains(hop))
+                })
+                .map(|(_, hop)| hop)
                 .collect();
             (want != policy.nexthops).then(|| (uuid.clone(), want))
         })
@@ -131,11 +140,11 @@ mod tests {
             Some("100/100/3".to_owned())
         );
         // Nothing Up: p2 loses its nexthop, p1 (already empty) is left alone.
-        let none = nexthop_updates(&watched, &BTreeSet::new());
+        let none = nexthop_updates(&watched, &BTreeSet::new(), &BTreeSet::new());
         assert_eq!(none, [("p2".to_owned(), BTreeSet::new())]);
         // .13 Up: both point at it only.
         let up = BTreeSet::from([ip("198.18.0.13")]);
-        let writes = nexthop_updates(&watched, &up);
+        let writes = nexthop_updates(&watched, &up, &BTreeSet::new());
         assert_eq!(writes.len(), 2);
         assert!(
             writes
@@ -145,8 +154,17 @@ mod tests {
         // A non-candidate Up changes nothing.
         let stranger = BTreeSet::from([ip("198.18.0.12"), ip("198.18.0.99")]);
         assert_eq!(
-            nexthop_updates(&watched, &stranger),
+            nexthop_updates(&watched, &stranger, &BTreeSet::new()),
             [("p1".to_owned(), BTreeSet::from(["198.18.0.12".to_owned()]))]
+        );
+        // A session not judged yet: p2's nexthop .12 stays while nothing is Up, and is not
+        // added to p1 where it is not one.
+        let unjudged = BTreeSet::from([ip("198.18.0.12")]);
+        assert!(nexthop_updates(&watched, &BTreeSet::new(), &unjudged).is_empty());
+        // Judged and still not Up: withdrawn.
+        assert_eq!(
+            nexthop_updates(&watched, &BTreeSet::new(), &BTreeSet::new()),
+            [("p2".to_owned(), BTreeSet::new())]
         );
     }
 }

@@ -51,11 +51,18 @@ pub fn monitor_spec() -> MonitorSpec {
     ])
 }
 
+/// How long a new session gets to come Up before its peer counts as down: the detection time
+/// at the slow rate a session starts with (1 s × 3), so a live peer is Up well within it.
+const FIRST_VERDICT: Duration = Duration::from_secs(3);
+
 struct Monitor {
     config: MonitorConfig,
     nb: Client,
     sessions: BTreeMap<IpAddr, MonitorTimers>,
     up: BTreeSet<IpAddr>,
+    /// Sessions that have not been Up yet, with when they were added: until
+    /// [`FIRST_VERDICT`] has passed, their peers' nexthops are left as they are.
+    unjudged: BTreeMap<IpAddr, Instant>,
     lease: Lease,
     /// When the oldest change not yet written was seen (for the logged reaction time).
     pending_since: Option<Instant>,
@@ -101,6 +108,7 @@ pub async fn run(
         nb,
         sessions: BTreeMap::new(),
         up: BTreeSet::new(),
+        unjudged: BTreeMap::new(),
         pending_since: None,
     };
     let mut changes = monitor.nb.subscribe();
@@ -130,6 +138,9 @@ pub async fn run(
             Some(event) = events.recv() => {
                 let peer = event.peer;
                 let now_up = event.transition.new == State::Up;
+                if now_up {
+                    monitor.unjudged.remove(&peer);
+                }
                 let changed = if now_up { monitor.up.insert(peer) } else { monitor.up.remove(&peer) };
                 if changed {
                     info!(%peer, old = event.transition.old.as_str(), new = event.transition.new.as_str(),
@@ -260,6 +271,9 @@ impl Monitor {
                 }
                 Ok(_) => {
                     info!(%peer, timers = %timers.encode(), "BFD session to a candidate");
+                    if !self.sessions.contains_key(peer) {
+                        self.unjudged.insert(*peer, Instant::now());
+                    }
                     self.sessions.insert(*peer, *timers);
                 }
                 Err(error) => warn!(%peer, %error, "BFD daemon unreachable"),
@@ -278,6 +292,7 @@ impl Monitor {
             {
                 self.sessions.remove(&peer);
                 self.up.remove(&peer);
+                self.unjudged.remove(&peer);
                 info!(%peer, "no longer a candidate");
             }
         }
@@ -287,7 +302,23 @@ impl Monitor {
         if !self.lease.held() {
             return;
         }
-        let updates = nexthop_updates(&watched(&self.nb.replica(), &self.config.router), &self.up);
+        self.unjudged
+            .retain(|_, added| added.elapsed() < FIRST_VERDICT);
+        let watched = watched(&self.nb.replica(), &self.config.router);
+        // Not judged yet: sessions younger than FIRST_VERDICT, and candidates with no session
+        // yet at all (the first lease tick can come before the first NB update is read).
+        let unjudged: BTreeSet<IpAddr> = self
+            .unjudged
+            .keys()
+            .copied()
+            .chain(
+                watched
+                    .values()
+                    .flat_map(|policy| policy.candidates.iter().copied())
+                    .filter(|candidate| !self.sessions.contains_key(candidate)),
+            )
+            .collect();
+        let updates = nexthop_updates(&watched, &self.up, &unjudged);
         if updates.is_empty() {
             self.pending_since = None;
             return;
