@@ -175,20 +175,45 @@ impl Monitor {
         self.lease.observe(value, Instant::now());
     }
 
-    /// The `wait` that proves the lease is still as seen, and the UUID of the NB_Global row.
+    /// The `wait` that proves the lease is still what this monitor last saw (not what its
+    /// replica holds now: a writer frozen while another took over wakes with a replica that
+    /// already has the new lease but a lease view that says it still writes), and the UUID of
+    /// the NB_Global row.
     fn lease_guard(&self) -> Option<(Operation, String)> {
         let global = self.nb.replica().rows::<NbGlobal>().next()?;
-        let external_ids = Value::string_map(global.external_ids);
-        Some((
-            Operation::Wait {
+        let key = lease_key(&self.config.router);
+        let wait = match self.lease.seen() {
+            // The row still carries the seen value under the key.
+            Some(seen) => Operation::Wait {
                 table: NbGlobal::TABLE.into(),
-                conditions: vec![Condition::uuid(global.uuid.as_str())],
-                columns: vec!["external_ids".into()],
+                conditions: vec![
+                    Condition::uuid(global.uuid.as_str()),
+                    Condition::includes("external_ids", Value::string_map([(key.as_str(), seen)])),
+                ],
+                columns: vec!["_uuid".into()],
                 until: "==",
-                rows: vec![Row::from([("external_ids".to_owned(), external_ids)])],
+                rows: vec![Row::from([(
+                    "_uuid".to_owned(),
+                    Value::uuid(global.uuid.as_str()),
+                )])],
             },
-            global.uuid,
-        ))
+            // No lease seen: the key is still absent.
+            None => {
+                let mut external_ids = global.external_ids;
+                external_ids.remove(&key);
+                Operation::Wait {
+                    table: NbGlobal::TABLE.into(),
+                    conditions: vec![Condition::uuid(global.uuid.as_str())],
+                    columns: vec!["external_ids".into()],
+                    until: "==",
+                    rows: vec![Row::from([(
+                        "external_ids".to_owned(),
+                        Value::string_map(external_ids),
+                    )])],
+                }
+            }
+        };
+        Some((wait, global.uuid))
     }
 
     async fn renew_lease(&mut self) {
