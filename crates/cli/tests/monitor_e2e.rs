@@ -170,6 +170,16 @@ impl Lab {
         Ok(())
     }
 
+    /// SIGSTOP or SIGCONT: a writer frozen (a long pause, a starved process) and woken.
+    fn signal(&self, name: &str, signal: &str) -> Result<()> {
+        let (_, child) = self
+            .children
+            .iter()
+            .find(|(n, _)| n == name)
+            .with_context(|| format!("no process {name}"))?;
+        run("kill", &[&format!("-{signal}"), &child.id().to_string()])
+    }
+
     fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
@@ -320,9 +330,16 @@ async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result
         "lease {holder:?}"
     );
 
-    // A gateway's bfdd crashes: detection (300 ms) + one transaction.
+    // A gateway's bfdd crashes: detection (300 ms) + one transaction. Not in the first
+    // milliseconds after Up: until the peer's first packet at its configured rate arrives (it
+    // goes out at once on Up), the detection time is still 3 × its slow-start 1 s — a kill in
+    // that window was seen to take 3 s, here and in the all-down step.
+    let settle = || tokio::time::sleep(Duration::from_millis(200));
+    settle().await;
     lab.kill("g0")?;
-    let took = wait_nexthops(&client, &["198.18.0.13"], Duration::from_secs(2)).await?;
+    let took = wait_nexthops(&client, &["198.18.0.13"], Duration::from_secs(2))
+        .await
+        .with_context(|| format!("monitor a:\n{}\nmonitor b:\n{}", lab.log("a"), lab.log("b")))?;
     eprintln!("crashed instance removed in {took:?}");
     ensure!(took < Duration::from_millis(1500), "removal took {took:?}");
     lab.gateway_bfdd(0)?;
@@ -330,9 +347,12 @@ async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result
     eprintln!("restarted instance added back in {took:?}");
 
     // Every instance gone: empty nexthops (the 29090 drop would catch the traffic).
+    settle().await;
     lab.kill("g0")?;
     lab.kill("g1")?;
-    wait_nexthops(&client, &[], Duration::from_secs(2)).await?;
+    wait_nexthops(&client, &[], Duration::from_secs(2))
+        .await
+        .with_context(|| format!("monitor a:\n{}\nmonitor b:\n{}", lab.log("a"), lab.log("b")))?;
     lab.gateway_bfdd(0)?;
     lab.gateway_bfdd(1)?;
     wait_nexthops(&client, &both, Duration::from_secs(5)).await?;
@@ -411,5 +431,71 @@ async fn a_starting_monitor_withdraws_nothing_before_its_sessions_can_be_up() ->
     // And it judges for real once its sessions had their time: a dead instance goes.
     lab.kill("g1")?;
     wait_nexthops(&client, &["198.18.0.12"], Duration::from_secs(2)).await?;
+    Ok(())
+}
+
+/// A writer frozen long enough for the standby to take the lease wakes up believing it still
+/// writes, and with every session timed out in its eyes: its write must be refused by the
+/// lease guard, so the NB keeps what the new writer wrote. Every NB write is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_writer_that_wakes_up_writes_nothing() -> Result<()> {
+    if !server::prerequisites() || !support::require("monitor lab", &["/usr/sbin/ip"]) {
+        return Ok(());
+    }
+    let (_servers, nb, client) = nb_with_policies(&[]).await?;
+    let mut lab = Lab::new()?;
+    lab.gateway_bfdd(0)?;
+    lab.gateway_bfdd(1)?;
+    lab.monitor("a", "ma", "198.18.0.1", &nb)?;
+    let both = ["198.18.0.12", "198.18.0.13"];
+    wait_nexthops(&client, &both, Duration::from_secs(10)).await?;
+    // b starts once a holds the lease: a is the writer.
+    lab.monitor("b", "mb", "198.18.0.2", &nb)?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ensure!(
+        lease(&client).starts_with("a/"),
+        "lease {:?}",
+        lease(&client)
+    );
+    lab.signal("a", "STOP")?;
+    client
+        .wait_for(Duration::from_secs(5), |_| lease(&client).starts_with("b/"))
+        .await
+        .with_context(|| format!("b did not take over:\n{}", lab.log("b")))?;
+    lab.kill("g1")?;
+    wait_nexthops(&client, &["198.18.0.12"], Duration::from_secs(3)).await?;
+    let record = veg_testkit::recorder::TableRecorder::start(
+        std::path::Path::new("ovsdb-client"),
+        &nb,
+        "OVN_Northbound",
+        "Logical_Router_Policy",
+        &["nexthops"],
+        &lab.dir.join("policies.jsonl"),
+    )?;
+    // a wakes: its sessions expired while it was frozen, and it still thinks it writes.
+    lab.signal("a", "CONT")?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let states = record.stop()?;
+    let written: Vec<String> = states
+        .iter()
+        .flat_map(|rows| rows.values())
+        .map(|row| veg_testkit::recorder::strings(&row["nexthops"]).join(","))
+        .filter(|hops| hops != "198.18.0.12")
+        .collect();
+    let log = lab.log("a");
+    ensure!(
+        !states.is_empty() && written.is_empty(),
+        "the deposed writer changed the NB: {written:?}\n{log}"
+    );
+    // Whether it tried before it read the new lease depends on which of its wake-ups comes
+    // first; either way nothing of its reached the NB.
+    eprintln!(
+        "the deposed writer's write was {}",
+        if log.contains("nexthop write failed") {
+            "refused by the guard"
+        } else {
+            "not attempted (it read the new lease first)"
+        }
+    );
     Ok(())
 }
