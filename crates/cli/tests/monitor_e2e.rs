@@ -18,6 +18,10 @@ use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Row, Value};
 
 const GATEWAYS: [&str; 2] = ["198.18.0.12", "198.18.0.13"];
 
+fn prerequisites() -> bool {
+    server::prerequisites() && support::require("monitor lab", &["/usr/sbin/ip"])
+}
+
 struct Lab {
     id: String,
     dir: std::path::PathBuf,
@@ -84,6 +88,26 @@ impl Lab {
             run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
         }
         Ok(lab)
+    }
+
+    /// The lab with both gateways' bfdd running.
+    fn with_gateways() -> Result<Lab> {
+        let mut lab = Lab::new()?;
+        lab.gateway_bfdd(0)?;
+        lab.gateway_bfdd(1)?;
+        Ok(lab)
+    }
+
+    /// Every write to the policies' nexthops from now on, recorded by ovsdb-client.
+    fn record_policies(&self, nb: &str) -> Result<veg_testkit::recorder::TableRecorder> {
+        veg_testkit::recorder::TableRecorder::start(
+            std::path::Path::new("ovsdb-client"),
+            nb,
+            "OVN_Northbound",
+            "Logical_Router_Policy",
+            &["nexthops"],
+            &self.dir.join("policies.jsonl"),
+        )
     }
 
     fn ns(&self, role: &str) -> String {
@@ -310,13 +334,11 @@ async fn nb_with_policies(nexthops: &[&str]) -> Result<(server::Servers, String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result<()> {
-    if !server::prerequisites() || !support::require("monitor lab", &["/usr/sbin/ip"]) {
+    if !prerequisites() {
         return Ok(());
     }
     let (_servers, nb, client) = nb_with_policies(&[]).await?;
-    let mut lab = Lab::new()?;
-    lab.gateway_bfdd(0)?;
-    lab.gateway_bfdd(1)?;
+    let mut lab = Lab::with_gateways()?;
     lab.monitor("a", "ma", "198.18.0.1", &nb)?;
     lab.monitor("b", "mb", "198.18.0.2", &nb)?;
     let both = ["198.18.0.12", "198.18.0.13"];
@@ -391,22 +413,13 @@ async fn monitors_keep_nexthops_to_the_instances_whose_session_is_up() -> Result
 /// sessions are Up. Every NB write over the first 4 s is recorded by ovsdb-client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_starting_monitor_withdraws_nothing_before_its_sessions_can_be_up() -> Result<()> {
-    if !server::prerequisites() || !support::require("monitor lab", &["/usr/sbin/ip"]) {
+    if !prerequisites() {
         return Ok(());
     }
     let both = ["198.18.0.12", "198.18.0.13"];
     let (_servers, nb, client) = nb_with_policies(&both).await?;
-    let mut lab = Lab::new()?;
-    lab.gateway_bfdd(0)?;
-    lab.gateway_bfdd(1)?;
-    let record = veg_testkit::recorder::TableRecorder::start(
-        std::path::Path::new("ovsdb-client"),
-        &nb,
-        "OVN_Northbound",
-        "Logical_Router_Policy",
-        &["nexthops"],
-        &lab.dir.join("policies.jsonl"),
-    )?;
+    let mut lab = Lab::with_gateways()?;
+    let record = lab.record_policies(&nb)?;
     lab.monitor("a", "ma", "198.18.0.1", &nb)?;
     client
         .wait_for(Duration::from_secs(3), |_| lease(&client).starts_with("a/"))
@@ -439,13 +452,11 @@ async fn a_starting_monitor_withdraws_nothing_before_its_sessions_can_be_up() ->
 /// lease guard, so the NB keeps what the new writer wrote. Every NB write is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deposed_writer_that_wakes_up_writes_nothing() -> Result<()> {
-    if !server::prerequisites() || !support::require("monitor lab", &["/usr/sbin/ip"]) {
+    if !prerequisites() {
         return Ok(());
     }
     let (_servers, nb, client) = nb_with_policies(&[]).await?;
-    let mut lab = Lab::new()?;
-    lab.gateway_bfdd(0)?;
-    lab.gateway_bfdd(1)?;
+    let mut lab = Lab::with_gateways()?;
     lab.monitor("a", "ma", "198.18.0.1", &nb)?;
     let both = ["198.18.0.12", "198.18.0.13"];
     wait_nexthops(&client, &both, Duration::from_secs(10)).await?;
@@ -464,14 +475,7 @@ async fn a_deposed_writer_that_wakes_up_writes_nothing() -> Result<()> {
         .with_context(|| format!("b did not take over:\n{}", lab.log("b")))?;
     lab.kill("g1")?;
     wait_nexthops(&client, &["198.18.0.12"], Duration::from_secs(3)).await?;
-    let record = veg_testkit::recorder::TableRecorder::start(
-        std::path::Path::new("ovsdb-client"),
-        &nb,
-        "OVN_Northbound",
-        "Logical_Router_Policy",
-        &["nexthops"],
-        &lab.dir.join("policies.jsonl"),
-    )?;
+    let record = lab.record_policies(&nb)?;
     // a wakes: its sessions expired while it was frozen, and it still thinks it writes.
     lab.signal("a", "CONT")?;
     tokio::time::sleep(Duration::from_secs(3)).await;
