@@ -22,6 +22,8 @@ pub struct Recorded {
     pub query: String,
     /// The JSON body (`Null` when none).
     pub body: Value,
+    /// When the server received it.
+    pub at: std::time::Instant,
 }
 
 /// What the server holds.
@@ -31,6 +33,9 @@ pub struct State {
     pub objects: BTreeMap<String, Value>,
     /// Every request, in order.
     pub requests: Vec<Recorded>,
+    /// The server stops answering (requests are recorded and left hanging, as behind a
+    /// partition): the test for a leader cut off from the API.
+    pub silent: bool,
     version: u64,
 }
 
@@ -221,7 +226,10 @@ pub fn server() -> (Client, Arc<Mutex<State>>) {
     let state = Arc::new(Mutex::new(State::default()));
     let shared = state.clone();
     tokio::spawn(async move {
+        // Requests left unanswered while silent; dropping one would fail it instead.
+        let mut hanging = Vec::new();
         while let Some((request, send)) = handle.next_request().await {
+            let at = std::time::Instant::now();
             let metadata_only = request
                 .headers()
                 .get("accept")
@@ -249,8 +257,14 @@ pub fn server() -> (Client, Arc<Mutex<State>>) {
                 path,
                 query,
                 body,
+                at,
             };
             let (code, reply) = match shared.lock() {
+                Ok(mut state) if state.silent => {
+                    state.requests.push(recorded);
+                    hanging.push(send);
+                    continue;
+                }
                 Ok(mut state) => {
                     let reply = answer(&mut state, &recorded, metadata_only);
                     state.requests.push(recorded);

@@ -162,13 +162,37 @@ pub async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kub
 }
 
 /// Runs the election until the task is dropped; `leader` follows whether we hold the Lease.
+///
+/// No attempt outlives the renew deadline: an API server that stops answering (a request
+/// hangs, it does not fail) must not keep a leader writing. The deadline counts from the
+/// start of the last successful renewal, since the Lease records that time as renewed.
 pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool>) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let mut renewed: Option<Instant> = None;
     loop {
-        match attempt(&api, &config).await {
+        if renewed.is_some_and(|at| at.elapsed() >= config.renew_deadline) {
+            if *leader.borrow() {
+                warn!(lease = %config.name, "renew deadline passed: writes stopped");
+            }
+            // The next attempt gets a full deadline of its own to take the Lease back.
+            renewed = None;
+            leader.send_replace(false);
+        }
+        let started = Instant::now();
+        let deadline = renewed.map(|at| at + config.renew_deadline);
+        let limit = deadline.map_or(config.renew_deadline, |end| {
+            end.saturating_duration_since(started)
+        });
+        let outcome = match tokio::time::timeout(limit, attempt(&api, &config)).await {
+            Ok(result) => result.map_err(|error| error.to_string()),
+            Err(_) => Err(format!(
+                "the API server did not answer within {} ms",
+                limit.as_millis()
+            )),
+        };
+        match outcome {
             Ok(true) => {
-                renewed = Some(Instant::now());
+                renewed = Some(started);
                 if !*leader.borrow() {
                     info!(lease = %config.name, identity = %config.identity, "took the lease: writing");
                 }
@@ -181,17 +205,16 @@ pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool
                 renewed = None;
                 leader.send_replace(false);
             }
-            Err(error) => {
-                warn!(lease = %config.name, %error, "lease not renewed");
-                if renewed.is_none_or(|at| at.elapsed() >= config.renew_deadline) {
-                    if *leader.borrow() {
-                        warn!(lease = %config.name, "renew deadline passed: writes stopped");
-                    }
-                    leader.send_replace(false);
-                }
-            }
+            // Still leading until the deadline, checked at the top of the loop.
+            Err(error) => warn!(lease = %config.name, %error, "lease not renewed"),
         }
-        tokio::time::sleep(config.retry).await;
+        // A pause never runs past the deadline, so a leader stops writing on time.
+        let pause = renewed.map_or(config.retry, |at| {
+            config
+                .retry
+                .min((at + config.renew_deadline).saturating_duration_since(Instant::now()))
+        });
+        tokio::time::sleep(pause).await;
     }
 }
 

@@ -2,7 +2,8 @@
 //! apply (field manager `veg-controller`, forced: the controller owns those fields), events
 //! through the events.k8s.io recorder, merge patches for a VPC's `status.bfdPort` and a Pod's
 //! deletion cost, and the finalizer guarded by the object's resourceVersion. Nothing is
-//! written while this replica does not hold the lease.
+//! written while this replica does not hold the lease, and a request still unanswered when
+//! the lease is lost is abandoned then (it no longer waits on a silent API server).
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
@@ -54,6 +55,20 @@ impl KubeOutputs {
         }
     }
 
+    /// Sends `request` only while leading, and gives up on it when leadership ends first.
+    async fn while_leading<T>(
+        &self,
+        request: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, OutputError> {
+        self.leading()?;
+        let mut leader = self.leader.clone();
+        tokio::select! {
+            biased;
+            _ = leader.wait_for(|leading| !*leading) => Err(OutputError::NotLeader),
+            result = request => Ok(result?),
+        }
+    }
+
     fn apply_params() -> PatchParams {
         PatchParams::apply(FIELD_MANAGER).force()
     }
@@ -65,17 +80,15 @@ impl Outputs for KubeOutputs {
     }
 
     async fn apply_deployment(&self, deployment: &Deployment) -> Result<(), OutputError> {
-        self.leading()?;
         let namespace = deployment.metadata.namespace.clone().unwrap_or_default();
         let name = deployment.metadata.name.clone().unwrap_or_default();
         let mut body = serde_json::to_value(deployment).map_err(OutputError::Encode)?;
         body["apiVersion"] = json!("apps/v1");
         body["kind"] = json!("Deployment");
-        Api::<Deployment>::namespaced(self.client.clone(), &namespace)
-            .patch(&name, &Self::apply_params(), &Patch::Apply(body))
+        let api = Api::<Deployment>::namespaced(self.client.clone(), &namespace);
+        self.while_leading(api.patch(&name, &Self::apply_params(), &Patch::Apply(body)))
             .await
-            .map(|_| ())?;
-        Ok(())
+            .map(|_| ())
     }
 
     async fn patch_status(
@@ -84,7 +97,6 @@ impl Outputs for KubeOutputs {
         name: &str,
         status: &VpcEgressGatewayStatus,
     ) -> Result<(), OutputError> {
-        self.leading()?;
         // `phase` and `conditions` always go: the schema requires them.
         let mut status = serde_json::to_value(status).map_err(OutputError::Encode)?;
         if status.get("conditions").is_none() {
@@ -95,11 +107,10 @@ impl Outputs for KubeOutputs {
             "kind": names::KIND,
             "status": status,
         });
-        Api::<VpcEgressGateway>::namespaced(self.client.clone(), namespace)
-            .patch_status(name, &Self::apply_params(), &Patch::Apply(body))
+        let api = Api::<VpcEgressGateway>::namespaced(self.client.clone(), namespace);
+        self.while_leading(api.patch_status(name, &Self::apply_params(), &Patch::Apply(body)))
             .await
-            .map(|_| ())?;
-        Ok(())
+            .map(|_| ())
     }
 
     async fn event(&self, namespace: &str, name: &str, event: &Event) {
@@ -114,8 +125,7 @@ impl Outputs for KubeOutputs {
             ..ObjectReference::default()
         };
         let published = self
-            .recorder
-            .publish(
+            .while_leading(self.recorder.publish(
                 &KubeEvent {
                     type_: if event.type_ == "Warning" {
                         EventType::Warning
@@ -128,7 +138,7 @@ impl Outputs for KubeOutputs {
                     secondary: None,
                 },
                 &reference,
-            )
+            ))
             .await;
         if let Err(error) = published {
             warn!(gateway = %format!("{namespace}/{name}"), %error, "event not recorded");
@@ -140,13 +150,11 @@ impl Outputs for KubeOutputs {
         vpc: &str,
         status: Option<&BfdPortStatus>,
     ) -> Result<(), OutputError> {
-        self.leading()?;
         let body = json!({"status": {"bfdPort": status}});
-        Api::<Vpc>::all(self.client.clone())
-            .patch_status(vpc, &PatchParams::default(), &Patch::Merge(body))
+        let api = Api::<Vpc>::all(self.client.clone());
+        self.while_leading(api.patch_status(vpc, &PatchParams::default(), &Patch::Merge(body)))
             .await
-            .map(|_| ())?;
-        Ok(())
+            .map(|_| ())
     }
 
     async fn annotate_pod(
@@ -156,13 +164,11 @@ impl Outputs for KubeOutputs {
         key: &str,
         value: &str,
     ) -> Result<(), OutputError> {
-        self.leading()?;
         let body = json!({"metadata": {"annotations": {key: value}}});
-        Api::<Pod>::namespaced(self.client.clone(), namespace)
-            .patch(pod, &PatchParams::default(), &Patch::Merge(body))
+        let api = Api::<Pod>::namespaced(self.client.clone(), namespace);
+        self.while_leading(api.patch(pod, &PatchParams::default(), &Patch::Merge(body)))
             .await
-            .map(|_| ())?;
-        Ok(())
+            .map(|_| ())
     }
 
     async fn add_finalizer(&self, gateway: &VpcEgressGateway) -> Result<(), OutputError> {
@@ -192,17 +198,15 @@ impl KubeOutputs {
         gateway: &VpcEgressGateway,
         finalizers: Vec<String>,
     ) -> Result<(), OutputError> {
-        self.leading()?;
         let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
         let name = gateway.metadata.name.clone().unwrap_or_default();
         let body = json!({"metadata": {
             "finalizers": finalizers,
             "resourceVersion": gateway.metadata.resource_version,
         }});
-        Api::<VpcEgressGateway>::namespaced(self.client.clone(), &namespace)
-            .patch(&name, &PatchParams::default(), &Patch::Merge(body))
+        let api = Api::<VpcEgressGateway>::namespaced(self.client.clone(), &namespace);
+        self.while_leading(api.patch(&name, &PatchParams::default(), &Patch::Merge(body)))
             .await
-            .map(|_| ())?;
-        Ok(())
+            .map(|_| ())
     }
 }

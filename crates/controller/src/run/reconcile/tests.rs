@@ -712,3 +712,71 @@ async fn ovn_bfd_status_becomes_the_instance_state() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Leadership ends in the middle of a pass, while its first write waits on an API server that
+/// stopped answering: the write is abandoned, the pass ends fenced, and nothing of it reaches
+/// the NB afterwards (the pass's NB transaction comes after that write).
+#[tokio::test]
+async fn a_pass_that_loses_leadership_midway_writes_nothing_after() -> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = test_nb().await?;
+    let (api, state) = crate::adapters::kube::fake::server();
+    let (leader, leading) = tokio::sync::watch::channel(true);
+    let outputs = crate::adapters::kube::KubeOutputs::new(api, "veg-0", leading);
+    let reconciler = Reconciler::new(client.clone(), outputs, BfdMode::Native, "veg:test");
+    let mut snapshot = cluster();
+    snapshot.put_gateway(gateway(base_spec()));
+    for (pod, node, ip, external) in [
+        ("gw-a", "worker1", "198.18.0.12", "198.51.100.11"),
+        ("gw-b", "worker2", "198.18.0.13", "198.51.100.12"),
+    ] {
+        snapshot.put_pod(instance(pod, node, ip, Some(external), true));
+    }
+    if let Ok(mut state) = state.lock() {
+        state.silent = true;
+    }
+    let pass = async {
+        let result = tokio::time::timeout(
+            Duration::from_secs(5),
+            reconciler.reconcile(&snapshot, "default", "gateway1", &at(100)),
+        )
+        .await;
+        (result, std::time::Instant::now())
+    };
+    // Once the pass waits on its first API write, leadership ends.
+    let cut = async {
+        loop {
+            if state.lock().is_ok_and(|s| !s.requests.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        leader.send_replace(false);
+        std::time::Instant::now()
+    };
+    let ((result, ended), lost) = tokio::join!(pass, cut);
+    let result =
+        result.map_err(|_| anyhow::anyhow!("the pass still waits on the silent server"))?;
+    anyhow::ensure!(
+        ended >= lost,
+        "the pass did not wait on the silent server: {result:?}"
+    );
+    anyhow::ensure!(
+        result
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("not the leader")),
+        "{result:?}"
+    );
+    // Give a stray write time to land, then look: the NB holds none of the gateway's rows.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    anyhow::ensure!(policy_count(&client) == 0, "the NB was written");
+    let writes = state.lock().map(|s| s.writes().len()).unwrap_or(usize::MAX);
+    anyhow::ensure!(
+        writes == 1,
+        "{writes} API writes, expected the one abandoned"
+    );
+    Ok(())
+}

@@ -131,3 +131,121 @@ async fn two_contenders_one_writer_then_a_takeover() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The API server goes silent while the leader writes (requests hang; nothing fails, as
+/// behind a partition). At the renew deadline the leader stops: its flag drops, the write
+/// waiting on the silent server is abandoned, no write request reaches the server after that,
+/// and all of it before the Lease could expire for the other replicas.
+#[tokio::test]
+async fn a_leader_cut_off_by_a_silent_api_server_stops_writing_at_the_renew_deadline()
+-> anyhow::Result<()> {
+    use std::time::Instant;
+    let (client, state) = fake::server();
+    let config = LeaseConfig {
+        duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(1),
+        ..config("a")
+    };
+    let (tx, rx) = watch::channel(false);
+    let election = tokio::spawn(run(client.clone(), config.clone(), tx));
+    let mut leading = rx.clone();
+    tokio::time::timeout(Duration::from_secs(3), leading.wait_for(|l| *l))
+        .await
+        .map_err(|_| anyhow::anyhow!("no leader within 3 s"))??;
+    if let Ok(mut state) = state.lock() {
+        state.objects.insert(
+            "/api/v1/namespaces/default/pods/gw-a".into(),
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gw-a", "namespace": "default"}}),
+        );
+    }
+
+    // A pass's writes, one every 20 ms: when each was started, when it returned, and how.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let outputs = KubeOutputs::new(client.clone(), "a", rx.clone());
+    let writer = tokio::spawn(async move {
+        let mut results = Vec::new();
+        let mut n = 0;
+        while !*stop_rx.borrow() {
+            let started = Instant::now();
+            let written = outputs
+                .annotate_pod("default", "gw-a", "n", &n.to_string())
+                .await;
+            results.push((started, Instant::now(), written.map_err(|e| e.to_string())));
+            n += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        results
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cut = Instant::now();
+    if let Ok(mut state) = state.lock() {
+        state.silent = true;
+    }
+    let flipped = tokio::time::timeout(Duration::from_secs(5), leading.wait_for(|l| !*l)).await;
+    let flip = Instant::now();
+    anyhow::ensure!(
+        flipped.is_ok(),
+        "still leading 5 s after the API server went silent"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop_tx.send(true);
+    let results = tokio::time::timeout(Duration::from_secs(2), writer)
+        .await
+        .map_err(|_| anyhow::anyhow!("a write still waits on the silent server"))??;
+    election.abort();
+
+    let requests = state.lock().map(|s| s.requests.clone()).unwrap_or_default();
+    let lease_path = "/leases/veg-controller";
+    let last_renewal = requests
+        .iter()
+        .filter(|r| r.path.ends_with(lease_path) && r.method != "GET" && r.at < cut)
+        .map(|r| r.at)
+        .max()
+        .ok_or_else(|| anyhow::anyhow!("no Lease write before the cut"))?;
+    let stopped_after = flip.duration_since(last_renewal);
+    anyhow::ensure!(
+        stopped_after < config.duration,
+        "writes stopped {stopped_after:?} after the last renewal: the Lease ({:?}) could have \
+         expired and another replica written meanwhile",
+        config.duration
+    );
+    let pod_writes: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/pods/gw-a"))
+        .collect();
+    anyhow::ensure!(
+        pod_writes.iter().all(|r| r.at < flip),
+        "a write reached the server after leadership ended: {:?}",
+        pod_writes
+            .iter()
+            .filter(|r| r.at >= flip)
+            .collect::<Vec<_>>()
+    );
+    let (before, after): (Vec<_>, Vec<_>) = results.iter().partition(|(_, end, _)| *end < cut);
+    anyhow::ensure!(
+        before.iter().any(|(_, _, r)| r.is_ok()),
+        "no write succeeded before the cut: {before:?}"
+    );
+    anyhow::ensure!(
+        !after.is_empty() && after.iter().all(|(_, _, r)| r.is_err()),
+        "a write returned Ok after the cut, or none was tried: {after:?}"
+    );
+    // The one write sent to the silent server was abandoned when leadership ended.
+    let hung = after
+        .iter()
+        .find(|(started, _, _)| *started < flip)
+        .ok_or_else(|| anyhow::anyhow!("no write was waiting on the silent server"))?;
+    anyhow::ensure!(
+        hung.1 >= last_renewal + config.renew_deadline
+            && hung.2.as_ref().is_err_and(|e| e.contains("not the leader")),
+        "the waiting write ended {:?} after the last renewal (deadline {:?}), with {:?}",
+        hung.1.duration_since(last_renewal),
+        config.renew_deadline,
+        hung.2
+    );
+    eprintln!(
+        "writes stopped {stopped_after:?} after the last renewal (renew deadline {:?}, Lease {:?})",
+        config.renew_deadline, config.duration
+    );
+    Ok(())
+}
