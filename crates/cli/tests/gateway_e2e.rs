@@ -1,8 +1,8 @@
 //! `veg gateway` end to end in network namespaces, run as `nobody` with only CAP_NET_ADMIN
 //! and CAP_NET_RAW: SNAT and forward-only traffic (TCP and UDP, IPv4 and IPv6), idempotent
 //! `init`, drift repaired by `run` within 2 s, uplink fate sharing with `veg bfdd` within 1 s,
-//! bad input refused without touching the previous state, and a family without an external
-//! gateway. Needs root, ip, nft, python3, setpriv, curl; under CI=true a missing one fails.
+//! bad input refused without touching the previous state, a fault at each apply step (and a
+//! lying nft) undone, and a family without an external gateway. Needs root, ip, nft, python3, setpriv, curl; under CI=true a missing one fails.
 
 mod gwlab;
 mod support;
@@ -473,6 +473,240 @@ fn a_failing_or_lying_nft_leaves_the_namespace_as_it_was() -> Result<()> {
     // The real nft then applies the same plan.
     init_ok(&lab, &[])?;
     ensure!(lab.snapshot()? != before, "the plan changed nothing");
+    Ok(())
+}
+
+/// Refuses the change number `at` (counting from 0), and every undo when `undo_too`; makes
+/// everything else for real. Records what it refused.
+struct FaultAt<'a> {
+    kernel: &'a veg_gateway::Kernel,
+    at: usize,
+    undo_too: bool,
+    made: std::sync::atomic::AtomicUsize,
+    refused: std::sync::Mutex<Vec<String>>,
+}
+
+impl veg_gateway::MakeChange for FaultAt<'_> {
+    async fn make(
+        &self,
+        change: &veg_gateway::Change,
+        plan: &veg_gateway::Plan,
+        indexes: &std::collections::BTreeMap<String, u32>,
+    ) -> Result<(), veg_gateway::KernelError> {
+        let n = self.made.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n == self.at || (self.undo_too && n > self.at) {
+            if let Ok(mut refused) = self.refused.lock() {
+                refused.push(change.to_string());
+            }
+            return Err(veg_gateway::KernelError::SysctlRead {
+                key: format!("fault injected at change {n}"),
+                error: std::io::Error::other("refused"),
+            });
+        }
+        veg_gateway::MakeChange::make(self.kernel, change, plan, indexes).await
+    }
+}
+
+/// Faults injected at every step of an apply that changes every kind of object: from an
+/// earlier configuration (another external gateway, another forward-only source) and some
+/// drift (a sysctl, a rule missing, a stale rule), the plan needs a sysctl write, rule deletions and additions, route replacements,
+/// deletions and additions, and the nftables batch. For each step in turn the kernel refuses
+/// it: the apply fails naming that step, undoes every earlier one, and the namespace is exactly
+/// as before; without the fault the same plan applies. A fault in the undos as well is
+/// reported, not hidden. Runs the library in-process
+/// in the gateway's namespace (a thread that entered it), as root.
+#[test]
+fn a_fault_at_any_apply_step_leaves_the_namespace_as_it_was() -> Result<()> {
+    if !gwlab::prerequisites() {
+        return Ok(());
+    }
+    let lab = Lab::new()?;
+    let earlier = || -> Result<()> {
+        init_ok(
+            &lab,
+            &[
+                ("--external-gateway", "198.51.100.2,2001:db8:100::2"),
+                (
+                    "--source",
+                    "198.19.0.0/24,198.21.0.0/24,2001:db8:19::/64,2001:db8:21::/64",
+                ),
+                ("--forward-only", "198.21.0.0/24,2001:db8:21::/64"),
+            ],
+        )?;
+        // Drift: a sysctl as a fresh Pod has it, a rule missing, a rule of an old address.
+        lab.exec("gw", &["sysctl", "-qw", "net.ipv4.conf.eth0.rp_filter=1"])?;
+        lab.ip("gw", &["-4", "rule", "del", "pref", "1003"])?;
+        lab.ip(
+            "gw",
+            &[
+                "-6",
+                "rule",
+                "add",
+                "pref",
+                "1003",
+                "from",
+                "2001:db8:18::99",
+                "iif",
+                "lo",
+                "lookup",
+                "1000",
+            ],
+        )
+    };
+    earlier()?;
+    let before = lab.snapshot()?;
+    let parse = |list: &str| -> Result<Vec<ipnet::IpNet>> {
+        Ok(list
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<_>, _>>()?)
+    };
+    let address = |list: &str| -> Result<Vec<std::net::IpAddr>> {
+        Ok(list
+            .split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<_>, _>>()?)
+    };
+    // AGENT_ARGS as the library's input.
+    let input = veg_gateway::config::AgentInput {
+        internal_interface: "eth0".into(),
+        external_interface: "net1".into(),
+        internal_gateways: address("198.18.0.1,2001:db8:18::1")?,
+        external_gateways: address("198.51.100.1,2001:db8:100::1")?,
+        forward_only: parse("198.20.0.0/24,2001:db8:20::/64")?,
+        sources: parse("198.19.0.0/24,198.20.0.0/24,2001:db8:19::/64,2001:db8:20::/64")?,
+        bfd_peers: address("198.18.0.1")?,
+        bfd_peers_routed: false,
+    };
+    ensure!(
+        gwlab::agent_args(&[])
+            == AGENT_ARGS
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect::<Vec<_>>(),
+        "AGENT_ARGS changed: update this test's input"
+    );
+    let namespace = std::fs::File::open(format!("/run/netns/{}", lab.ns("gw")))?;
+    let snapshot = || lab.snapshot();
+    std::thread::scope(|scope| -> Result<()> {
+        let worker = scope.spawn(|| -> Result<Vec<(usize, bool, String)>> {
+            // This thread, its sockets, its /proc/sys writes and the nft it starts live in
+            // the gateway's namespace.
+            nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let kernel = veg_gateway::agent::kernel("/usr/sbin/nft")?;
+                let (plan, _) = veg_gateway::agent::current_plan(&kernel, &input).await?;
+                let mut outcomes = Vec::new();
+                for at in 0..64 {
+                    let fault = FaultAt {
+                        kernel: &kernel,
+                        at,
+                        undo_too: false,
+                        made: Default::default(),
+                        refused: Default::default(),
+                    };
+                    let result = kernel.apply_through(&fault, &plan, "eth0", "net1").await;
+                    let refused = fault.refused.lock().map(|r| r.clone()).unwrap_or_default();
+                    match result {
+                        Err(veg_gateway::ApplyError::Step {
+                            step,
+                            undone,
+                            undo_failures,
+                            ..
+                        }) => {
+                            ensure!(
+                                refused == [step.clone()] && undo_failures.is_empty(),
+                                "fault at {at}: refused {refused:?}, the error names {step:?}, \
+                                 undo failures {undo_failures:?}"
+                            );
+                            ensure!(
+                                undone <= at,
+                                "fault at {at}: {undone} changes undone, more than were made"
+                            );
+                            let after = snapshot()?;
+                            ensure!(
+                                after == before,
+                                "fault at {at} ({step}): the namespace changed:\n--- before\n\
+                                 {before}\n--- after\n{after}"
+                            );
+                            outcomes.push((at, undone == at, step));
+                        }
+                        Ok(report) => {
+                            ensure!(
+                                refused.is_empty() && report.changes.len() == at,
+                                "fault at {at}: applied with {} changes, refused {refused:?}",
+                                report.changes.len()
+                            );
+                            break;
+                        }
+                        Err(other) => anyhow::bail!("fault at {at}: {other}"),
+                    }
+                }
+                ensure!(snapshot()? != before, "the plan changed nothing");
+                // The earlier state again, then a fault at the fourth step whose undos fail
+                // too: the error lists each undo that failed instead of claiming a clean state.
+                earlier()?;
+                ensure!(
+                    snapshot()? == before,
+                    "the earlier state is not reproducible"
+                );
+                let fault = FaultAt {
+                    kernel: &kernel,
+                    at: 3,
+                    undo_too: true,
+                    made: Default::default(),
+                    refused: Default::default(),
+                };
+                let error = kernel
+                    .apply_through(&fault, &plan, "eth0", "net1")
+                    .await
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                ensure!(
+                    error.contains("undoing 3 earlier change(s) failed in part: ")
+                        && error.matches("fault injected at change").count() == 4,
+                    "undo faults not reported: {error:?}"
+                );
+                Ok::<_, anyhow::Error>(outcomes)
+            })
+        });
+        let outcomes = worker
+            .join()
+            .map_err(|_| anyhow::anyhow!("the in-namespace thread panicked"))??;
+        let kinds = [
+            "sysctl ",
+            "add rule ",
+            "delete rule ",
+            "add route ",
+            "replace route ",
+            "delete route ",
+            "replace nftables ",
+        ];
+        for kind in kinds {
+            ensure!(
+                outcomes.iter().any(|(_, _, step)| step.starts_with(kind)),
+                "no step of kind {kind:?} was faulted: {outcomes:#?}"
+            );
+        }
+        // Every change made before a fault is undone (nft, the last step, has no inverse but
+        // is never followed by another).
+        ensure!(
+            outcomes.iter().all(|(_, all_undone, _)| *all_undone),
+            "some earlier changes were not undone: {outcomes:#?}"
+        );
+        eprintln!(
+            "{} steps, each refused in turn; the namespace was unchanged every time",
+            outcomes.len()
+        );
+        Ok(())
+    })?;
+    // The agent itself then puts the namespace right.
+    init_ok(&lab, &[])?;
+    ensure!(lab.in_sync(), "the agent did not converge after the faults");
     Ok(())
 }
 

@@ -239,6 +239,18 @@ impl Kernel {
         internal: &str,
         external: &str,
     ) -> Result<Report, ApplyError> {
+        self.apply_through(self, plan, internal, external).await
+    }
+
+    /// [`Kernel::apply`], with every change and undo made through `maker` (observing and
+    /// verifying still read this kernel).
+    pub async fn apply_through(
+        &self,
+        maker: &impl MakeChange,
+        plan: &Plan,
+        internal: &str,
+        external: &str,
+    ) -> Result<Report, ApplyError> {
         let links = self.links().await?;
         for (role, name) in [("internal", internal), ("external", external)] {
             if !links.by_name.contains_key(name) {
@@ -254,8 +266,8 @@ impl Kernel {
         let indexes = links.indexes();
         let mut done: Vec<Change> = Vec::new();
         for change in &changes {
-            if let Err(error) = self.make(change, plan, &indexes).await {
-                let (undone, undo_failures) = self.undo(&done, &indexes).await;
+            if let Err(error) = maker.make(change, plan, &indexes).await {
+                let (undone, undo_failures) = undo(maker, &done, &indexes).await;
                 return Err(ApplyError::Step {
                     step: change.to_string(),
                     error: Box::new(error),
@@ -271,7 +283,7 @@ impl Kernel {
             let remaining = diff(plan, &after);
             if !remaining.is_empty() {
                 // Not what was planned, so not left half-way either: back to where it was.
-                let (undone, mut undo_failures) = self.undo(&done, &indexes).await;
+                let (undone, mut undo_failures) = undo(maker, &done, &indexes).await;
                 let is_nft = |change: &Change| matches!(change, Change::Nft { .. });
                 if done.iter().any(is_nft) && !remaining.iter().any(is_nft) {
                     undo_failures.push(
@@ -299,7 +311,22 @@ impl Kernel {
             links: links.by_name,
         })
     }
+}
 
+/// Makes one change in the kernel. [`Kernel`] makes it for real; a wrapper around it can
+/// refuse a chosen change, which is how the tests show that a failure at any step leaves the
+/// kernel as it was.
+pub trait MakeChange: Sync {
+    /// Makes `change`; `plan` holds the nftables content, `indexes` the interfaces by name.
+    fn make(
+        &self,
+        change: &Change,
+        plan: &Plan,
+        indexes: &BTreeMap<String, u32>,
+    ) -> impl Future<Output = Result<(), KernelError>> + Send;
+}
+
+impl MakeChange for Kernel {
     async fn make(
         &self,
         change: &Change,
@@ -325,26 +352,31 @@ impl Kernel {
         }
         .map_err(KernelError::from)
     }
+}
 
-    async fn undo(&self, done: &[Change], indexes: &BTreeMap<String, u32>) -> (usize, Vec<String>) {
-        let mut failures = Vec::new();
-        let empty = Plan {
-            sysctls: vec![],
-            rules: vec![],
-            routes: vec![],
-            nft: vec![],
+/// Undoes `done`, last first; how many were undone and which undos failed.
+async fn undo(
+    maker: &impl MakeChange,
+    done: &[Change],
+    indexes: &BTreeMap<String, u32>,
+) -> (usize, Vec<String>) {
+    let mut failures = Vec::new();
+    let empty = Plan {
+        sysctls: vec![],
+        rules: vec![],
+        routes: vec![],
+        nft: vec![],
+    };
+    let mut undone = 0;
+    for change in done.iter().rev() {
+        let Some(inverse) = change.inverse() else {
+            continue;
         };
-        let mut undone = 0;
-        for change in done.iter().rev() {
-            let Some(inverse) = change.inverse() else {
-                continue;
-            };
-            undone += 1;
-            if let Err(error) = self.make(&inverse, &empty, indexes).await {
-                warn!(change = %inverse, %error, "undo failed");
-                failures.push(format!("{inverse}: {error}"));
-            }
+        undone += 1;
+        if let Err(error) = maker.make(&inverse, &empty, indexes).await {
+            warn!(change = %inverse, %error, "undo failed");
+            failures.push(format!("{inverse}: {error}"));
         }
-        (undone, failures)
     }
+    (undone, failures)
 }

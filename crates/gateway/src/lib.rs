@@ -23,5 +23,6 @@ mod state;
 mod sysctl;
 mod uplink;
 
-pub use apply::{ApplyError, Kernel, Report};
+pub use apply::{ApplyError, Kernel, KernelError, MakeChange, Report};
 pub use plan::{FamilyConfig, GatewayConfig, Plan, PlanError, plan};
+pub use state::Change;
