@@ -2,7 +2,8 @@
 //! and CAP_NET_RAW: SNAT and forward-only traffic (TCP and UDP, IPv4 and IPv6), idempotent
 //! `init`, drift repaired by `run` within 2 s, uplink fate sharing with `veg bfdd` within 1 s,
 //! bad input refused without touching the previous state, a fault at each apply step (and a
-//! lying nft) undone, and a family without an external gateway. Needs root, ip, nft, python3, setpriv, curl; under CI=true a missing one fails.
+//! lying nft) undone, and a family without an external gateway. Needs root, ip, nft, python3,
+//! setpriv, curl; under CI=true a missing one fails.
 
 mod gwlab;
 mod support;
