@@ -39,8 +39,8 @@ run() { # $1: base|head
   kill "$(cat "$DIR/pid")"; sleep 0.2
   local resync median p99
   resync=$(sed -n 's/^full resync.*: \([0-9.]*\) ms$/\1/p' "$DIR/out")
-  median=$(sed -n 's/.* median \([0-9.]*\) ms.*/\1/p' "$DIR/out")
-  p99=$(sed -n 's/.* p99 \([0-9.]*\) ms.*/\1/p' "$DIR/out")
+  median=$(sed -n 's/^Pod added -> port in Port_Group.* median \([0-9.]*\) ms.*/\1/p' "$DIR/out")
+  p99=$(sed -n 's/^Pod added -> port in Port_Group.* p99 \([0-9.]*\) ms.*/\1/p' "$DIR/out")
   echo "$1 $resync $median $p99" >> "$DIR/results"
 }
 for round in $(seq "$ROUNDS"); do

@@ -5,7 +5,13 @@
 //! (trigger index → reconcile → one NB transaction → monitor update). Prints the full resync
 //! time, latency median/p99, NB bytes per Pod event (the JSON of the operations sent) and the
 //! process's peak RSS.
-//!   usage: controller_bench REMOTE PODS NAMESPACES GATEWAYS EVENTS
+//!
+//! The Kubernetes writes (Deployment, status, events, finalizer) are modelled by API_DELAY_MS
+//! of waiting per request (a round trip to an API server) and counted; 0 makes them free. The
+//! gateways carry their finalizer already, and the statuses written are put back into the
+//! snapshot, as the watch would. The port can be in its group before the pass's API writes
+//! are done, so both are timed: "port in Port_Group" and "pass done".
+//!   usage: controller_bench REMOTE PODS NAMESPACES GATEWAYS EVENTS [API_DELAY_MS]
 
 use std::time::{Duration, Instant};
 
@@ -19,33 +25,60 @@ use veg_controller::run::triggers::{Change, Index};
 use veg_controller::{BfdMode, MemorySnapshot, OutputError, Outputs, Reconciler, resolve};
 use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
 
-struct NoOutputs;
+/// The API server: each request waits `delay` and is counted; the statuses written are kept
+/// for the driver to put back into the snapshot, as the watch would.
+struct ApiOutputs {
+    delay: Duration,
+    requests: std::cell::Cell<usize>,
+    statuses: std::cell::RefCell<Vec<(String, veg_api::VpcEgressGatewayStatus)>>,
+}
 
-impl Outputs for NoOutputs {
+impl ApiOutputs {
+    async fn request(&self) -> Result<(), OutputError> {
+        self.requests.set(self.requests.get() + 1);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        Ok(())
+    }
+}
+
+impl Outputs for &ApiOutputs {
     async fn apply_deployment(
         &self,
         _: &k8s_openapi::api::apps::v1::Deployment,
     ) -> Result<(), OutputError> {
-        Ok(())
+        self.request().await
     }
     async fn patch_status(
         &self,
         _: &str,
-        _: &str,
-        _: &veg_api::VpcEgressGatewayStatus,
+        name: &str,
+        status: &veg_api::VpcEgressGatewayStatus,
     ) -> Result<(), OutputError> {
-        Ok(())
+        self.statuses
+            .borrow_mut()
+            .push((name.to_owned(), status.clone()));
+        self.request().await
     }
-    async fn event(&self, _: &str, _: &str, _: &veg_controller::plan::status::Event) {}
+    async fn event(&self, _: &str, _: &str, _: &veg_controller::plan::status::Event) {
+        let _ = self.request().await;
+    }
     async fn annotate_pod(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), OutputError> {
-        Ok(())
+        self.request().await
     }
     async fn patch_vpc_bfd_port(
         &self,
         _: &str,
         _: Option<&veg_api::kubeovn::BfdPortStatus>,
     ) -> Result<(), OutputError> {
-        Ok(())
+        self.request().await
+    }
+    async fn add_finalizer(&self, _: &veg_api::VpcEgressGateway) -> Result<(), OutputError> {
+        self.request().await
+    }
+    async fn remove_finalizer(&self, _: &veg_api::VpcEgressGateway) -> Result<(), OutputError> {
+        self.request().await
     }
 }
 
@@ -139,6 +172,7 @@ async fn main() -> Result<()> {
         number("GATEWAYS")?,
         number("EVENTS")?,
     );
+    let api_delay = Duration::from_millis(args.next().map(|d| d.parse()).transpose()?.unwrap_or(0));
     let mut monitor = nb::monitor_spec();
     monitor.insert("Logical_Switch".into(), vec!["name".into(), "ports".into()]);
     let client = Client::connect(
@@ -214,7 +248,8 @@ async fn main() -> Result<()> {
         snapshot.put_gateway(from(json!({
             "apiVersion": "kubeovn.io/v1", "kind": "VpcEgressGateway",
             "metadata": {"name": name, "namespace": "default",
-                "creationTimestamp": "2026-11-27T00:00:00Z"},
+                "creationTimestamp": "2026-11-27T00:00:00Z",
+                "finalizers": [names::FINALIZER]},
             "spec": {"replicas": 2, "externalSubnet": "macvlan1",
                 "selectors": [{"namespaceSelector": {"matchLabels": {"group": format!("g-{g}")}}}],
                 "policies": [{"snat": true, "ipBlocks": [format!("198.19.{}.0/24", g % 256)]}]}
@@ -236,7 +271,12 @@ async fn main() -> Result<()> {
     eprintln!("==> inserting {} logical switch ports", port_names.len());
     insert_ports(&client, &port_names).await?;
 
-    let reconciler = Reconciler::new(client.clone(), NoOutputs, BfdMode::Native, "veg");
+    let api = ApiOutputs {
+        delay: api_delay,
+        requests: std::cell::Cell::new(0),
+        statuses: std::cell::RefCell::new(Vec::new()),
+    };
+    let reconciler = Reconciler::new(client.clone(), &api, BfdMode::Native, "veg");
     let now = Time(k8s_openapi::jiff::Timestamp::now());
 
     // Full resync: every gateway once.
@@ -251,11 +291,14 @@ async fn main() -> Result<()> {
         }
     }
     let resync = started.elapsed();
+    let resync_requests = api.requests.get();
+    echo_statuses(&api, &mut snapshot);
 
     // Pod events.
     eprintln!("==> {events} Pod additions");
     let index = Index::build(&snapshot);
     let mut latencies = Vec::new();
+    let mut passes = Vec::new();
     let mut bytes = 0usize;
     for e in 0..events {
         let namespace = format!("ns-{}", e % namespaces.max(1));
@@ -275,11 +318,11 @@ async fn main() -> Result<()> {
                 new: Some(&new_pod),
             },
         );
+        // The bytes this event costs: the operations of its transaction (computed aside; the
+        // time it takes is not counted).
+        let aside = Instant::now();
         for key in &affected {
             let (ns, gw) = key.split_once('/').context("key")?;
-            // The bytes this event costs: the operations of its transaction (computed aside;
-            // the time it takes is not counted).
-            let aside = Instant::now();
             if let Some(gateway) = snapshot_gateway(&snapshot, ns, gw)
                 && let Ok(inputs) = resolve(&gateway, &snapshot)
             {
@@ -293,24 +336,44 @@ async fn main() -> Result<()> {
                     .map(|op| op.to_json().to_string().len())
                     .sum::<usize>();
             }
-            excluded += aside.elapsed();
-            reconciler.reconcile(&snapshot, ns, gw, &now).await?;
         }
+        excluded += aside.elapsed();
         let group = affected
             .iter()
             .next()
             .and_then(|key| key.split_once('/'))
             .map(|(ns, gw)| names::port_group(ns, gw))
             .context("no gateway selects the new Pod")?;
-        client
-            .wait_for(Duration::from_secs(5), |_| {
-                port_in_group(&client, &group, &uuid)
-            })
-            .await?;
-        latencies.push(started.elapsed().saturating_sub(excluded));
+        // The passes, and the port's arrival in its group watched meanwhile.
+        let passes_done = async {
+            for key in &affected {
+                let (ns, gw) = key.split_once('/').context("key")?;
+                reconciler.reconcile(&snapshot, ns, gw, &now).await?;
+            }
+            Ok::<_, anyhow::Error>(Instant::now())
+        };
+        let in_group = async {
+            client
+                .wait_for(Duration::from_secs(5), |_| {
+                    port_in_group(&client, &group, &uuid)
+                })
+                .await?;
+            Ok::<_, anyhow::Error>(Instant::now())
+        };
+        let (passes_done, in_group) = tokio::join!(passes_done, in_group);
+        echo_statuses(&api, &mut snapshot);
+        latencies.push(in_group?.duration_since(started).saturating_sub(excluded));
+        passes.push(
+            passes_done?
+                .duration_since(started)
+                .saturating_sub(excluded),
+        );
     }
     latencies.sort();
+    passes.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
+    let pass_at = |q: f64| passes[((passes.len() as f64 - 1.0) * q).round() as usize];
+    let event_requests = api.requests.get() - resync_requests;
     println!(
         "full resync of {gateways} gateways ({pods} Pods, {namespaces} namespaces): {:.1} ms",
         resync.as_secs_f64() * 1e3
@@ -321,9 +384,29 @@ async fn main() -> Result<()> {
         at(0.99).as_secs_f64() * 1e3,
         at(1.0).as_secs_f64() * 1e3
     );
+    println!(
+        "Pod added -> pass done over {events} events: median {:.2} ms, p99 {:.2} ms",
+        pass_at(0.5).as_secs_f64() * 1e3,
+        pass_at(0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "API requests ({} ms each): {resync_requests} in the resync, {:.1} per Pod event",
+        api_delay.as_millis(),
+        event_requests as f64 / events.max(1) as f64
+    );
     println!("NB bytes per Pod event: {}", bytes / events.max(1));
     println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
     Ok(())
+}
+
+/// The statuses written, back into the snapshot's gateways (the watch's echo of a write).
+fn echo_statuses(api: &ApiOutputs, snapshot: &mut MemorySnapshot) {
+    for (name, status) in api.statuses.borrow_mut().drain(..) {
+        if let Some(mut gateway) = snapshot_gateway(snapshot, "default", &name) {
+            gateway.status = Some(status);
+            snapshot.put_gateway(gateway);
+        }
+    }
 }
 
 fn snapshot_gateway(
