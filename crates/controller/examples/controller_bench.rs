@@ -96,6 +96,16 @@ fn pod(namespace: &str, name: &str) -> Result<k8s_openapi::api::core::v1::Pod> {
     }))
 }
 
+/// Gateway `g`'s own source block: the `g`-th /28 of 198.19.0.0/16 (4096 gateways at most),
+/// so no two gateways overlap at any count.
+fn ip_block(g: usize) -> Result<String> {
+    anyhow::ensure!(
+        g < 4096,
+        "at most 4096 gateways: each gets a /28 of 198.19.0.0/16"
+    );
+    Ok(format!("198.19.{}.{}/28", g / 16, (g % 16) * 16))
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -252,7 +262,7 @@ async fn main() -> Result<()> {
                 "finalizers": [names::FINALIZER]},
             "spec": {"replicas": 2, "externalSubnet": "macvlan1",
                 "selectors": [{"namespaceSelector": {"matchLabels": {"group": format!("g-{g}")}}}],
-                "policies": [{"snat": true, "ipBlocks": [format!("198.19.{}.0/24", g % 256)]}]}
+                "policies": [{"snat": true, "ipBlocks": [ip_block(g)?]}]}
         }))?);
         for i in 0..2 {
             let ip = format!("198.18.{}.{}", 1 + g / 100, 10 + (g % 100) * 2 + i);
