@@ -3,7 +3,7 @@
 //! each other; the older one (creation time, then key) keeps the sources, the newer is held
 //! back — deterministic, never random. Kube-OVN does not detect this at all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -48,6 +48,15 @@ impl Claim {
         if self.vpc != other.vpc {
             return None;
         }
+        self.sources_overlap(other).or_else(|| {
+            self.ports
+                .intersection(&other.ports)
+                .next()
+                .map(|port| format!("Pod port {port}"))
+        })
+    }
+
+    fn sources_overlap(&self, other: &Claim) -> Option<String> {
         for mine in &self.sources {
             for theirs in &other.sources {
                 if mine.contains(&theirs.network()) || theirs.contains(&mine.network()) {
@@ -55,10 +64,103 @@ impl Claim {
                 }
             }
         }
-        self.ports
-            .intersection(&other.ports)
-            .next()
-            .map(|port| format!("Pod port {port}"))
+        None
+    }
+
+    fn overlap_with(&self, other: &Claim, what: String) -> Overlap {
+        Overlap {
+            other: other.key.clone(),
+            what,
+            wins: self.precedence() < other.precedence(),
+        }
+    }
+}
+
+/// Every gateway's last claim, with the selected ports indexed by port: one gateway's
+/// overlaps then cost a look-up per port it selects and a CIDR comparison per gateway of its
+/// VPC, not a comparison of every pair of gateways (at 1 000 gateways selecting 100 Pods
+/// each, that was half a second per pass).
+#[derive(Debug, Default)]
+pub struct ClaimIndex {
+    claims: BTreeMap<String, Claim>,
+    /// Port → the gateways whose claim selects it.
+    claimants: HashMap<String, BTreeSet<String>>,
+}
+
+impl ClaimIndex {
+    /// Whether `key` has a claim.
+    pub fn contains(&self, key: &str) -> bool {
+        self.claims.contains_key(key)
+    }
+
+    /// Sets a gateway's claim; only the ports that changed touch the index.
+    pub fn put(&mut self, claim: Claim) {
+        let old_ports = self
+            .claims
+            .get(&claim.key)
+            .map(|old| &old.ports)
+            .cloned()
+            .unwrap_or_default();
+        for gone in old_ports.difference(&claim.ports) {
+            self.unclaim(gone, &claim.key);
+        }
+        for added in claim.ports.difference(&old_ports) {
+            self.claimants
+                .entry(added.clone())
+                .or_default()
+                .insert(claim.key.clone());
+        }
+        self.claims.insert(claim.key.clone(), claim);
+    }
+
+    /// Drops a gateway's claim (it was deleted).
+    pub fn remove(&mut self, key: &str) {
+        if let Some(claim) = self.claims.remove(key) {
+            for port in &claim.ports {
+                self.unclaim(port, key);
+            }
+        }
+    }
+
+    fn unclaim(&mut self, port: &str, key: &str) {
+        if let Some(keys) = self.claimants.get_mut(port) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.claimants.remove(port);
+            }
+        }
+    }
+
+    /// The overlaps of gateway `key` with the gateways for which `counts` holds, in key order;
+    /// the same as [`overlaps`] over all of them, seen from `key`.
+    pub fn overlaps_of(&self, key: &str, counts: impl Fn(&str) -> bool) -> Vec<Overlap> {
+        let Some(mine) = self.claims.get(key) else {
+            return Vec::new();
+        };
+        // The first shared port (in port order) with each other gateway.
+        let mut shared: BTreeMap<&str, &str> = BTreeMap::new();
+        for port in &mine.ports {
+            for other in self.claimants.get(port).into_iter().flatten() {
+                if other != key {
+                    shared.entry(other.as_str()).or_insert(port.as_str());
+                }
+            }
+        }
+        let mut found = Vec::new();
+        for (other_key, other) in &self.claims {
+            if other_key == key || other.vpc != mine.vpc || !counts(other_key) {
+                continue;
+            }
+            let what = mine.sources_overlap(other).or_else(|| {
+                shared
+                    .get(other_key.as_str())
+                    .map(|port| format!("Pod port {port}"))
+            });
+            if let Some(what) = what {
+                found.push(mine.overlap_with(other, what));
+            }
+        }
+        found
     }
 }
 
@@ -81,17 +183,12 @@ pub fn overlaps(claims: &[Claim]) -> BTreeMap<String, Vec<Overlap>> {
             let Some(what) = first.overlaps(second) else {
                 continue;
             };
-            let first_wins = first.precedence() < second.precedence();
-            out.entry(first.key.clone()).or_default().push(Overlap {
-                other: second.key.clone(),
-                what: what.clone(),
-                wins: first_wins,
-            });
-            out.entry(second.key.clone()).or_default().push(Overlap {
-                other: first.key.clone(),
-                what,
-                wins: !first_wins,
-            });
+            out.entry(first.key.clone())
+                .or_default()
+                .push(first.overlap_with(second, what.clone()));
+            out.entry(second.key.clone())
+                .or_default()
+                .push(second.overlap_with(first, what));
         }
     }
     out
@@ -190,5 +287,83 @@ mod tests {
         // The order of the input does not matter.
         let reversed: Vec<Claim> = claims.iter().rev().cloned().collect();
         assert!(overlaps(&reversed)["default/a"][0].wins);
+    }
+
+    mod index {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Small random claims: two VPCs, sources from a few nested CIDRs, ports from a
+        /// small pool, so overlaps of every kind happen.
+        fn claims() -> impl Strategy<Value = Vec<Claim>> {
+            let cidrs = [
+                "198.19.0.0/16",
+                "198.19.1.0/24",
+                "198.19.2.0/24",
+                "198.20.0.0/24",
+            ];
+            let one = (
+                0..2usize,
+                proptest::option::of(0..5i64),
+                proptest::collection::btree_set(0..4usize, 0..2),
+                proptest::collection::btree_set(0..12usize, 0..5),
+            );
+            proptest::collection::vec(one, 1..8).prop_map(move |raw| {
+                raw.into_iter()
+                    .enumerate()
+                    .map(|(i, (vpc, seconds, sources, ports))| {
+                        let sources: Vec<&str> = sources.iter().map(|s| cidrs[*s]).collect();
+                        let ports: Vec<String> = ports.iter().map(|p| format!("p{p}.ns")).collect();
+                        let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+                        claim(
+                            &format!("ns/g{i}"),
+                            ["vpc-a", "vpc-b"][vpc],
+                            seconds,
+                            &sources,
+                            &ports,
+                        )
+                    })
+                    .collect()
+            })
+        }
+
+        proptest! {
+            /// The index answers what comparing the gateway with every other one answers (the
+            /// sources named from its side), also after claims change
+            /// (each gateway's claim replaced by another's ports) and one is removed.
+            #[test]
+            fn the_index_agrees_with_every_pair(first in claims(), second in claims()) {
+                let mut index = ClaimIndex::default();
+                let mut current: BTreeMap<String, Claim> = BTreeMap::new();
+                // The second round re-claims the first round's keys with new contents.
+                let again: Vec<Claim> = second
+                    .iter()
+                    .zip(&first)
+                    .map(|(new, old)| Claim { key: old.key.clone(), ..new.clone() })
+                    .collect();
+                for claim in first.iter().chain(&again) {
+                    index.put(claim.clone());
+                    current.insert(claim.key.clone(), claim.clone());
+                }
+                if let Some(gone) = first.first().map(|c| c.key.clone()) {
+                    index.remove(&gone);
+                    current.remove(&gone);
+                }
+                for (key, mine) in &current {
+                    // As the reconciler compared before the index: its own claim first.
+                    let mut all = vec![mine.clone()];
+                    all.extend(current.values().filter(|c| c.key != *key).cloned());
+                    let got = index.overlaps_of(key, |_| true);
+                    let want = overlaps(&all).remove(key).unwrap_or_default();
+                    prop_assert_eq!(&got, &want, "for {}", key);
+                }
+                // Left out gateways do not count.
+                for key in current.keys() {
+                    let got = index.overlaps_of(key, |other| other != "ns/g1");
+                    prop_assert!(got.iter().all(|o| o.other != "ns/g1"));
+                }
+            }
+        }
     }
 }

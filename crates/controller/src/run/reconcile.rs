@@ -23,7 +23,7 @@ use crate::apply;
 use crate::apply::nb;
 use crate::error::ErrorClass;
 use crate::plan::bfd_port;
-use crate::plan::conflict::{self, Claim};
+use crate::plan::conflict::{self, Claim, ClaimIndex};
 use crate::plan::context::{self, GatewayInputs};
 use crate::plan::drain;
 use crate::plan::ovn::{self, BfdMode};
@@ -134,7 +134,7 @@ pub struct Reconciler<O> {
     /// Every gateway's last claim (sources, selected ports), refreshed when that gateway is
     /// reconciled: an overlap check then costs one resolution, not one per gateway. A claim
     /// is stale only until its own gateway's pass, which the same trigger schedules.
-    pub claims: std::sync::Mutex<BTreeMap<String, Claim>>,
+    pub claims: std::sync::Mutex<ClaimIndex>,
     /// How long a leaving instance is out of the nexthops before its Pod is removed.
     pub drain_window: std::time::Duration,
     /// When each running scale-down started.
@@ -155,7 +155,7 @@ impl<O> Reconciler<O> {
             mode,
             image: image.into(),
             monitor_addresses: Vec::new(),
-            claims: std::sync::Mutex::new(BTreeMap::new()),
+            claims: std::sync::Mutex::new(ClaimIndex::default()),
             drain_window: drain::DEFAULT_WINDOW,
             drains: std::sync::Mutex::new(BTreeMap::new()),
             metrics: std::sync::Arc::default(),
@@ -540,32 +540,33 @@ impl<O: Outputs> Reconciler<O> {
         gateway: &VpcEgressGateway,
         inputs: &GatewayInputs,
     ) -> Vec<conflict::Overlap> {
-        let mine = Claim::of(inputs, gateway.metadata.creation_timestamp.clone());
         let Ok(mut cache) = self.claims.lock() else {
             return Vec::new();
         };
-        cache.insert(mine.key.clone(), mine.clone());
-        let mut claims = vec![mine];
+        cache.put(Claim::of(
+            inputs,
+            gateway.metadata.creation_timestamp.clone(),
+        ));
+        // The gateways that count: every other one not being deleted; one never reconciled
+        // yet is resolved once for its claim.
+        let mut counted = std::collections::HashSet::new();
         for other in snapshot.gateways() {
-            let key = other.key();
-            if key == inputs.key || other.metadata.deletion_timestamp.is_some() {
+            if other.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            let claim = match cache.get(&key) {
-                Some(claim) => Some(claim.clone()),
-                None => context::resolve(other, snapshot).ok().map(|other_inputs| {
-                    let claim = Claim::of(&other_inputs, other.metadata.creation_timestamp.clone());
-                    cache.insert(key.clone(), claim.clone());
-                    claim
-                }),
-            };
-            if let Some(claim) = claim.filter(|claim| claim.vpc == inputs.vpc) {
-                claims.push(claim);
+            let key = other.key();
+            if key != inputs.key
+                && !cache.contains(&key)
+                && let Ok(other_inputs) = context::resolve(other, snapshot)
+            {
+                cache.put(Claim::of(
+                    &other_inputs,
+                    other.metadata.creation_timestamp.clone(),
+                ));
             }
+            counted.insert(key);
         }
-        conflict::overlaps(&claims)
-            .remove(&inputs.key)
-            .unwrap_or_default()
+        cache.overlaps_of(&inputs.key, |key| counted.contains(key))
     }
 }
 
