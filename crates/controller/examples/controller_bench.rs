@@ -118,29 +118,22 @@ fn peak_rss_kib() -> u64 {
 fn port_uuid(client: &Client, port: &str) -> Option<String> {
     client
         .replica()
-        .table("Logical_Switch_Port")
-        .find(|(_, row)| {
-            row.get("name")
-                .and_then(Value::as_atom)
-                .and_then(Atom::as_str)
-                == Some(port)
-        })
-        .map(|(uuid, _)| uuid.clone())
+        .uuids_named("Logical_Switch_Port", port)
+        .next()
+        .cloned()
 }
 
 fn port_in_group(client: &Client, group: &str, uuid: &str) -> bool {
     let replica = client.replica();
-    replica.table("Port_Group").any(|(_, row)| {
-        row.get("name")
-            .and_then(Value::as_atom)
-            .and_then(Atom::as_str)
-            == Some(group)
-            && row
-                .get("ports")
+    replica
+        .uuids_named("Port_Group", group)
+        .filter_map(|group| replica.row("Port_Group", group))
+        .any(|row| {
+            row.get("ports")
                 .map(Value::as_set)
                 .unwrap_or_default()
                 .contains(&Atom::Uuid(uuid.to_owned()))
-    })
+        })
 }
 
 async fn insert_ports(client: &Client, names: &[String]) -> Result<()> {

@@ -2,7 +2,7 @@
 //! notifications (ovsdb-server(7), "monitor_cond") and the initial dump of
 //! `monitor_cond_since`. One notification is applied whole before anyone reads again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value as Json;
 
@@ -10,13 +10,97 @@ use crate::nb::NbRow;
 use crate::protocol::{Atom, Row, Value, row_from_json};
 use crate::schema::{ColumnKind, Schema};
 
-/// Rows by UUID, per table.
+/// Rows by UUID, per table, with two indexes kept in step with the rows: by `name` and by
+/// each `external_ids` pair. A cluster's NB holds a port per Pod; finding a gateway's rows or
+/// ports by name must not cost a scan of every row.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Replica {
     /// Table → UUID → row.
-    pub tables: BTreeMap<String, BTreeMap<String, Row>>,
+    tables: BTreeMap<String, BTreeMap<String, Row>>,
     /// The last transaction id seen (`monitor_cond_since`), to resume after a reconnect.
     pub last_txn_id: Option<String>,
+    indexes: Indexes,
+}
+
+/// Table → key → UUIDs.
+type Index<K> = HashMap<String, HashMap<K, BTreeSet<String>>>;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Indexes {
+    /// By the `name` column.
+    names: Index<String>,
+    /// By each `external_ids` pair.
+    external_ids: Index<(String, String)>,
+}
+
+impl Indexes {
+    fn keys(row: &Row) -> (Option<&String>, Vec<(&String, &String)>) {
+        let name = match row.get("name") {
+            Some(Value::Atom(Atom::String(name))) => Some(name),
+            _ => None,
+        };
+        let pairs = match row.get("external_ids") {
+            Some(Value::Map(ids)) => ids
+                .iter()
+                .filter_map(|pair| match pair {
+                    (Atom::String(key), Atom::String(value)) => Some((key, value)),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        (name, pairs)
+    }
+
+    fn add(&mut self, table: &str, uuid: &str, row: &Row) {
+        let (name, pairs) = Self::keys(row);
+        if let Some(name) = name {
+            add(&mut self.names, table, name.clone(), uuid);
+        }
+        for (key, value) in pairs {
+            add(
+                &mut self.external_ids,
+                table,
+                (key.clone(), value.clone()),
+                uuid,
+            );
+        }
+    }
+
+    fn remove(&mut self, table: &str, uuid: &str, row: &Row) {
+        let (name, pairs) = Self::keys(row);
+        if let Some(name) = name {
+            remove(&mut self.names, table, name, uuid);
+        }
+        for (key, value) in pairs {
+            remove(
+                &mut self.external_ids,
+                table,
+                &(key.clone(), value.clone()),
+                uuid,
+            );
+        }
+    }
+}
+
+fn add<K: std::hash::Hash + Eq>(index: &mut Index<K>, table: &str, key: K, uuid: &str) {
+    if !index.contains_key(table) {
+        index.insert(table.to_owned(), HashMap::new());
+    }
+    if let Some(keys) = index.get_mut(table) {
+        keys.entry(key).or_default().insert(uuid.to_owned());
+    }
+}
+
+fn remove<K: std::hash::Hash + Eq>(index: &mut Index<K>, table: &str, key: &K, uuid: &str) {
+    if let Some(keys) = index.get_mut(table)
+        && let Some(uuids) = keys.get_mut(key)
+    {
+        uuids.remove(uuid);
+        if uuids.is_empty() {
+            keys.remove(key);
+        }
+    }
 }
 
 impl Replica {
@@ -47,11 +131,18 @@ impl Replica {
     /// The first row whose `name` column is `name`, typed (routers, ports, groups: names are
     /// unique in those tables).
     pub fn named<T: NbRow>(&self, name: &str) -> Option<T> {
-        self.table(T::TABLE)
-            .find(|(_, row)| {
-                matches!(row.get("name").and_then(Value::as_atom), Some(Atom::String(n)) if n == name)
-            })
-            .map(|(uuid, row)| T::from_row(uuid, row))
+        let uuid = self.uuids_named(T::TABLE, name).next()?;
+        self.get(uuid)
+    }
+
+    /// The UUIDs of the rows of `table` whose `name` column is `name`, in UUID order.
+    pub fn uuids_named<'a>(&'a self, table: &str, name: &str) -> impl Iterator<Item = &'a String> {
+        self.indexes
+            .names
+            .get(table)
+            .and_then(|names| names.get(name))
+            .into_iter()
+            .flatten()
     }
 
     /// Rows of `table` whose `external_ids` include every pair of `owner`.
@@ -60,19 +151,42 @@ impl Replica {
         table: &str,
         owner: &'a BTreeMap<String, String>,
     ) -> impl Iterator<Item = (&'a String, &'a Row)> {
-        // Looked up in place: this runs for every row of the table, often per NB update.
-        self.table(table)
-            .filter(move |(_, row)| match row.get("external_ids") {
-                Some(Value::Map(ids)) => owner.iter().all(|(key, value)| {
-                    ids.get(&Atom::string(key.as_str())) == Some(&Atom::string(value.as_str()))
-                }),
-                _ => owner.is_empty(),
-            })
+        let owns = move |row: &Row| match row.get("external_ids") {
+            Some(Value::Map(ids)) => owner.iter().all(|(key, value)| {
+                ids.get(&Atom::string(key.as_str())) == Some(&Atom::string(value.as_str()))
+            }),
+            _ => owner.is_empty(),
+        };
+        // The rows holding the rarest of the pairs (a gateway's key, not the vendor's), from
+        // the index; every row when there is no pair.
+        let rows = self.tables.get(table);
+        let pairs = self.indexes.external_ids.get(table);
+        let candidates: Box<dyn Iterator<Item = (&'a String, &'a Row)> + 'a> = if owner.is_empty() {
+            Box::new(rows.into_iter().flatten())
+        } else {
+            let rarest = owner
+                .iter()
+                .map(|(key, value)| {
+                    pairs
+                        .and_then(|pairs| pairs.get(&(key.clone(), value.clone())))
+                        .map_or(0, BTreeSet::len)
+                })
+                .zip(owner.iter())
+                .min_by_key(|(count, _)| *count)
+                .and_then(|(_, (key, value))| pairs?.get(&(key.clone(), value.clone())));
+            Box::new(
+                rarest
+                    .into_iter()
+                    .flatten()
+                    .filter_map(move |uuid| rows?.get_key_value(uuid)),
+            )
+        };
+        candidates.filter(move |(_, row)| owns(row))
     }
 
-    /// Replaces everything with a fresh dump (a resync).
     pub fn clear(&mut self) {
         self.tables.clear();
+        self.indexes = Indexes::default();
     }
 
     /// Applies a `table-updates2` object (`update2`/`update3` notifications, or the result of
@@ -119,7 +233,13 @@ impl Replica {
             };
             let stored = self.tables.entry(table.clone()).or_default();
             for (uuid, update) in rows {
+                if let Some(old) = stored.get(uuid) {
+                    self.indexes.remove(table, uuid, old);
+                }
                 apply(stored, table, uuid, update);
+                if let Some(new) = stored.get(uuid) {
+                    self.indexes.add(table, uuid, new);
+                }
             }
         }
     }
@@ -251,5 +371,60 @@ mod tests {
         let row = replica.row("BFD", "u1").cloned().unwrap_or_default();
         assert_eq!(row["detect_mult"].as_set(), [Atom::Integer(5)].into());
         assert!(row["min_rx"].as_set().is_empty());
+    }
+
+    /// The name and external_ids indexes follow inserts, modifications (a rename, a pair
+    /// changed) and deletes, and give what a scan of the rows gives.
+    #[test]
+    fn the_indexes_follow_the_rows() {
+        let schema = schema();
+        let mut replica = Replica::default();
+        replica.apply(
+            &schema,
+            &json!({"Address_Set": {
+                "u1": {"insert": {"name": "a", "external_ids": ["map", [["vendor", "veg"], ["gw", "ns/one"]]]}},
+                "u2": {"insert": {"name": "b", "external_ids": ["map", [["vendor", "veg"], ["gw", "ns/two"]]]}},
+                "u3": {"insert": {"name": "a"}}}}),
+        );
+        let named = |replica: &Replica, name: &str| -> Vec<String> {
+            replica.uuids_named("Address_Set", name).cloned().collect()
+        };
+        let owned = |replica: &Replica, gateway: &str| -> Vec<String> {
+            let owner = BTreeMap::from([
+                ("vendor".to_owned(), "veg".to_owned()),
+                ("gw".to_owned(), gateway.to_owned()),
+            ]);
+            replica
+                .owned_by("Address_Set", &owner)
+                .map(|(uuid, _)| uuid.clone())
+                .collect()
+        };
+        assert_eq!(named(&replica, "a"), ["u1", "u3"]);
+        assert_eq!(owned(&replica, "ns/one"), ["u1"]);
+        // Renamed, moved to another gateway, deleted.
+        replica.apply(
+            &schema,
+            &json!({"Address_Set": {
+                "u1": {"modify": {"name": "c", "external_ids": ["map", [["gw", "ns/two"]]]}},
+                "u3": {"delete": null}}}),
+        );
+        assert!(named(&replica, "a").is_empty());
+        assert_eq!(named(&replica, "c"), ["u1"]);
+        assert!(owned(&replica, "ns/one").is_empty());
+        assert_eq!(owned(&replica, "ns/two"), ["u1", "u2"]);
+        // The same as scanning.
+        let scanned: Vec<String> = replica
+            .table("Address_Set")
+            .filter(|(_, row)| {
+                row.get("external_ids").is_some_and(|ids| {
+                    ids.as_map().get(&Atom::string("gw")) == Some(&Atom::string("ns/two"))
+                })
+            })
+            .map(|(uuid, _)| uuid.clone())
+            .collect();
+        assert_eq!(owned(&replica, "ns/two"), scanned);
+        assert_eq!(replica.owned_by("Address_Set", &BTreeMap::new()).count(), 2);
+        replica.clear();
+        assert!(named(&replica, "c").is_empty() && owned(&replica, "ns/two").is_empty());
     }
 }

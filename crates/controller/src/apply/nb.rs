@@ -43,21 +43,39 @@ fn owner(key: &str) -> BTreeMap<String, String> {
     ovn::external_ids(key, None)
 }
 
-/// Rows of `table` owned by `key`, or named like one of `names` (adopted).
-fn current(
-    replica: &Replica,
-    table: &str,
-    key: &str,
-    adopt: impl Fn(&Row) -> bool,
-) -> BTreeMap<String, Row> {
+/// Which rows not owned by a gateway are its own nevertheless (Kube-OVN made them).
+enum Adopt<'a> {
+    Nothing,
+    /// Those of these names (found through the replica's name index).
+    Named(Vec<&'a str>),
+    /// Those that match (a scan of the table).
+    Matching(&'a dyn Fn(&Row) -> bool),
+}
+
+/// Rows of `table` owned by `key`, or adopted.
+fn current(replica: &Replica, table: &str, key: &str, adopt: Adopt<'_>) -> BTreeMap<String, Row> {
     let owned = owner(key);
     let mut rows: BTreeMap<String, Row> = replica
         .owned_by(table, &owned)
         .map(|(uuid, row)| (uuid.clone(), row.clone()))
         .collect();
-    for (uuid, row) in replica.table(table) {
-        if adopt(row) {
-            rows.insert(uuid.clone(), row.clone());
+    match adopt {
+        Adopt::Nothing => {}
+        Adopt::Named(names) => {
+            for name in names {
+                for uuid in replica.uuids_named(table, name) {
+                    if let Some(row) = replica.row(table, uuid) {
+                        rows.insert(uuid.clone(), row.clone());
+                    }
+                }
+            }
+        }
+        Adopt::Matching(matches) => {
+            for (uuid, row) in replica.table(table) {
+                if matches(row) {
+                    rows.insert(uuid.clone(), row.clone());
+                }
+            }
         }
     }
     rows
@@ -99,9 +117,12 @@ fn address_set_operations(
             .to_row()
         })
         .collect();
-    let have = current(replica, AddressSet::TABLE, key, |row| {
-        set_names.contains(column::<String>(row, "name").as_str())
-    });
+    let have = current(
+        replica,
+        AddressSet::TABLE,
+        key,
+        Adopt::Named(set_names.iter().copied().collect()),
+    );
     veg_ovsdb::diff(
         schema,
         &Desired {
@@ -128,17 +149,13 @@ fn port_group_operations(
         .iter()
         .flat_map(|(_, ports)| ports.iter().map(String::as_str))
         .collect();
-    let ports_by_name: BTreeMap<String, String> = if wanted.is_empty() {
-        BTreeMap::new()
-    } else {
-        replica
-            .table(LogicalSwitchPort::TABLE)
-            .filter_map(|(uuid, row)| {
-                let name: String = column(row, "name");
-                wanted.contains(name.as_str()).then(|| (name, uuid.clone()))
-            })
-            .collect()
-    };
+    let ports_by_name: BTreeMap<&str, String> = wanted
+        .iter()
+        .filter_map(|name| {
+            let uuid = replica.uuids_named(LogicalSwitchPort::TABLE, name).next()?;
+            Some((*name, uuid.clone()))
+        })
+        .collect();
     let group_name = desired.port_group.as_ref().map(|(name, _)| name.clone());
     let rows = desired
         .port_group
@@ -149,7 +166,7 @@ fn port_group_operations(
                 ports: Uuids(
                     ports
                         .iter()
-                        .filter_map(|port| ports_by_name.get(port).cloned())
+                        .filter_map(|port| ports_by_name.get(port.as_str()).cloned())
                         .collect(),
                 ),
                 external_ids: ovn::external_ids(key, None),
@@ -158,9 +175,12 @@ fn port_group_operations(
             .to_row()
         })
         .collect();
-    let have = current(replica, PortGroup::TABLE, key, |row| {
-        group_name.as_deref() == Some(column::<String>(row, "name").as_str())
-    });
+    let have = current(
+        replica,
+        PortGroup::TABLE,
+        key,
+        Adopt::Named(group_name.as_deref().into_iter().collect()),
+    );
     veg_ovsdb::diff(
         schema,
         &Desired {
@@ -192,12 +212,13 @@ fn bfd_operations(replica: &Replica, schema: &Schema, desired: &GatewayOvn) -> B
         .iter()
         .map(|b| (b.logical_port.clone(), b.dst_ip.to_string()))
         .collect();
-    let have_bfd = current(replica, Bfd::TABLE, key, |row| {
+    let adopted = |row: &Row| {
         bfd_keys.contains(&(
             column::<String>(row, "logical_port"),
             column::<String>(row, "dst_ip"),
         ))
-    });
+    };
+    let have_bfd = current(replica, Bfd::TABLE, key, Adopt::Matching(&adopted));
     let mut bfd_refs: BTreeMap<String, Atom> = BTreeMap::new();
     let mut bfd_rows = Vec::new();
     let mut bfd_names = Vec::new();
@@ -322,7 +343,7 @@ fn policy_operations(
         .named::<LogicalRouter>(&desired.router)
         .map(|router| router.policies.0)
         .unwrap_or_default();
-    let owned = current(replica, LogicalRouterPolicy::TABLE, key, |_| false);
+    let owned = current(replica, LogicalRouterPolicy::TABLE, key, Adopt::Nothing);
     let (here, elsewhere): (BTreeMap<String, Row>, BTreeMap<String, Row>) = owned
         .into_iter()
         .partition(|(uuid, _)| on_router.contains(uuid));
@@ -389,16 +410,16 @@ pub fn cleanup_operations(replica: &Replica, namespace: &str, name: &str) -> Vec
     }
     let group = names::port_group(namespace, name);
     let mut operations = Vec::new();
-    let policies = current(replica, LogicalRouterPolicy::TABLE, &key, |_| false);
+    let policies = current(replica, LogicalRouterPolicy::TABLE, &key, Adopt::Nothing);
     operations.extend(unlink_policies(replica, policies.keys()));
     // Rows are ours by external_ids, or by the names Kube-OVN gives them.
-    let ours_by_name = |table: &str, row: &Row| match table {
-        AddressSet::TABLE => set_names.contains(&column::<String>(row, "name")),
-        PortGroup::TABLE => column::<String>(row, "name") == group,
-        _ => false,
+    let ours_by_name = |table: &str| match table {
+        AddressSet::TABLE => Adopt::Named(set_names.iter().map(String::as_str).collect()),
+        PortGroup::TABLE => Adopt::Named(vec![group.as_str()]),
+        _ => Adopt::Nothing,
     };
     for table in [AddressSet::TABLE, PortGroup::TABLE, Bfd::TABLE] {
-        for uuid in current(replica, table, &key, |row| ours_by_name(table, row)).keys() {
+        for uuid in current(replica, table, &key, ours_by_name(table)).keys() {
             operations.push(Operation::Delete {
                 table: table.to_owned(),
                 conditions: vec![Condition::uuid(uuid.as_str())],
