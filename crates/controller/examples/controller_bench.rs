@@ -4,7 +4,9 @@
 //! "Pod added to the snapshot" to "its port is in the gateway's Port_Group" in the replica
 //! (trigger index → reconcile → one NB transaction → monitor update). Prints the full resync
 //! time, latency median/p99, NB bytes per Pod event (the JSON of the operations sent) and the
-//! process's peak RSS.
+//! process's peak RSS. Then the added Pods are deleted (until each port has left its group),
+//! and namespace `big` (1000 Pods, part of the snapshot) is relabelled from gw-0's selector to
+//! gw-1's (until gw-0's group holds none of its ports and gw-1's all).
 //!
 //! The Kubernetes writes (Deployment, status, events, finalizer) are modelled by API_DELAY_MS
 //! of waiting per request (a round trip to an API server) and counted; 0 makes them free. The
@@ -106,13 +108,40 @@ fn ip_block(g: usize) -> Result<String> {
     Ok(format!("198.19.{}.{}/28", g / 16, (g % 16) * 16))
 }
 
-fn peak_rss_kib() -> u64 {
+/// The namespace the relabel moves, and its Pods.
+const BIG: &str = "big";
+const RELABEL_PODS: usize = 1000;
+
+fn big_namespace(group: &str) -> Result<k8s_openapi::api::core::v1::Namespace> {
+    from(json!({"metadata": {"name": BIG, "labels": {"group": group}}}))
+}
+
+/// The UUIDs in a Port_Group.
+fn group_ports(client: &Client, group: &str) -> std::collections::BTreeSet<Atom> {
+    let replica = client.replica();
+    replica
+        .uuids_named("Port_Group", group)
+        .filter_map(|group| replica.row("Port_Group", group))
+        .flat_map(|row| row.get("ports").map(Value::as_set).unwrap_or_default())
+        .collect()
+}
+
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// The resident set now, for the progress lines (where the memory goes).
+fn rss_mib() -> u64 {
+    status_kib("VmRSS:") / 1024
 }
 
 fn port_uuid(client: &Client, port: &str) -> Option<String> {
@@ -211,7 +240,12 @@ async fn main() -> Result<()> {
         .await?;
 
     // The snapshot.
-    eprintln!("==> building a snapshot: {pods} Pods, {namespaces} namespaces, {gateways} gateways");
+    anyhow::ensure!(gateways >= 2, "the relabel needs two gateways");
+    eprintln!(
+        "==> building a snapshot: {pods} Pods (+{RELABEL_PODS} in namespace {BIG}), {namespaces} \
+         namespaces, {gateways} gateways (RSS {} MiB)",
+        rss_mib()
+    );
     let mut snapshot = MemorySnapshot::default();
     snapshot.put_vpc(from(json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc",
         "metadata": {"name": "ovn-cluster"}, "spec": {},
@@ -246,6 +280,14 @@ async fn main() -> Result<()> {
         port_names.push(format!("{name}.{namespace}"));
         snapshot.put_pod(pod(&namespace, &name)?);
     }
+    // One namespace of RELABEL_PODS Pods, selected by gw-0 until it is relabelled to gw-1's
+    // group at the end: a relabel that moves many Pods at once.
+    snapshot.put_namespace(big_namespace("g-0")?);
+    for p in 0..RELABEL_PODS {
+        let name = format!("big-{p}");
+        port_names.push(format!("{name}.{BIG}"));
+        snapshot.put_pod(pod(BIG, &name)?);
+    }
     for g in 0..gateways {
         let name = format!("gw-{g}");
         snapshot.put_gateway(from(json!({
@@ -271,7 +313,11 @@ async fn main() -> Result<()> {
             }))?);
         }
     }
-    eprintln!("==> inserting {} logical switch ports", port_names.len());
+    eprintln!(
+        "==> inserting {} logical switch ports (RSS {} MiB)",
+        port_names.len(),
+        rss_mib()
+    );
     insert_ports(&client, &port_names).await?;
 
     let api = ApiOutputs {
@@ -283,7 +329,10 @@ async fn main() -> Result<()> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
 
     // Full resync: every gateway once.
-    eprintln!("==> full resync of {gateways} gateways");
+    eprintln!(
+        "==> full resync of {gateways} gateways (RSS {} MiB)",
+        rss_mib()
+    );
     let started = Instant::now();
     for g in 0..gateways {
         let outcome = reconciler
@@ -298,7 +347,7 @@ async fn main() -> Result<()> {
     echo_statuses(&api, &mut snapshot);
 
     // Pod events.
-    eprintln!("==> {events} Pod additions");
+    eprintln!("==> {events} Pod additions (RSS {} MiB)", rss_mib());
     let index = Index::build(&snapshot);
     let mut latencies = Vec::new();
     let mut passes = Vec::new();
@@ -372,11 +421,86 @@ async fn main() -> Result<()> {
                 .saturating_sub(excluded),
         );
     }
+    let event_requests = api.requests.get() - resync_requests;
+
+    // Pod deletions: the Pods just added, each until its port has left its group.
+    eprintln!("==> {events} Pod deletions");
+    let mut deletions = Vec::new();
+    for e in 0..events {
+        let namespace = format!("ns-{}", e % namespaces.max(1));
+        let name = format!("new-{e}");
+        let port = format!("{name}.{namespace}");
+        let uuid = port_uuid(&client, &port).context("the port is not in the replica")?;
+        let old_pod = pod(&namespace, &name)?;
+        let started = Instant::now();
+        snapshot.remove_pod(&namespace, &name);
+        let affected = index.affected(
+            &snapshot,
+            &Change::Pod {
+                old: Some(&old_pod),
+                new: None,
+            },
+        );
+        let group = affected
+            .iter()
+            .next()
+            .and_then(|key| key.split_once('/'))
+            .map(|(ns, gw)| names::port_group(ns, gw))
+            .context("no gateway selected the deleted Pod")?;
+        for key in &affected {
+            let (ns, gw) = key.split_once('/').context("key")?;
+            reconciler.reconcile(&snapshot, ns, gw, &now).await?;
+        }
+        client
+            .wait_for(Duration::from_secs(5), |_| {
+                !port_in_group(&client, &group, &uuid)
+            })
+            .await?;
+        deletions.push(started.elapsed());
+        echo_statuses(&api, &mut snapshot);
+    }
+    deletions.sort();
+
+    // The relabel: namespace BIG moves from gw-0 to gw-1, until both groups are right.
+    eprintln!("==> relabelling namespace {BIG} ({RELABEL_PODS} Pods) from gw-0 to gw-1");
+    let big_ports: std::collections::BTreeSet<Atom> = (0..RELABEL_PODS)
+        .filter_map(|p| port_uuid(&client, &format!("big-{p}.{BIG}")))
+        .map(Atom::Uuid)
+        .collect();
+    let (from_group, to_group) = (
+        names::port_group("default", "gw-0"),
+        names::port_group("default", "gw-1"),
+    );
+    anyhow::ensure!(
+        big_ports.len() == RELABEL_PODS && big_ports.is_subset(&group_ports(&client, &from_group)),
+        "namespace {BIG}'s ports are not in gw-0's group before the relabel"
+    );
+    let (old_namespace, new_namespace) = (big_namespace("g-0")?, big_namespace("g-1")?);
+    let started = Instant::now();
+    snapshot.put_namespace(new_namespace.clone());
+    let affected = index.affected(
+        &snapshot,
+        &Change::Namespace {
+            old: Some(&old_namespace),
+            new: Some(&new_namespace),
+        },
+    );
+    for key in &affected {
+        let (ns, gw) = key.split_once('/').context("key")?;
+        reconciler.reconcile(&snapshot, ns, gw, &now).await?;
+    }
+    client
+        .wait_for(Duration::from_secs(10), |_| {
+            group_ports(&client, &from_group).is_disjoint(&big_ports)
+                && big_ports.is_subset(&group_ports(&client, &to_group))
+        })
+        .await?;
+    let relabel = started.elapsed();
+
     latencies.sort();
     passes.sort();
     let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
     let pass_at = |q: f64| passes[((passes.len() as f64 - 1.0) * q).round() as usize];
-    let event_requests = api.requests.get() - resync_requests;
     println!(
         "full resync of {gateways} gateways ({pods} Pods, {namespaces} namespaces): {:.1} ms",
         resync.as_secs_f64() * 1e3
@@ -396,6 +520,17 @@ async fn main() -> Result<()> {
         "API requests ({} ms each): {resync_requests} in the resync, {:.1} per Pod event",
         api_delay.as_millis(),
         event_requests as f64 / events.max(1) as f64
+    );
+    println!(
+        "Pod deleted -> port out of Port_Group over {events} events: median {:.2} ms, p99 {:.2} ms",
+        deletions[((deletions.len() as f64 - 1.0) * 0.5).round() as usize].as_secs_f64() * 1e3,
+        deletions[((deletions.len() as f64 - 1.0) * 0.99).round() as usize].as_secs_f64() * 1e3
+    );
+    println!(
+        "namespace relabel moving {RELABEL_PODS} Pods between two gateways ({} passes) -> both \
+         Port_Groups right: {:.1} ms",
+        affected.len(),
+        relabel.as_secs_f64() * 1e3
     );
     println!("NB bytes per Pod event: {}", bytes / events.max(1));
     println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
