@@ -246,7 +246,8 @@ async fn main() -> Result<()> {
          namespaces, {gateways} gateways (RSS {} MiB)",
         rss_mib()
     );
-    let mut snapshot = MemorySnapshot::default();
+    // Compact, as the kube adapter's: Pods other than gateway Pods as summaries.
+    let mut snapshot = MemorySnapshot::compact();
     snapshot.put_vpc(from(json!({"apiVersion": "kubeovn.io/v1", "kind": "Vpc",
         "metadata": {"name": "ovn-cluster"}, "spec": {},
         "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default"}}))?);

@@ -429,13 +429,11 @@ fn selected_ports(
                 continue;
             }
             let namespace_name = namespace.metadata.name.clone().unwrap_or_default();
-            for pod in snapshot.pods_in(&namespace_name) {
-                let labels = pod.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
-                if selector::matches(selection.pod_selector.as_ref(), labels)
-                    && is_vpc_pod(pod, vpc_name)
+            for pod in snapshot.pod_summaries_in(&namespace_name) {
+                if pod.is_vpc_pod(vpc_name)
+                    && selector::matches(selection.pod_selector.as_ref(), &pod.labels)
                 {
-                    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                    ports.insert(format!("{pod_name}.{namespace_name}"));
+                    ports.insert(format!("{}.{namespace_name}", pod.name));
                 }
             }
         }
@@ -543,32 +541,6 @@ fn add_node_port_groups(
         }
     }
     Ok(())
-}
-
-/// A Pod of the VPC's primary network whose port exists (Kube-OVN's exclusions).
-fn is_vpc_pod(pod: &Pod, vpc: &str) -> bool {
-    let annotations = pod.metadata.annotations.as_ref().unwrap_or(&NO_LABELS);
-    let spec = pod.spec.as_ref();
-    let phase = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.phase.clone())
-        .unwrap_or_default();
-    let restart = spec
-        .and_then(|s| s.restart_policy.clone())
-        .unwrap_or_else(|| "Always".into());
-    let finished = (phase == "Succeeded" && restart != "Always")
-        || (phase == "Failed" && restart == "Never")
-        || (phase == "Failed"
-            && pod.status.as_ref().and_then(|s| s.reason.as_deref()) == Some("Evicted"));
-    !spec.and_then(|s| s.host_network).unwrap_or(false)
-        && annotations.get(annotations::ALLOCATED).map(String::as_str) == Some("true")
-        && annotations
-            .get(annotations::LOGICAL_ROUTER)
-            .map(String::as_str)
-            == Some(vpc)
-        && pod.metadata.deletion_timestamp.is_none()
-        && !finished
 }
 
 /// A gateway Pod as an instance, or why it is not one yet.

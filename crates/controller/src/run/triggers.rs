@@ -209,9 +209,7 @@ impl Index {
             return out;
         };
         let namespace_labels = snapshot
-            .namespaces()
-            .into_iter()
-            .find(|n| n.metadata.name.as_deref() == Some(namespace.as_str()))
+            .namespace(&namespace)
             .and_then(|n| n.metadata.labels.clone())
             .unwrap_or_default();
         for key in self.selecting.get(vpc).into_iter().flatten() {

@@ -226,7 +226,7 @@ impl KubeSource {
             |o| Object::Deployment(Box::new(o)),
         );
         let mut source = Self {
-            snapshot: MemorySnapshot::default(),
+            snapshot: MemorySnapshot::compact(),
             default_vpc: default_vpc.to_owned(),
             events,
             tasks,
@@ -379,7 +379,7 @@ fn changed(s: &mut MemorySnapshot, object: Object, deleted: bool) -> Update {
         }
         Object::Pod(o) => {
             let (namespace, name) = name_of(&o.metadata);
-            let old = s.pod(&namespace, &name).cloned().map(Box::new);
+            let old = s.pod_for_change(&namespace, &name).map(Box::new);
             if deleted {
                 s.remove_pod(&namespace, &name);
                 Update::Pod { old, new: None }
