@@ -423,7 +423,12 @@ fn selected_ports(
 ) -> BTreeSet<String> {
     let mut ports = BTreeSet::new();
     for selection in &spec.selectors {
-        for namespace in snapshot.namespaces() {
+        // Through the namespaces' label index when the selector requires a label.
+        let candidates = match selector::required_label(selection.namespace_selector.as_ref()) {
+            Some((key, value)) => snapshot.namespaces_labelled(key, value),
+            None => snapshot.namespaces(),
+        };
+        for namespace in candidates {
             let labels = namespace.metadata.labels.as_ref().unwrap_or(&NO_LABELS);
             if !selector::matches(selection.namespace_selector.as_ref(), labels) {
                 continue;

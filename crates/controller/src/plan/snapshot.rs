@@ -28,6 +28,8 @@ pub trait Snapshot {
     fn namespaces(&self) -> Vec<&Namespace>;
     /// A namespace by name.
     fn namespace(&self, name: &str) -> Option<&Namespace>;
+    /// The namespaces whose label `key` is `value`, by name.
+    fn namespaces_labelled(&self, key: &str, value: &str) -> Vec<&Namespace>;
     /// The Pods of one namespace kept whole: all of them, or in a compact snapshot only the
     /// gateway Pods (label `app=vpc-egress-gateway`).
     fn pods_in(&self, namespace: &str) -> Vec<&Pod>;
@@ -110,6 +112,9 @@ pub struct MemorySnapshot {
     /// Each distinct label map and router name once.
     interned_labels: HashSet<Arc<BTreeMap<String, String>>>,
     interned_routers: HashSet<Arc<str>>,
+    /// Namespace names by label pair.
+    namespaces_by_label:
+        std::collections::HashMap<(String, String), std::collections::BTreeSet<String>>,
     gateways: BTreeMap<(String, String), VpcEgressGateway>,
     vpcs: BTreeMap<String, Vpc>,
     subnets: BTreeMap<String, Subnet>,
@@ -181,8 +186,15 @@ impl MemorySnapshot {
     }
     /// Adds or replaces a namespace.
     pub fn put_namespace(&mut self, namespace: Namespace) {
-        self.namespaces
-            .insert(name_of(&namespace.metadata), namespace);
+        let name = name_of(&namespace.metadata);
+        self.remove_namespace(&name);
+        for (key, value) in namespace.metadata.labels.iter().flatten() {
+            self.namespaces_by_label
+                .entry((key.clone(), value.clone()))
+                .or_default()
+                .insert(name.clone());
+        }
+        self.namespaces.insert(name, namespace);
     }
     /// Adds or replaces a Pod.
     pub fn put_pod(&mut self, pod: Pod) {
@@ -344,7 +356,18 @@ impl MemorySnapshot {
         self.nads.remove(&(namespace.to_owned(), name.to_owned()));
     }
     pub fn remove_namespace(&mut self, name: &str) {
-        self.namespaces.remove(name);
+        let Some(namespace) = self.namespaces.remove(name) else {
+            return;
+        };
+        for (key, value) in namespace.metadata.labels.iter().flatten() {
+            let pair = (key.clone(), value.clone());
+            if let Some(names) = self.namespaces_by_label.get_mut(&pair) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.namespaces_by_label.remove(&pair);
+                }
+            }
+        }
     }
     pub fn remove_node(&mut self, name: &str) {
         self.nodes.remove(name);
@@ -364,7 +387,10 @@ impl MemorySnapshot {
             ObjectKind::Subnet => self.subnets.clear(),
             ObjectKind::IPPool => self.ip_pools.clear(),
             ObjectKind::Nad => self.nads.clear(),
-            ObjectKind::Namespace => self.namespaces.clear(),
+            ObjectKind::Namespace => {
+                self.namespaces.clear();
+                self.namespaces_by_label.clear();
+            }
             ObjectKind::Pod => {
                 self.pods.clear();
                 self.summaries.clear();
@@ -401,6 +427,14 @@ impl Snapshot for MemorySnapshot {
     }
     fn namespace(&self, name: &str) -> Option<&Namespace> {
         self.namespaces.get(name)
+    }
+    fn namespaces_labelled(&self, key: &str, value: &str) -> Vec<&Namespace> {
+        self.namespaces_by_label
+            .get(&(key.to_owned(), value.to_owned()))
+            .into_iter()
+            .flatten()
+            .filter_map(|name| self.namespaces.get(name))
+            .collect()
     }
     fn pods_in(&self, namespace: &str) -> Vec<&Pod> {
         self.pods
@@ -505,6 +539,18 @@ mod tests {
             2,
             "the web labels were kept"
         );
+        // Namespaces by label follow relabels and removals.
+        let namespace = |labels: serde_json::Value| -> Namespace {
+            serde_json::from_value(json!({"metadata": {"name": "team", "labels": labels}}))
+                .unwrap_or_default()
+        };
+        snapshot.put_namespace(namespace(json!({"group": "a"})));
+        assert_eq!(snapshot.namespaces_labelled("group", "a").len(), 1);
+        snapshot.put_namespace(namespace(json!({"group": "b"})));
+        assert!(snapshot.namespaces_labelled("group", "a").is_empty());
+        assert_eq!(snapshot.namespaces_labelled("group", "b").len(), 1);
+        snapshot.remove_namespace("team");
+        assert!(snapshot.namespaces_labelled("group", "b").is_empty());
         // A full snapshot keeps every Pod whole.
         let mut full = MemorySnapshot::default();
         full.put_pod(pod("web-1", json!({"app": "web"}), json!({})));
