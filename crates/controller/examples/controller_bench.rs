@@ -448,16 +448,24 @@ async fn main() -> Result<()> {
             .and_then(|key| key.split_once('/'))
             .map(|(ns, gw)| names::port_group(ns, gw))
             .context("no gateway selected the deleted Pod")?;
-        for key in &affected {
-            let (ns, gw) = key.split_once('/').context("key")?;
-            reconciler.reconcile(&snapshot, ns, gw, &now).await?;
-        }
-        client
-            .wait_for(Duration::from_secs(5), |_| {
-                !port_in_group(&client, &group, &uuid)
-            })
-            .await?;
-        deletions.push(started.elapsed());
+        let passes_done = async {
+            for key in &affected {
+                let (ns, gw) = key.split_once('/').context("key")?;
+                reconciler.reconcile(&snapshot, ns, gw, &now).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let out_of_group = async {
+            client
+                .wait_for(Duration::from_secs(5), |_| {
+                    !port_in_group(&client, &group, &uuid)
+                })
+                .await?;
+            Ok::<_, anyhow::Error>(started.elapsed())
+        };
+        let (passes_done, out_of_group) = tokio::join!(passes_done, out_of_group);
+        passes_done?;
+        deletions.push(out_of_group?);
         echo_statuses(&api, &mut snapshot);
     }
     deletions.sort();
