@@ -399,10 +399,7 @@ async fn main() -> Result<()> {
             .context("no gateway selects the new Pod")?;
         // The passes, and the port's arrival in its group watched meanwhile.
         let passes_done = async {
-            for key in &affected {
-                let (ns, gw) = key.split_once('/').context("key")?;
-                reconciler.reconcile(&snapshot, ns, gw, &now).await?;
-            }
+            reconcile_all(&reconciler, &snapshot, &affected, &now).await?;
             Ok::<_, anyhow::Error>(Instant::now())
         };
         let in_group = async {
@@ -448,13 +445,7 @@ async fn main() -> Result<()> {
             .and_then(|key| key.split_once('/'))
             .map(|(ns, gw)| names::port_group(ns, gw))
             .context("no gateway selected the deleted Pod")?;
-        let passes_done = async {
-            for key in &affected {
-                let (ns, gw) = key.split_once('/').context("key")?;
-                reconciler.reconcile(&snapshot, ns, gw, &now).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        };
+        let passes_done = async { reconcile_all(&reconciler, &snapshot, &affected, &now).await };
         let out_of_group = async {
             client
                 .wait_for(Duration::from_secs(5), |_| {
@@ -494,10 +485,7 @@ async fn main() -> Result<()> {
             new: Some(&new_namespace),
         },
     );
-    for key in &affected {
-        let (ns, gw) = key.split_once('/').context("key")?;
-        reconciler.reconcile(&snapshot, ns, gw, &now).await?;
-    }
+    reconcile_all(&reconciler, &snapshot, &affected, &now).await?;
     client
         .wait_for(Duration::from_secs(10), |_| {
             group_ports(&client, &from_group).is_disjoint(&big_ports)
@@ -543,6 +531,20 @@ async fn main() -> Result<()> {
     );
     println!("NB bytes per Pod event: {}", bytes / events.max(1));
     println!("peak RSS: {} MiB", peak_rss_kib() / 1024);
+    Ok(())
+}
+
+/// One pass of each affected gateway (`namespace/name` keys), in order.
+async fn reconcile_all(
+    reconciler: &Reconciler<&ApiOutputs>,
+    snapshot: &MemorySnapshot,
+    affected: &std::collections::BTreeSet<String>,
+    now: &Time,
+) -> Result<()> {
+    for key in affected {
+        let (namespace, name) = key.split_once('/').context("key")?;
+        reconciler.reconcile(snapshot, namespace, name, now).await?;
+    }
     Ok(())
 }
 
