@@ -99,7 +99,15 @@ impl Endpoint {
     }
 
     /// The answer to one request: status line and body (pure, so routes are unit-tested).
-    pub fn respond(&self, method: &str, path: &str, body: &str) -> (&'static str, String) {
+    /// `PUT /log-level` is taken only from the Pod itself (loopback: `kubectl exec`, or
+    /// `kubectl port-forward`): any other Pod could otherwise silence or flood the logs.
+    pub fn respond(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        from_loopback: bool,
+    ) -> (&'static str, String) {
         match (method, path) {
             ("GET", "/metrics") => {
                 let mut text = String::new();
@@ -112,6 +120,10 @@ impl Endpoint {
             ("GET", "/livez") => ("503 Service Unavailable", "event loop stalled\n".into()),
             ("GET", "/readyz") if self.health.ready() => ("200 OK", "ok\n".into()),
             ("GET", "/readyz") => ("503 Service Unavailable", format!("{}\n", self.not_ready)),
+            ("PUT", "/log-level") if self.set_level.is_some() && !from_loopback => (
+                "403 Forbidden",
+                "the log level is set from the Pod itself (kubectl exec or port-forward)\n".into(),
+            ),
             ("PUT", "/log-level") if self.set_level.is_some() => {
                 match self.set_level.as_ref().map(|set| set(body)) {
                     Some(Err(error)) => ("400 Bad Request", format!("{}\n", chain(&error))),
@@ -157,24 +169,60 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
 /// EAFNOSUPPORT on Linux: a kernel booted with `ipv6.disable=1`.
 const EAFNOSUPPORT: i32 = 97;
 
-/// Serves until the task is dropped.
+/// Serves until the task is dropped. A failing `accept` (out of file descriptors, which a
+/// flood of connections can cause) is waited out with a growing pause instead of retried at
+/// once, which spun a core.
 pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
+    let mut pause = None;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                pause = None;
+                accepted
+            }
+            Err(error) => {
+                let wait = accept_backoff(pause);
+                if pause.is_none() {
+                    tracing::warn!(%error, "accepting HTTP connections failed; retrying with backoff");
+                }
+                pause = Some(wait);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
         };
         let endpoint = endpoint.clone();
+        let from_loopback = is_loopback_peer(peer);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(stream, &endpoint)).await;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                answer(stream, &endpoint, from_loopback),
+            )
+            .await;
         });
     }
+}
+
+/// Whether a peer is this Pod itself; a `[::]` listener sees IPv4 peers as mapped addresses.
+pub fn is_loopback_peer(peer: SocketAddr) -> bool {
+    peer.ip().to_canonical().is_loopback()
+}
+
+/// The pause after a failed `accept`: 5 ms, doubling up to 1 s (as Go's HTTP server does).
+pub fn accept_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(Duration::from_millis(5), |pause| {
+        (pause * 2).min(Duration::from_secs(1))
+    })
 }
 
 /// Largest request head read, and largest body accepted.
 const MAX_HEAD: usize = 8192;
 const MAX_BODY: usize = 4096;
 
-async fn answer(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    endpoint: &Endpoint,
+    from_loopback: bool,
+) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     let header_end = loop {
@@ -203,7 +251,7 @@ async fn answer(mut stream: TcpStream, endpoint: &Endpoint) -> std::io::Result<(
     let body = String::from_utf8_lossy(&request[header_end..body_end]).into_owned();
     let mut words = head.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let (status, text) = endpoint.respond(method, path, &body);
+    let (status, text) = endpoint.respond(method, path, &body, from_loopback);
     let content_type = if path == "/metrics" && status.starts_with("200") {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
@@ -295,28 +343,39 @@ mod tests {
     #[test]
     fn routes() {
         let (endpoint, levels) = endpoint();
-        assert_eq!(endpoint.respond("GET", "/livez", "").0, "200 OK");
+        assert_eq!(endpoint.respond("GET", "/livez", "", true).0, "200 OK");
         assert_eq!(
-            endpoint.respond("GET", "/readyz", ""),
+            endpoint.respond("GET", "/readyz", "", true),
             (
                 "503 Service Unavailable",
                 "caches not complete yet\n".to_owned()
             )
         );
         endpoint.health.set_ready(true);
-        assert_eq!(endpoint.respond("GET", "/readyz", "").0, "200 OK");
-        assert_eq!(endpoint.respond("PUT", "/log-level", "debug\n").0, "200 OK");
+        assert_eq!(endpoint.respond("GET", "/readyz", "", true).0, "200 OK");
         assert_eq!(
-            endpoint.respond("PUT", "/log-level", "nonsense["),
+            endpoint.respond("PUT", "/log-level", "debug\n", true).0,
+            "200 OK"
+        );
+        assert_eq!(
+            endpoint.respond("PUT", "/log-level", "nonsense[", true),
             (
                 "400 Bad Request",
                 "invalid log filter \"nonsense[\": bad directive\n".to_owned()
             )
         );
-        assert_eq!(endpoint.respond("GET", "/nope", "").0, "404 Not Found");
         assert_eq!(
-            endpoint.respond("POST", "/metrics", "").0,
+            endpoint.respond("GET", "/nope", "", true).0,
+            "404 Not Found"
+        );
+        assert_eq!(
+            endpoint.respond("POST", "/metrics", "", true).0,
             "405 Method Not Allowed"
+        );
+        // From another Pod: refused, and the level is not touched.
+        assert_eq!(
+            endpoint.respond("PUT", "/log-level", "error", false).0,
+            "403 Forbidden"
         );
         assert_eq!(
             levels.lock().map(|l| l.clone()).unwrap_or_default(),
@@ -325,10 +384,65 @@ mod tests {
     }
 
     #[test]
+    fn loopback_peers_in_either_family() {
+        for (peer, loopback) in [
+            ("127.0.0.1:1", true),
+            ("[::1]:1", true),
+            ("[::ffff:127.0.0.1]:1", true),
+            ("198.51.100.7:1", false),
+            ("[::ffff:198.51.100.7]:1", false),
+            ("[2001:db8::7]:1", false),
+        ] {
+            let peer: SocketAddr = peer.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+            assert_eq!(is_loopback_peer(peer), loopback, "{peer}");
+        }
+    }
+
+    #[test]
+    fn accept_failures_back_off_to_a_second() {
+        let mut pause = None;
+        let mut pauses = Vec::new();
+        for _ in 0..10 {
+            let next = accept_backoff(pause);
+            pauses.push(next.as_millis());
+            pause = Some(next);
+        }
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+    }
+
+    /// Over TCP from 127.0.0.1 (through the `[::]` listener, as `::ffff:127.0.0.1`): taken.
+    #[tokio::test]
+    async fn the_log_level_is_set_only_from_loopback() -> std::io::Result<()> {
+        let (endpoint, levels) = endpoint();
+        let listener = bind("[::]:0".parse().map_err(std::io::Error::other)?)
+            .await
+            .map_err(std::io::Error::other)?;
+        let port = listener.local_addr()?.port();
+        let server = tokio::spawn(serve(listener, Arc::new(endpoint)));
+        let put = |address: SocketAddr| async move {
+            let mut stream = TcpStream::connect(address).await?;
+            stream
+                .write_all(b"PUT /log-level HTTP/1.1\r\ncontent-length: 4\r\n\r\ninfo")
+                .await?;
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer)
+        };
+        let local = put(SocketAddr::from(([127, 0, 0, 1], port))).await?;
+        assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+        server.abort();
+        assert_eq!(
+            levels.lock().map(|l| l.clone()).unwrap_or_default(),
+            vec!["info".to_owned()]
+        );
+        Ok(())
+    }
+
+    #[test]
     fn no_log_level_route_unless_offered() {
         let endpoint = Endpoint::new(Registry::default(), Arc::default(), "not ready");
         assert_eq!(
-            endpoint.respond("PUT", "/log-level", "debug").0,
+            endpoint.respond("PUT", "/log-level", "debug", true).0,
             "404 Not Found"
         );
     }
