@@ -216,20 +216,30 @@ pub fn parse_request(line: &str) -> Result<Request, RequestError> {
 
 // ===== server =====
 
-/// Serves the control socket, forwarding requests to `commands`.
-pub async fn serve(
-    listener: UnixListener,
-    path: &Path,
-    commands: mpsc::Sender<Command>,
-) -> Result<(), Error> {
+/// Serves the control socket, forwarding requests to `commands`, until the task is dropped.
+/// A failing `accept` (out of file descriptors, for one) is logged and waited out with a
+/// growing pause (5 ms to 1 s); it used to end the server for good while the daemon ran on.
+pub async fn serve(listener: UnixListener, path: &Path, commands: mpsc::Sender<Command>) {
+    let mut pause = None;
     loop {
-        let (stream, _) = listener
-            .accept()
-            .await
-            .map_err(|error| Error::ControlSocket {
-                path: path.to_path_buf(),
-                error,
-            })?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                if pause.take().is_some() {
+                    tracing::info!(path = %path.display(), "control socket accepting again");
+                }
+                stream
+            }
+            Err(error) => {
+                if pause.is_none() {
+                    tracing::warn!(path = %path.display(), %error,
+                        "accepting control connections failed; retrying with backoff");
+                }
+                let wait = veg_daemon::http::accept_backoff(pause);
+                pause = Some(wait);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
         let commands = commands.clone();
         tokio::spawn(async move {
             if let Err(error) = handle_connection(stream, commands).await {

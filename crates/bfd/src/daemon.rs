@@ -104,9 +104,7 @@ pub async fn run(
         let listener = control::bind(path)?;
         let (path, commands) = (path.clone(), command_tx.clone());
         tasks.push(Task::spawn(async move {
-            if let Err(error) = control::serve(listener, &path, commands).await {
-                tracing::error!(error = %error, "control socket stopped");
-            }
+            control::serve(listener, &path, commands).await;
         }));
     }
     if let Some(address) = config.http {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use anyhow::{Result, ensure};
 
@@ -230,4 +231,80 @@ fn gateway_probe_asks_loopback_and_exits_by_the_status() -> Result<()> {
         "{stderr}"
     );
     Ok(())
+}
+
+/// bfdd runs out of file descriptors (a flood of control connections under a low
+/// RLIMIT_NOFILE): its control socket keeps serving once descriptors are free again. It used
+/// to stop for good at the first failed accept while the daemon ran on. In a network
+/// namespace of its own (no BFD port shared with anything else); needs root.
+#[test]
+fn bfdd_control_socket_survives_running_out_of_file_descriptors() -> Result<()> {
+    if !veg_testkit::require(
+        "the bfdd descriptor test",
+        &["/usr/bin/unshare", "/usr/bin/prlimit"],
+    ) {
+        return Ok(());
+    }
+    let dir = std::env::temp_dir().join(format!("vfd{}-bfdd", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let socket = dir.join("ctl.sock");
+    struct Stop(std::process::Child, PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let daemon = Command::new("unshare")
+        .args(["-n", "prlimit", "--nofile=64:64"])
+        .arg(env!("CARGO_BIN_EXE_veg"))
+        .args(["bfdd", "--no-ipv6", "--control-socket"])
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("bfdd.log"))?)
+        .spawn()?;
+    let _stop = Stop(daemon, dir.clone());
+    let status = || {
+        Command::new(env!("CARGO_BIN_EXE_veg"))
+            .arg("bfdctl")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("status")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    ensure!(
+        wait_for(Duration::from_secs(5), status),
+        "bfdd's control socket never answered"
+    );
+    // More connections than descriptors: accepts fail with EMFILE for a while.
+    let flood: Vec<std::os::unix::net::UnixStream> = (0..100)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&socket).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let log = std::fs::read_to_string(dir.join("bfdd.log"))?;
+    ensure!(
+        log.contains("Too many open files"),
+        "the flood exhausted no descriptors (connected {}): {log}",
+        flood.len()
+    );
+    drop(flood);
+    ensure!(
+        wait_for(Duration::from_secs(5), status),
+        "the control socket stopped after running out of descriptors:\n{}",
+        std::fs::read_to_string(dir.join("bfdd.log"))?
+    );
+    Ok(())
+}
+
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
 }
