@@ -711,6 +711,50 @@ fn a_fault_at_any_apply_step_leaves_the_namespace_as_it_was() -> Result<()> {
     Ok(())
 }
 
+/// An apply that keeps failing (the IPv6 default route is refused after the IPv4 changes went
+/// in, so every attempt changes routes and undoes them) is retried on a growing pause, not on
+/// its own netlink notifications: it used to run ~30 attempts a second, flapping the routes
+/// each time. Counted from the agent's log over 3 s: the pauses (100 ms doubling) allow about
+/// 6 attempts; the old loop made about 90.
+#[test]
+fn a_failing_apply_is_retried_with_backoff_not_on_its_own_notifications() -> Result<()> {
+    if !gwlab::prerequisites() {
+        return Ok(());
+    }
+    let mut lab = Lab::new()?;
+    let veg = lab.dir.join("veg").to_string_lossy().into_owned();
+    let mut agent: Vec<String> = vec![veg, "gateway".into(), "run".into()];
+    agent.extend(gwlab::agent_args(&[(
+        "--external-gateway",
+        "198.51.100.254,2001:db8:999::1",
+    )]));
+    agent.extend(["--check-interval-ms".into(), "10000".into()]);
+    let log = lab.dir.join("agent.log");
+    let pid = lab.spawn_logged("gw", true, &agent, &log)?;
+    let attempts = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("apply failed")
+            .count()
+    };
+    ensure!(
+        wait_until(Duration::from_secs(5), || attempts() > 0),
+        "the apply did not fail: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let first = attempts();
+    std::thread::sleep(Duration::from_secs(3));
+    let made = attempts() - first;
+    lab.stop(pid)?;
+    ensure!(
+        (2..=12).contains(&made),
+        "{made} attempts in 3 s after the first failure (backoff allows about 6): {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    eprintln!("{made} attempts in 3 s after the first failure");
+    Ok(())
+}
+
 #[test]
 fn a_family_without_an_external_gateway_gets_no_default_route_and_no_snat() -> Result<()> {
     if !gwlab::prerequisites() {

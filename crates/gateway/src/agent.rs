@@ -155,6 +155,11 @@ pub async fn run(
     let mut first = true;
     // The external leg's name once resolved (it may be `auto`); the uplink check needs it.
     let mut external: Option<String> = None;
+    // After a failed apply the next attempt waits a growing pause, and netlink notifications
+    // (the failed apply's own, and its undo's) do not cut it short: they used to start the
+    // next attempt at once, ~30 a second, flapping routes each time.
+    let mut failures: u32 = 0;
+    let mut retry_at: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -168,7 +173,12 @@ pub async fn run(
                 // One check for a burst of notifications (ours included).
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 while changes.try_recv().is_ok() {}
+                if retry_at.is_some_and(|at| Instant::now() < at) {
+                    continue;
+                }
             }
+            // The next attempt after a failure, on the backoff schedule.
+            () = sleep_until_retry(retry_at), if retry_at.is_some() => {}
             _ = uplink_tick.tick(), if uplink_enabled => {
                 uplink.tick(&kernel, &config, external.as_deref(), &metrics).await;
                 health.beat();
@@ -180,6 +190,11 @@ pub async fn run(
         let in_sync = resolved.is_some();
         if resolved.is_some() {
             external = resolved;
+            failures = 0;
+            retry_at = None;
+        } else {
+            failures = failures.saturating_add(1);
+            retry_at = Some(Instant::now() + retry_backoff(failures, config.check_interval));
         }
         first = false;
         health.set_ready(in_sync);
@@ -187,6 +202,19 @@ pub async fn run(
     }
     info!("stopping; the applied state stays in place");
     Ok(())
+}
+
+async fn sleep_until_retry(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// The pause before a netlink notification may start another attempt after `failures` failed
+/// applies in a row: 100 ms doubling, at most one check interval.
+pub fn retry_backoff(failures: u32, check_interval: Duration) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    (Duration::from_millis(100) * 2u32.pow(doublings)).min(check_interval)
 }
 
 /// One check and repair; the resolved external interface when the kernel holds the plan.
@@ -445,4 +473,19 @@ pub async fn show(kernel: &Kernel, input: Option<&AgentInput>) -> Result<String,
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_the_check_interval() {
+        let interval = Duration::from_secs(1);
+        let pauses: Vec<u128> = (1..=7)
+            .map(|failures| retry_backoff(failures, interval).as_millis())
+            .collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(retry_backoff(u32::MAX, interval), interval);
+    }
 }
