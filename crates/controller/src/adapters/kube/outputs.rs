@@ -62,9 +62,15 @@ impl KubeOutputs {
     ) -> Result<T, OutputError> {
         self.leading()?;
         let mut leader = self.leader.clone();
+        let lost = async move {
+            // A flag whose sender is gone (no election: one replica) never changes.
+            if leader.wait_for(|leading| !*leading).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             biased;
-            _ = leader.wait_for(|leading| !*leading) => Err(OutputError::NotLeader),
+            () = lost => Err(OutputError::NotLeader),
             result = request => Ok(result?),
         }
     }

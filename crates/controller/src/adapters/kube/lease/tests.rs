@@ -249,3 +249,30 @@ async fn a_leader_cut_off_by_a_silent_api_server_stops_writing_at_the_renew_dead
     );
     Ok(())
 }
+
+/// Without an election (`--leader-elect=false`, one replica) the flag's sender is dropped at
+/// once: the outputs still write. (The race against the flag answered "not the leader" to every
+/// write when the channel was closed.)
+#[tokio::test]
+async fn without_an_election_the_outputs_write() -> anyhow::Result<()> {
+    let (client, state) = fake::server();
+    let (tx, rx) = watch::channel(true);
+    drop(tx);
+    if let Ok(mut state) = state.lock() {
+        state.objects.insert(
+            "/api/v1/namespaces/default/pods/gw-a".into(),
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gw-a", "namespace": "default"}}),
+        );
+    }
+    let outputs = KubeOutputs::new(client, "only", rx);
+    let written = tokio::time::timeout(
+        Duration::from_secs(5),
+        outputs.annotate_pod("default", "gw-a", "k", "v"),
+    )
+    .await;
+    anyhow::ensure!(
+        matches!(written, Ok(Ok(()))),
+        "a single replica's write failed: {written:?}"
+    );
+    Ok(())
+}
