@@ -37,7 +37,11 @@ pub fn base_spec() -> Value {
 /// The cluster of the product description: default VPC, a dual-stack internal subnet, an
 /// IPv4-only macvlan external subnet and its NAD, two namespaces, two nodes.
 pub fn cluster() -> MemorySnapshot {
-    let mut snapshot = MemorySnapshot::default();
+    cluster_in(MemorySnapshot::default())
+}
+
+/// [`cluster`] in a given snapshot (a compact one, as the kube adapter keeps).
+pub fn cluster_in(mut snapshot: MemorySnapshot) -> MemorySnapshot {
     snapshot.put_vpc(from(json!({
         "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
         "spec": {},

@@ -371,6 +371,50 @@ fn a_pod_label_change_reconciles_only_the_gateway_it_affects() -> anyhow::Result
     Ok(())
 }
 
+/// In the compact snapshot the kube adapter keeps, a client Pod is only a summary: when it
+/// moves from one gateway's selector to another's, the watch event's `old` (rebuilt from the
+/// summary) still names the gateway it leaves, so both are reconciled.
+#[test]
+fn a_pod_moving_between_gateways_in_a_compact_snapshot_reconciles_both() -> anyhow::Result<()> {
+    let mut snapshot =
+        crate::fixtures::cluster_in(crate::plan::snapshot::MemorySnapshot::compact());
+    for team in ["blue", "red"] {
+        let mut gateway = gateway(json!({"replicas": 1, "externalSubnet": "macvlan1",
+            "selectors": [{"podSelector": {"matchLabels": {"team": team}}}]}));
+        gateway.metadata.name = Some(team.into());
+        snapshot.put_gateway(gateway);
+    }
+    let pod = crate::fixtures::client(
+        "default",
+        "web",
+        "ovn-cluster",
+        json!({"metadata": {"labels": {"team": "red"}}}),
+    );
+    snapshot.put_pod(pod.clone());
+    anyhow::ensure!(
+        crate::plan::snapshot::Snapshot::pods_in(&snapshot, "default").is_empty(),
+        "the client Pod is kept whole"
+    );
+    let mut source = KubeSource::with_snapshot(snapshot);
+    let index = Index::build(source.snapshot_ref());
+    let mut relabelled = pod;
+    relabelled.metadata.labels = Some([("team".to_owned(), "blue".to_owned())].into());
+    let update = source
+        .apply(Observed::Apply(Object::Pod(Box::new(relabelled))))
+        .ok_or_else(|| anyhow::anyhow!("no update"))?;
+    let mut found = keys(&index, source.snapshot_ref(), &update);
+    found.sort();
+    anyhow::ensure!(
+        found
+            == vec![
+                Key::Gateway("default".into(), "blue".into()),
+                Key::Gateway("default".into(), "red".into())
+            ],
+        "{found:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_source_lists_every_kind_through_the_api_with_granted_calls() -> anyhow::Result<()> {
     let (client, state) = fake::server();
