@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VpcSpec {
+    /// The namespaces that use the VPC (their Pods' primary network is in it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
     /// The dedicated BFD port of the VPC's router, used by egress gateways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd_port: Option<BfdPort>,
@@ -109,6 +112,9 @@ pub struct SubnetSpec {
     /// The VPC the subnet belongs to.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub vpc: String,
+    /// The namespaces bound to the subnet (their Pods take addresses from it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
 }
 
 // ===== IPPool =====
@@ -132,6 +138,9 @@ pub struct IPPoolSpec {
     /// Addresses, CIDRs or `a..b` ranges.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<String>,
+    /// The namespaces bound to the pool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
 }
 
 // ===== impls =====

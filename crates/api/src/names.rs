@@ -170,6 +170,22 @@ pub fn bfd_port(vpc: &str) -> String {
     format!("bfd@{vpc}")
 }
 
+// ===== tenancy =====
+
+/// Annotation by which a namespace admits other namespaces' gateways (strict tenancy): a
+/// comma-separated list of `<namespace>` (every gateway of it) or `<namespace>/<gateway>`.
+/// Admitted gateways may select the namespace's Pods and use what is bound to it (its
+/// subnets' address space, its VPC, its NetworkAttachmentDefinitions).
+pub const ANNOTATION_ADMITS_GATEWAYS: &str = "veg.kubeovn.io/egress-gateways";
+
+/// Whether an [`ANNOTATION_ADMITS_GATEWAYS`] value admits gateway `name` of `namespace`.
+pub fn admits_gateway(value: &str, namespace: &str, name: &str) -> bool {
+    crate::kubeovn::list_items(value).any(|entry| match entry.split_once('/') {
+        Some((ns, gateway)) => ns.trim() == namespace && gateway.trim() == name,
+        None => entry == namespace,
+    })
+}
+
 // ===== the controller ↔ `veg monitor` contract (monitor mode) =====
 
 /// external_ids key under which monitor mode publishes a policy's candidate nexthops.
@@ -225,6 +241,18 @@ impl MonitorTimers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_admission_annotation_names_namespaces_or_single_gateways() {
+        let value = " team-a, team-b/gw1 ,,";
+        assert!(admits_gateway(value, "team-a", "anything"));
+        assert!(admits_gateway(value, "team-b", "gw1"));
+        assert!(!admits_gateway(value, "team-b", "gw2"));
+        assert!(!admits_gateway(value, "team", "gw1"));
+        assert!(!admits_gateway(value, "team-c", "team-a"));
+        assert!(!admits_gateway("", "team-a", "gw1"));
+        assert!(!admits_gateway("*", "team-a", "gw1"));
+    }
 
     // Kube-OVN's own docs show `VEG.8ca38ae7da18` for default/gateway1.
     #[test]

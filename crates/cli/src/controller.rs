@@ -20,6 +20,7 @@ use veg_ovsdb::{Client, NbRow};
 
 use crate::logging::{self, LogFormat};
 use crate::northbound::NorthboundArgs;
+use crate::tenancy::TenancyArgs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum BfdModeArg {
@@ -44,6 +45,8 @@ pub struct ControllerArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     northbound: NorthboundArgs,
+    #[command(flatten)]
+    tenancy: TenancyArgs,
     /// The VPC of gateways whose spec names none (Kube-OVN's --cluster-router).
     #[arg(long, env = "VEG_DEFAULT_VPC", default_value = "ovn-cluster")]
     default_vpc: String,
@@ -138,6 +141,8 @@ async fn run_files(
     let mut reconciler =
         Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
     reconciler.monitor_addresses = args.monitor_addresses.clone();
+    reconciler.tenancy = args.tenancy.tenancy();
+    info!(tenancy = ?reconciler.tenancy, "tenancy");
     let shutdown = veg_daemon::shutdown_signal().context("cannot watch SIGTERM/SIGINT")?;
     driver::run(
         &reconciler,
@@ -198,6 +203,8 @@ async fn run_kube(
         args.image.clone(),
     );
     reconciler.monitor_addresses = args.monitor_addresses.clone();
+    reconciler.tenancy = args.tenancy.tenancy();
+    info!(tenancy = ?reconciler.tenancy, "tenancy");
     reconciler.metrics = metrics.clone();
 
     let (stop_tx, stop) = watch::channel(false);

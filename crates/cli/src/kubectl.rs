@@ -20,6 +20,9 @@ pub struct PluginArgs {
     /// The namespace (default: `default`).
     #[arg(short = 'n', long, global = true, default_value = "default")]
     namespace: String,
+    /// How the controller judges tenancy (explain must judge alike).
+    #[command(flatten)]
+    tenancy: crate::tenancy::TenancyArgs,
     #[command(subcommand)]
     command: PluginCommand,
 }
@@ -48,7 +51,12 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                 None => (args.namespace.clone(), pod.clone()),
             };
             let snapshot = cluster(&args.kubectl)?;
-            let explanation = veg_controller::plan::explain::explain(&snapshot, &namespace, &name);
+            let explanation = veg_controller::plan::explain::explain(
+                &snapshot,
+                &args.tenancy.tenancy(),
+                &namespace,
+                &name,
+            );
             print!("{explanation}");
             Ok(
                 if matches!(

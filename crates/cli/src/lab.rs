@@ -406,7 +406,13 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             )?;
             print!(
                 "{}",
-                veg_controller::plan::explain::explain(source.snapshot(), namespace, name)
+                // The lab's controller runs deploy/'s settings: strict tenancy.
+                veg_controller::plan::explain::explain(
+                    source.snapshot(),
+                    &veg_controller::Tenancy::default(),
+                    namespace,
+                    name
+                )
             );
             // The data plane's answer: who the external host sees, per family of the Pod.
             if lab.pods.get(&key).is_some_and(|p| p.role == "client") {

@@ -15,6 +15,7 @@ mod lab;
 mod logging;
 mod monitor;
 mod northbound;
+mod tenancy;
 mod validate;
 
 /// veg — a VPC egress gateway for Kube-OVN clusters.

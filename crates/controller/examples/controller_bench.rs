@@ -24,7 +24,7 @@ use veg_api::names;
 use veg_controller::apply::nb;
 use veg_controller::plan::ovn;
 use veg_controller::run::triggers::{Change, Index};
-use veg_controller::{BfdMode, MemorySnapshot, OutputError, Outputs, Reconciler, resolve};
+use veg_controller::{BfdMode, MemorySnapshot, OutputError, Outputs, Reconciler, Tenancy, resolve};
 use veg_ovsdb::{Atom, Client, ClientConfig, Operation, Remote, Row, Value};
 
 /// The API server: each request waits `delay` and is counted; the statuses written are kept
@@ -113,7 +113,8 @@ const BIG: &str = "big";
 const RELABEL_PODS: usize = 1000;
 
 fn big_namespace(group: &str) -> Result<k8s_openapi::api::core::v1::Namespace> {
-    from(json!({"metadata": {"name": BIG, "labels": {"group": group}}}))
+    from(json!({"metadata": {"name": BIG, "labels": {"group": group},
+        "annotations": {names::ANNOTATION_ADMITS_GATEWAYS: "default"}}}))
 }
 
 /// The UUIDs in a Port_Group.
@@ -266,6 +267,13 @@ async fn main() -> Result<()> {
             "spec": {"cidrBlock": cidr, "gateway": gateway, "provider": provider}}),
         )?);
     }
+    // Strict tenancy (the default): the gateways' ipBlocks lie in a subnet bound to their
+    // namespace, and every selected namespace admits its gateways.
+    snapshot.put_subnet(from(
+        json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet",
+        "metadata": {"name": "routed"},
+        "spec": {"cidrBlock": "198.19.0.0/16", "provider": "ovn", "namespaces": ["default"]}}),
+    )?);
     snapshot.put_nad(from(json!({"apiVersion": "k8s.cni.cncf.io/v1",
         "kind": "NetworkAttachmentDefinition",
         "metadata": {"name": "eth1", "namespace": "default"}, "spec": {"config": "{}"}}))?);
@@ -273,7 +281,8 @@ async fn main() -> Result<()> {
     for n in 0..namespaces {
         let namespace = format!("ns-{n}");
         snapshot.put_namespace(from(json!({"metadata": {"name": namespace,
-            "labels": {"group": format!("g-{}", n % gateways.max(1))}}}))?);
+            "labels": {"group": format!("g-{}", n % gateways.max(1))},
+            "annotations": {names::ANNOTATION_ADMITS_GATEWAYS: "default"}}}))?);
     }
     for p in 0..pods {
         let namespace = format!("ns-{}", p % namespaces.max(1));
@@ -377,7 +386,7 @@ async fn main() -> Result<()> {
         for key in &affected {
             let (ns, gw) = key.split_once('/').context("key")?;
             if let Some(gateway) = snapshot_gateway(&snapshot, ns, gw)
-                && let Ok(inputs) = resolve(&gateway, &snapshot)
+                && let Ok(inputs) = resolve(&gateway, &snapshot, &Tenancy::default())
             {
                 let operations = nb::operations(
                     &client.replica(),

@@ -35,7 +35,9 @@ pub fn base_spec() -> Value {
 }
 
 /// The cluster of the product description: default VPC, a dual-stack internal subnet, an
-/// IPv4-only macvlan external subnet and its NAD, two namespaces, two nodes.
+/// IPv4-only macvlan external subnet and its NAD, two namespaces, two nodes. Under strict
+/// tenancy everything `base_spec` names is `default`'s to use: subnet1 and the routed range of
+/// its ipBlocks are bound to it, and namespace `other` admits its gateways.
 pub fn cluster() -> MemorySnapshot {
     cluster_in(MemorySnapshot::default())
 }
@@ -47,14 +49,30 @@ pub fn cluster_in(mut snapshot: MemorySnapshot) -> MemorySnapshot {
         "spec": {},
         "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default"}
     })));
-    for (name, cidr, provider) in [
-        ("ovn-default", "198.18.0.0/16,2001:db8:18::/64", "ovn"),
-        ("subnet1", "198.18.16.0/20,2001:db8:16::/64", "ovn"),
-        ("macvlan1", "198.51.100.0/24", "eth1.default"),
+    for (name, cidr, provider, namespaces) in [
+        (
+            "ovn-default",
+            "198.18.0.0/16,2001:db8:18::/64",
+            "ovn",
+            json!([]),
+        ),
+        (
+            "subnet1",
+            "198.18.16.0/20,2001:db8:16::/64",
+            "ovn",
+            json!(["default"]),
+        ),
+        (
+            "routed19",
+            "198.19.0.0/16,2001:db8:19::/64",
+            "ovn",
+            json!(["default"]),
+        ),
+        ("macvlan1", "198.51.100.0/24", "eth1.default", json!([])),
     ] {
         snapshot.put_subnet(from(json!({
             "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": name},
-            "spec": {"cidrBlock": cidr, "provider": provider}
+            "spec": {"cidrBlock": cidr, "provider": provider, "namespaces": namespaces}
         })));
     }
     snapshot.put_nad(from(json!({
@@ -63,7 +81,8 @@ pub fn cluster_in(mut snapshot: MemorySnapshot) -> MemorySnapshot {
     })));
     for (name, team) in [("default", "blue"), ("other", "red")] {
         snapshot.put_namespace(from(json!({
-            "metadata": {"name": name, "labels": {"team": team}}
+            "metadata": {"name": name, "labels": {"team": team},
+                "annotations": {veg_api::names::ANNOTATION_ADMITS_GATEWAYS: "default"}}
         })));
     }
     for node in ["worker1", "worker2"] {

@@ -29,5 +29,6 @@ pub use error::ErrorClass;
 pub use plan::context::{GatewayInputs, Problem, resolve};
 pub use plan::ovn::{BfdMode, BfdModeSetting, GatewayOvn};
 pub use plan::snapshot::{MemorySnapshot, Snapshot};
+pub use plan::tenancy::{NotPermitted, Tenancy, TenancyMode};
 pub use run::outputs::{OutputError, Outputs};
 pub use run::reconcile::{Outcome, ReconcileError, Reconciler};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use veg_controller::plan::workload;
-use veg_controller::{BfdMode, MemorySnapshot, Snapshot, resolve};
+use veg_controller::{BfdMode, MemorySnapshot, Snapshot, Tenancy, resolve};
 
 const IMAGE: &str = "veg:golden";
 
@@ -52,7 +52,7 @@ fn render(case: &Path) -> Result<String> {
             .find(|g| g.namespace_or_empty() == namespace && g.name_or_empty() == name)
             .context("the gateway is not in the snapshot")?;
         writeln!(out, "=== gateway {namespace}/{name}")?;
-        match resolve(gateway, &snapshot) {
+        match resolve(gateway, &snapshot, &Tenancy::default()) {
             Err(problem) => writeln!(out, "problem: {problem:#?}")?,
             Ok(inputs) => {
                 for mode in [BfdMode::Native, BfdMode::Monitor] {

@@ -12,6 +12,7 @@ use veg_api::{TrafficPolicy, VpcEgressGateway};
 
 use crate::plan::selector;
 use crate::plan::snapshot::Snapshot;
+use crate::plan::tenancy::{NotPermitted, Rules, Tenancy};
 
 /// Kube-OVN's annotations and labels read here.
 pub mod annotations {
@@ -75,6 +76,15 @@ pub enum Problem {
     /// `trafficPolicy: Local` needs the node's port group.
     #[error("node {0} has no ovn.kubernetes.io/port_name annotation")]
     NodePortGroupMissing(String),
+    /// The gateway's namespace may not use what a field names (strict tenancy).
+    #[error("{}: {}", .0.field, .0.message)]
+    NotPermitted(NotPermitted),
+}
+
+impl From<NotPermitted> for Problem {
+    fn from(refused: NotPermitted) -> Self {
+        Problem::NotPermitted(refused)
+    }
 }
 
 impl Problem {
@@ -92,6 +102,7 @@ impl Problem {
             Problem::IPPoolMismatch { .. } => "IPPoolSubnetMismatch",
             Problem::VpcBfdPortNotEnabled(_) => "VpcBfdPortNotEnabled",
             Problem::NodePortGroupMissing(_) => "NodePortGroupMissing",
+            Problem::NotPermitted(_) => "NotPermitted",
         }
     }
 }
@@ -180,6 +191,9 @@ pub struct GatewayInputs {
     pub has_selectors: bool,
     /// Logical switch ports of the selected Pods.
     pub ports: BTreeSet<String>,
+    /// Namespaces whose Pods the selectors match but which do not admit the gateway (strict
+    /// tenancy): their Pods are left out.
+    pub excluded_namespaces: usize,
     /// Cluster or Local.
     pub traffic_policy: TrafficPolicy,
     /// BFD, when enabled.
@@ -220,10 +234,11 @@ fn cidrs(snapshot: &dyn Snapshot, name: &str) -> Result<Vec<IpNet>, Problem> {
     }
 }
 
-/// Resolves a gateway against the snapshot.
+/// Resolves a gateway against the snapshot, within what `tenancy` lets its namespace use.
 pub fn resolve(
     gateway: &VpcEgressGateway,
     snapshot: &dyn Snapshot,
+    tenancy: &Tenancy,
 ) -> Result<GatewayInputs, Problem> {
     if let Err(errors) = veg_api::validate(gateway) {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -236,6 +251,8 @@ pub fn resolve(
     let vpc = snapshot
         .vpc(&vpc_name)
         .ok_or_else(|| Problem::VpcNotFound(vpc_name.clone()))?;
+    let rules = tenancy.rules(snapshot, &namespace, &name);
+    rules.vpc(vpc)?;
     let vpc_status = vpc.status.clone().unwrap_or_default();
     let router = if vpc_status.router.is_empty() {
         return Err(Problem::VpcNotReady(vpc_name));
@@ -249,6 +266,9 @@ pub fn resolve(
         spec.internal_subnet.clone()
     };
     let internal_cidrs = cidrs(snapshot, &internal_subnet)?;
+    if let Some(subnet) = snapshot.subnet(&internal_subnet) {
+        rules.internal_subnet(subnet, vpc)?;
+    }
     let external_cidrs = cidrs(snapshot, &spec.external_subnet)?;
     let external = snapshot
         .subnet(&spec.external_subnet)
@@ -264,7 +284,8 @@ pub fn resolve(
     if snapshot.nad(&nad_namespace, &nad_name).is_none() {
         return Err(Problem::NadNotFound(attachment));
     }
-    check_ip_pools(snapshot, spec, &internal_subnet)?;
+    rules.external_subnet(external, &nad_namespace)?;
+    check_ip_pools(snapshot, spec, &internal_subnet, &rules)?;
     let gateways_of = |name: &str| -> Vec<IpAddr> {
         snapshot
             .subnet(name)
@@ -278,8 +299,9 @@ pub fn resolve(
         &internal_cidrs,
         &external_cidrs,
         bfd.as_ref(),
+        &rules,
     )?;
-    let ports = selected_ports(snapshot, spec, &vpc_name);
+    let (ports, excluded_namespaces) = selected_ports(snapshot, spec, &vpc_name, &rules);
     let (instances, messages, unschedulable) = instances(snapshot, &namespace, &name, &attachment);
     add_nexthops(&instances, &mut families);
     if spec.traffic_policy == TrafficPolicy::Local {
@@ -304,6 +326,7 @@ pub fn resolve(
         router,
         has_selectors: !spec.selectors.is_empty(),
         ports,
+        excluded_namespaces,
         traffic_policy: spec.traffic_policy,
         bfd: bfd.map(|(inputs, _)| inputs),
         families,
@@ -319,10 +342,19 @@ fn check_ip_pools(
     snapshot: &dyn Snapshot,
     spec: &veg_api::VpcEgressGatewaySpec,
     internal_subnet: &str,
+    rules: &Rules<'_>,
 ) -> Result<(), Problem> {
-    for (pool, subnet) in [
-        (&spec.internal_ip_pool, internal_subnet),
-        (&spec.external_ip_pool, spec.external_subnet.as_str()),
+    for (field, pool, subnet) in [
+        (
+            "spec.internalIPPool",
+            &spec.internal_ip_pool,
+            internal_subnet,
+        ),
+        (
+            "spec.externalIPPool",
+            &spec.external_ip_pool,
+            spec.external_subnet.as_str(),
+        ),
     ] {
         if pool.is_empty() {
             continue;
@@ -337,6 +369,7 @@ fn check_ip_pools(
                 subnet: subnet.to_owned(),
             });
         }
+        rules.ip_pool(field, found)?;
     }
     Ok(())
 }
@@ -374,6 +407,7 @@ fn sources(
     internal_cidrs: &[IpNet],
     external_cidrs: &[IpNet],
     bfd: Option<&(BfdInputs, Vec<IpAddr>)>,
+    rules: &Rules<'_>,
 ) -> Result<BTreeMap<AddressFamily, FamilyInputs>, Problem> {
     let mut families: BTreeMap<AddressFamily, FamilyInputs> = BTreeMap::new();
     for family in AddressFamily::ALL {
@@ -394,14 +428,27 @@ fn sources(
             );
         }
     }
-    for policy in &spec.policies {
-        let mut nets: Vec<IpNet> = policy
-            .ip_blocks
-            .iter()
-            .filter_map(|b| veg_api::kubeovn::parse_network(b))
-            .collect();
-        for subnet in &policy.subnets {
+    // Computed once: every ipBlock is checked against it.
+    let space = if spec.policies.iter().any(|p| !p.ip_blocks.is_empty()) {
+        rules.address_space()
+    } else {
+        Vec::new()
+    };
+    for (index, policy) in spec.policies.iter().enumerate() {
+        let mut nets: Vec<IpNet> = Vec::new();
+        for (block_index, block) in policy.ip_blocks.iter().enumerate() {
+            if let Some(net) = veg_api::kubeovn::parse_network(block) {
+                let field = format!("spec.policies[{index}].ipBlocks[{block_index}]");
+                rules.ip_block(&field, net, &space)?;
+                nets.push(net);
+            }
+        }
+        for (subnet_index, subnet) in policy.subnets.iter().enumerate() {
             nets.extend(cidrs(snapshot, subnet)?);
+            if let Some(found) = snapshot.subnet(subnet) {
+                let field = format!("spec.policies[{index}].subnets[{subnet_index}]");
+                rules.source_subnet(&field, found)?;
+            }
         }
         for net in nets {
             if let Some(family) = families.get_mut(&family_of(&net)) {
@@ -415,13 +462,16 @@ fn sources(
     Ok(families)
 }
 
-/// The ports (`<pod>.<namespace>`) of the VPC's Pods the selectors choose.
+/// The ports (`<pod>.<namespace>`) of the VPC's Pods the selectors choose in the namespaces
+/// that admit the gateway, and how many other namespaces hold Pods they match.
 fn selected_ports(
     snapshot: &dyn Snapshot,
     spec: &veg_api::VpcEgressGatewaySpec,
     vpc_name: &str,
-) -> BTreeSet<String> {
+    rules: &Rules<'_>,
+) -> (BTreeSet<String>, usize) {
     let mut ports = BTreeSet::new();
+    let mut excluded = BTreeSet::new();
     for selection in &spec.selectors {
         // Through the namespaces' label index when the selector requires a label.
         let candidates = match selector::required_label(selection.namespace_selector.as_ref()) {
@@ -434,16 +484,21 @@ fn selected_ports(
                 continue;
             }
             let namespace_name = namespace.metadata.name.clone().unwrap_or_default();
+            let admits = rules.namespace_admits(&namespace_name);
             for pod in snapshot.pod_summaries_in(&namespace_name) {
                 if pod.is_vpc_pod(vpc_name)
                     && selector::matches(selection.pod_selector.as_ref(), &pod.labels)
                 {
+                    if !admits {
+                        excluded.insert(namespace_name.clone());
+                        break;
+                    }
                     ports.insert(format!("{}.{namespace_name}", pod.name));
                 }
             }
         }
     }
-    ports
+    (ports, excluded.len())
 }
 
 /// The gateway's instances (its Pods not being deleted), by Pod name, why some Pods are not

@@ -15,6 +15,7 @@ use crate::plan::conflict::{Claim, held_back, overlaps};
 use crate::plan::context::{GatewayInputs, resolve};
 use crate::plan::selector::matches;
 use crate::plan::snapshot::Snapshot;
+use crate::plan::tenancy::Tenancy;
 
 /// The answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,6 +174,7 @@ fn why_not(
     gateway: &VpcEgressGateway,
     pod_labels: &BTreeMap<String, String>,
     namespace_labels: &BTreeMap<String, String>,
+    admitted: bool,
     ips: &[IpAddr],
 ) -> String {
     let spec = &gateway.spec;
@@ -197,6 +199,12 @@ fn why_not(
                         "selector {} wants other Pod labels (the Pod has {})",
                         index + 1,
                         labels_text(pod_labels)
+                    ),
+                    (true, true) if !admitted => format!(
+                        "selector {} matches the labels, but the Pod's namespace does not admit gateways of namespace {} (annotation {})",
+                        index + 1,
+                        gateway.metadata.namespace.as_deref().unwrap_or_default(),
+                        veg_api::names::ANNOTATION_ADMITS_GATEWAYS
                     ),
                     (true, true) => format!(
                         "selector {} matches the labels, but the Pod is not counted (not allocated, finished or being deleted)",
@@ -229,7 +237,12 @@ fn instance_addresses(instance: &GatewayInstance, families: &BTreeSet<bool>) -> 
 
 /// Explains the Pod `<namespace>/<name>` against the snapshot (the gateways' statuses give the
 /// instances' BFD states).
-pub fn explain(snapshot: &dyn Snapshot, namespace: &str, name: &str) -> Explanation {
+pub fn explain(
+    snapshot: &dyn Snapshot,
+    tenancy: &Tenancy,
+    namespace: &str,
+    name: &str,
+) -> Explanation {
     let key = format!("{namespace}/{name}");
     let unknown = |why: String| Explanation {
         pod: key.clone(),
@@ -286,7 +299,7 @@ pub fn explain(snapshot: &dyn Snapshot, namespace: &str, name: &str) -> Explanat
     let mut claims = Vec::new();
     for gateway in snapshot.gateways() {
         let gateway_key = gateway.key();
-        match resolve(gateway, snapshot) {
+        match resolve(gateway, snapshot, tenancy) {
             Ok(inputs) => {
                 if &inputs.router != router {
                     continue;
@@ -308,7 +321,18 @@ pub fn explain(snapshot: &dyn Snapshot, namespace: &str, name: &str) -> Explanat
     for (gateway, inputs) in &resolved {
         match selection(inputs, &port, &ips) {
             Some((how, forwarded)) => selecting.push((*gateway, inputs, how, forwarded)),
-            None => details.push(why_not(gateway, &pod_labels, &namespace_labels, &ips)),
+            None => {
+                let admitted = tenancy
+                    .rules(snapshot, &inputs.namespace, &inputs.name)
+                    .namespace_admits(namespace);
+                details.push(why_not(
+                    gateway,
+                    &pod_labels,
+                    &namespace_labels,
+                    admitted,
+                    &ips,
+                ));
+            }
         }
     }
     let held = |key: &str| overlaps.get(key).is_some_and(|o| held_back(o));
@@ -504,7 +528,7 @@ mod tests {
     #[test]
     fn a_selected_pod_leaves_snated_to_the_instances() {
         let s = snapshot(None);
-        let e = explain(&s, "default", "web");
+        let e = explain(&s, &Tenancy::default(), "default", "web");
         assert_eq!(
             e.verdict,
             Verdict::Leaves {
@@ -516,7 +540,7 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("through its selectors"), "{e}");
-        let e = explain(&s, "other", "app");
+        let e = explain(&s, &Tenancy::default(), "other", "app");
         assert!(
             matches!(
                 e.verdict,
@@ -535,7 +559,7 @@ mod tests {
 
     #[test]
     fn a_forward_only_source_keeps_its_address() {
-        let e = explain(&snapshot(None), "other", "legacy");
+        let e = explain(&snapshot(None), &Tenancy::default(), "other", "legacy");
         assert_eq!(
             e.verdict,
             Verdict::Leaves {
@@ -550,7 +574,7 @@ mod tests {
 
     #[test]
     fn an_unselected_pod_is_told_why() {
-        let e = explain(&snapshot(None), "other", "db");
+        let e = explain(&snapshot(None), &Tenancy::default(), "other", "db");
         assert_eq!(e.verdict, Verdict::NotSelected, "{e}");
         let text = e.to_string();
         assert!(
@@ -563,7 +587,12 @@ mod tests {
 
     #[test]
     fn no_instance_up_means_dropped_with_bfd() {
-        let e = explain(&snapshot(Some(["Down", "AdminDown"])), "default", "web");
+        let e = explain(
+            &snapshot(Some(["Down", "AdminDown"])),
+            &Tenancy::default(),
+            "default",
+            "web",
+        );
         assert_eq!(
             e.verdict,
             Verdict::NoInstance {
@@ -578,7 +607,12 @@ mod tests {
             "{text}"
         );
         // One up: only that one carries it.
-        let e = explain(&snapshot(Some(["Down", "Up"])), "default", "web");
+        let e = explain(
+            &snapshot(Some(["Down", "Up"])),
+            &Tenancy::default(),
+            "default",
+            "web",
+        );
         assert_eq!(
             e.verdict,
             Verdict::Leaves {
@@ -609,7 +643,7 @@ mod tests {
         newer.metadata.name = Some("gateway2".into());
         newer.metadata.creation_timestamp = Some(from(json!("2026-06-01T00:00:00Z")));
         s.put_gateway(newer);
-        let e = explain(&s, "default", "web");
+        let e = explain(&s, &Tenancy::default(), "default", "web");
         assert!(
             matches!(&e.verdict, Verdict::Leaves { gateway, .. } if gateway == "default/gateway1"),
             "{e}"
@@ -620,7 +654,7 @@ mod tests {
             "{e}"
         );
         // A Pod only the newer one selects: held back, by the older.
-        let e = explain(&s, "other", "db");
+        let e = explain(&s, &Tenancy::default(), "other", "db");
         assert_eq!(
             e.verdict,
             Verdict::HeldBack {
@@ -642,20 +676,20 @@ mod tests {
             .unwrap_or_else(|| gateway(base_spec()));
         g.spec.traffic_policy = TrafficPolicy::Local;
         s.put_gateway(g);
-        let e = explain(&s, "default", "web"); // on worker1, as gateway1-0
+        let e = explain(&s, &Tenancy::default(), "default", "web"); // on worker1, as gateway1-0
         assert!(
             matches!(&e.verdict, Verdict::Leaves { instances, .. } if instances == &vec!["gateway1-0".to_owned()]),
             "{e}"
         );
         assert_eq!(
-            explain(&s, "default", "ghost").verdict,
+            explain(&s, &Tenancy::default(), "default", "ghost").verdict,
             Verdict::Unknown("no such Pod".into())
         );
         let mut host = client("default", "host", "ovn-cluster", json!({}));
         host.metadata.annotations = None;
         s.put_pod(host);
         assert!(matches!(
-            explain(&s, "default", "host").verdict,
+            explain(&s, &Tenancy::default(), "default", "host").verdict,
             Verdict::Unknown(_)
         ));
     }

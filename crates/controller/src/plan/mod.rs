@@ -3,7 +3,7 @@
 //! status and events, the VPC's BFD port, and the answer to "why does this Pod leave there".
 //! No I/O: every function here is tested without a server.
 //!
-//! Read in this order: `snapshot` (the inputs) → `selector` → `context` (resolve) →
+//! Read in this order: `snapshot` (the inputs) → `selector` → `tenancy` (who may steer what) → `context` (resolve) →
 //! `conflict` (overlapping gateways) → `ovn`, `workload`, `drain`, `status`, `bfd_port`
 //! (the outputs) → `explain` (the same resolution, told to a user).
 
@@ -17,4 +17,5 @@ pub mod selector;
 pub mod snapshot;
 pub mod stale;
 pub mod status;
+pub mod tenancy;
 pub mod workload;

@@ -20,6 +20,8 @@ pub trait Snapshot {
     fn vpcs(&self) -> Vec<&Vpc>;
     /// A subnet by name.
     fn subnet(&self, name: &str) -> Option<&Subnet>;
+    /// Every subnet.
+    fn subnets(&self) -> Vec<&Subnet>;
     /// An IP pool by name.
     fn ip_pool(&self, name: &str) -> Option<&IPPool>;
     /// A NetworkAttachmentDefinition.
@@ -415,6 +417,9 @@ impl Snapshot for MemorySnapshot {
     }
     fn subnet(&self, name: &str) -> Option<&Subnet> {
         self.subnets.get(name)
+    }
+    fn subnets(&self) -> Vec<&Subnet> {
+        self.subnets.values().collect()
     }
     fn ip_pool(&self, name: &str) -> Option<&IPPool> {
         self.ip_pools.get(name)

@@ -153,13 +153,24 @@ pub fn status(
             Err((problem.reason().to_owned(), message))
         }
         Ok(resolved) => {
+            // Not a refusal: another tenant's labels must not be able to stop this gateway.
+            let message = match resolved.excluded_namespaces {
+                0 => String::new(),
+                count => format!(
+                    "the selectors also match Pods in {count} namespace(s) that do not admit this \
+                     gateway; those Pods are not steered (a namespace admits it with the \
+                     annotation {}={})",
+                    names::ANNOTATION_ADMITS_GATEWAYS,
+                    gateway.metadata.namespace.as_deref().unwrap_or_default()
+                ),
+            };
             set_condition(
                 &mut conditions,
                 condition(
                     types::VALIDATED,
                     ConditionStatus::True,
                     "Validated",
-                    String::new(),
+                    message,
                 ),
                 generation,
                 now,

@@ -30,6 +30,7 @@ use crate::plan::ovn::{self, BfdMode};
 use crate::plan::snapshot::Snapshot;
 use crate::plan::stale::{self, Suspect};
 use crate::plan::status::{self, StatusInputs};
+use crate::plan::tenancy::Tenancy;
 use crate::plan::workload;
 use crate::run::outputs::{OutputError, Outputs};
 
@@ -131,6 +132,8 @@ pub struct Reconciler<O> {
     /// Monitor mode: the addresses of every `veg monitor` of the VPCs (two may run, each at
     /// its own address); gateway Pods accept BFD from them besides the VPC's BFD address.
     pub monitor_addresses: Vec<IpAddr>,
+    /// What each gateway's namespace may steer (strict unless the operator opens it).
+    pub tenancy: Tenancy,
     /// Every gateway's last claim (sources, selected ports), refreshed when that gateway is
     /// reconciled: an overlap check then costs one resolution, not one per gateway. A claim
     /// is stale only until its own gateway's pass, which the same trigger schedules.
@@ -155,6 +158,7 @@ impl<O> Reconciler<O> {
             mode,
             image: image.into(),
             monitor_addresses: Vec::new(),
+            tenancy: Tenancy::default(),
             claims: std::sync::Mutex::new(ClaimIndex::default()),
             drain_window: drain::DEFAULT_WINDOW,
             drains: std::sync::Mutex::new(BTreeMap::new()),
@@ -272,7 +276,7 @@ impl<O: Outputs> Reconciler<O> {
                 .map_err(ReconcileError::Finalizer)?;
         }
 
-        let resolved = context::resolve(&gateway, snapshot);
+        let resolved = context::resolve(&gateway, snapshot, &self.tenancy);
         let overlaps = match &resolved {
             Ok(inputs) => self.overlaps(snapshot, &gateway, inputs),
             Err(_) => Vec::new(),
@@ -280,6 +284,14 @@ impl<O: Outputs> Reconciler<O> {
         let mut nb_operations = 0;
         let mut requeue_after = None;
         let deployment_name = names::deployment_name(&gateway.spec.prefix, name);
+        if let Err(problem @ context::Problem::NotPermitted(_)) = &resolved {
+            // Permission can be withdrawn (an annotation removed, a subnet rebound): what the
+            // gateway steered until now goes, unlike a missing reference, which keeps the
+            // last rows.
+            self.may_write()?;
+            nb_operations = nb::cleanup(&self.nb, namespace, name).await?;
+            warn!(gateway = %key, %problem, nb_operations, "not permitted: nothing is steered");
+        }
         if let Ok(inputs) = &resolved {
             if conflict::held_back(&overlaps) {
                 self.may_write()?;
@@ -557,7 +569,7 @@ impl<O: Outputs> Reconciler<O> {
             let key = other.key();
             if key != inputs.key
                 && !cache.contains(&key)
-                && let Ok(other_inputs) = context::resolve(other, snapshot)
+                && let Ok(other_inputs) = context::resolve(other, snapshot, &self.tenancy)
             {
                 cache.put(Claim::of(
                     &other_inputs,

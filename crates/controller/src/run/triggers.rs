@@ -57,6 +57,8 @@ pub struct Index {
     /// Gateways by (namespace, label value) of their workload Pods.
     by_workload: BTreeMap<(String, String), String>,
     gateways: BTreeMap<String, VpcEgressGateway>,
+    /// Gateways with ipBlocks: strict tenancy checks them against every subnet.
+    with_ip_blocks: BTreeSet<String>,
 }
 
 impl Index {
@@ -118,6 +120,9 @@ impl Index {
             if spec.traffic_policy == TrafficPolicy::Local {
                 index.local.insert(key.clone());
             }
+            if spec.policies.iter().any(|p| !p.ip_blocks.is_empty()) {
+                index.with_ip_blocks.insert(key.clone());
+            }
             let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
             let label =
                 names::normalize_label_value(gateway.metadata.name.as_deref().unwrap_or_default());
@@ -133,7 +138,11 @@ impl Index {
             map.get(key).cloned().unwrap_or_default()
         };
         match change {
-            Change::Subnet(name) => all(&self.by_subnet, name),
+            Change::Subnet(name) => {
+                let mut out = all(&self.by_subnet, name);
+                out.extend(self.with_ip_blocks.iter().cloned());
+                out
+            }
             Change::IPPool(name) => all(&self.by_pool, name),
             Change::Vpc(name) => all(&self.by_vpc, name),
             Change::Nad { namespace, name } => self
@@ -167,7 +176,7 @@ impl Index {
                 out
             }
             Change::Namespace { old, new } => {
-                let mut out = BTreeSet::new();
+                let mut out = self.admission_changed(*old, *new);
                 for namespace in old.iter().chain(new.iter()) {
                     let labels = namespace.metadata.labels.clone().unwrap_or_default();
                     for keys in self.selecting.values() {
@@ -186,6 +195,35 @@ impl Index {
                 out
             }
         }
+    }
+
+    /// The gateways of the namespaces a change of the admission annotation adds or removes
+    /// (strict tenancy: what they may select and use changed).
+    fn admission_changed(
+        &self,
+        old: Option<&Namespace>,
+        new: Option<&Namespace>,
+    ) -> BTreeSet<String> {
+        let value = |namespace: Option<&Namespace>| -> String {
+            namespace
+                .and_then(|n| n.metadata.annotations.as_ref())
+                .and_then(|a| a.get(names::ANNOTATION_ADMITS_GATEWAYS))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (before, after) = (value(old), value(new));
+        if before == after {
+            return BTreeSet::new();
+        }
+        let named: BTreeSet<&str> = veg_api::kubeovn::list_items(&before)
+            .chain(veg_api::kubeovn::list_items(&after))
+            .map(|entry| entry.split_once('/').map_or(entry, |(ns, _)| ns.trim()))
+            .collect();
+        self.gateways
+            .iter()
+            .filter(|(_, g)| named.contains(g.metadata.namespace.as_deref().unwrap_or_default()))
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// The gateway a workload Pod belongs to, and the gateways whose selectors pick the Pod.
@@ -243,7 +281,7 @@ mod tests {
         merge(
             &mut other,
             json!({"vpc": "vpc1", "trafficPolicy": "Local", "selectors": [],
-            "internalSubnet": "subnet9", "policies": [{"snat": true, "ipBlocks": ["198.21.0.0/16"]}]}),
+            "internalSubnet": "subnet9", "policies": [{"snat": true, "subnets": ["subnet9"]}]}),
         );
         let mut second = gateway(other);
         second.metadata.name = Some("gateway2".into());
@@ -263,7 +301,11 @@ mod tests {
             keys(Change::Subnet("macvlan1")),
             ["default/gateway1", "default/gateway2"]
         );
-        assert_eq!(keys(Change::Subnet("subnet9")), ["default/gateway2"]);
+        // gateway1 has ipBlocks: any subnet may change what they may name (strict tenancy).
+        assert_eq!(
+            keys(Change::Subnet("subnet9")),
+            ["default/gateway1", "default/gateway2"]
+        );
         assert_eq!(keys(Change::Subnet("ovn-default")), ["default/gateway1"]);
         assert_eq!(keys(Change::Vpc("vpc1")), ["default/gateway2"]);
         assert_eq!(
@@ -354,6 +396,29 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["default/gateway1"]
         );
+        // The admission annotation of a namespace nobody selects: the gateways of the
+        // namespaces it names, before or after.
+        let plain: Namespace = from(json!({"metadata": {"name": "third"}}));
+        let admitting: Namespace = from(json!({"metadata": {"name": "third",
+            "annotations": {veg_api::names::ANNOTATION_ADMITS_GATEWAYS: "elsewhere, default/gateway2"}}}));
+        for (old, new) in [(&plain, &admitting), (&admitting, &plain)] {
+            let change = Change::Namespace {
+                old: Some(old),
+                new: Some(new),
+            };
+            assert_eq!(
+                index
+                    .affected(&snapshot, &change)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                ["default/gateway1", "default/gateway2"]
+            );
+        }
+        let unchanged = Change::Namespace {
+            old: Some(&admitting),
+            new: Some(&admitting),
+        };
+        assert!(index.affected(&snapshot, &unchanged).is_empty());
         // A gateway's own Pod: only its gateway.
         let own = instance("gw-a", "worker1", "198.18.0.12", None, false);
         let change = Change::Pod {

@@ -43,7 +43,7 @@ fn the_seed_gateway_resolves_with_sources_instances_and_selected_ports() -> Resu
     // Multus did not attach net1: not an instance, said why.
     snapshot.put_pod(instance("gw-c", "worker2", "198.18.0.14", None, true));
 
-    let inputs = resolve(&gateway(base_spec()), &snapshot)?;
+    let inputs = resolve(&gateway(base_spec()), &snapshot, &Tenancy::default())?;
     assert_eq!(inputs.key, "default/gateway1");
     assert_eq!(inputs.router, "ovn-cluster");
     assert_eq!(inputs.ports, ["web.default".to_owned()].into());
@@ -103,7 +103,7 @@ fn missing_references_are_problems_with_reasons() {
     for (patch, reason) in cases {
         let mut spec = base_spec();
         merge(&mut spec, patch.clone());
-        match resolve(&gateway(spec), &snapshot) {
+        match resolve(&gateway(spec), &snapshot, &Tenancy::default()) {
             Err(problem) => assert_eq!(problem.reason(), reason, "{patch}: {problem}"),
             Ok(_) => panic!("{patch} resolved"),
         }
@@ -113,7 +113,7 @@ fn missing_references_are_problems_with_reasons() {
         "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "macvlan1"},
         "spec": {"cidrBlock": "198.51.100.0/24", "provider": "eth9.default"}})));
     assert_eq!(
-        resolve(&gateway(base_spec()), &no_nad)
+        resolve(&gateway(base_spec()), &no_nad, &Tenancy::default())
             .map_err(|p| p.to_string())
             .err(),
         Some("network attachment definition default/eth9 not found".to_owned())
@@ -126,7 +126,9 @@ fn missing_references_are_problems_with_reasons() {
     let mut spec = base_spec();
     merge(&mut spec, json!({"externalIPPool": "pool1", "replicas": 1}));
     assert_eq!(
-        resolve(&gateway(spec), &pool).map_err(|p| p.reason()).err(),
+        resolve(&gateway(spec), &pool, &Tenancy::default())
+            .map_err(|p| p.reason())
+            .err(),
         Some("IPPoolSubnetMismatch")
     );
 }
@@ -143,14 +145,14 @@ fn local_needs_each_instance_nodes_port_group() -> Result<(), Problem> {
     ));
     let mut spec = base_spec();
     merge(&mut spec, json!({"trafficPolicy": "Local"}));
-    let inputs = resolve(&gateway(spec.clone()), &snapshot)?;
+    let inputs = resolve(&gateway(spec.clone()), &snapshot, &Tenancy::default())?;
     assert_eq!(
         inputs.families[&AddressFamily::V4].node_port_groups,
         BTreeMap::from([("worker1".to_owned(), "node.worker1".to_owned())])
     );
     snapshot.put_node(from(json!({"metadata": {"name": "worker1"}})));
     assert_eq!(
-        resolve(&gateway(spec), &snapshot)
+        resolve(&gateway(spec), &snapshot, &Tenancy::default())
             .map_err(|p| p.reason())
             .err(),
         Some("NodePortGroupMissing")

@@ -8,6 +8,7 @@ use super::*;
 use crate::fixtures::*;
 use crate::plan::conflict::Overlap;
 use crate::plan::context::resolve;
+use crate::plan::tenancy::Tenancy;
 
 fn at(second: i64) -> Time {
     Time(Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH))
@@ -59,7 +60,7 @@ fn a_ready_gateway_is_completed_with_instances_and_bfd_states() -> Result<(), Pr
         ("gw-a", "worker1", "198.18.0.12"),
         ("gw-b", "worker2", "198.18.0.13"),
     ]);
-    let resolved = resolve(&gateway, &snapshot)?;
+    let resolved = resolve(&gateway, &snapshot, &Tenancy::default())?;
     let deployment = ready_deployment();
     let bfd = BTreeMap::from([(
         "198.18.0.12"
@@ -150,7 +151,7 @@ fn a_ready_gateway_is_completed_with_instances_and_bfd_states() -> Result<(), Pr
 fn not_ready_reasons_follow_kube_ovn() -> Result<(), Problem> {
     let gateway = gateway_with_bfd();
     let one = snapshot_with(&[("gw-a", "worker1", "198.18.0.12")]);
-    let resolved = resolve(&gateway, &one)?;
+    let resolved = resolve(&gateway, &one, &Tenancy::default())?;
     let bfd = BTreeMap::new();
     let now = at(100);
     let inputs = |deployment| StatusInputs {
@@ -243,7 +244,7 @@ fn overlaps_name_each_other_and_hold_the_newer_back() -> Result<(), Problem> {
         ("gw-a", "worker1", "198.18.0.12"),
         ("gw-b", "worker2", "198.18.0.13"),
     ]);
-    let resolved = resolve(&gateway, &snapshot)?;
+    let resolved = resolve(&gateway, &snapshot, &Tenancy::default())?;
     let deployment = ready_deployment();
     // Both sessions Up: only the overlap keeps it from Ready.
     let bfd: BTreeMap<IpAddr, BfdState> = ["198.18.0.12", "198.18.0.13"]
@@ -318,7 +319,7 @@ fn with_bfd_on_no_instance_up_is_not_ready() -> Result<(), Problem> {
         ("gw-a", "worker1", "198.18.0.12"),
         ("gw-b", "worker2", "198.18.0.13"),
     ]);
-    let resolved = resolve(&gateway, &snapshot)?;
+    let resolved = resolve(&gateway, &snapshot, &Tenancy::default())?;
     let deployment = ready_deployment();
     let state = |a: BfdState, b: BfdState| -> BTreeMap<IpAddr, BfdState> {
         ["198.18.0.12", "198.18.0.13"]
@@ -365,7 +366,7 @@ fn with_bfd_on_no_instance_up_is_not_ready() -> Result<(), Problem> {
 fn a_deployment_whose_pods_are_refused_says_why() -> Result<(), Problem> {
     let gateway = gateway_with_bfd();
     let snapshot = snapshot_with(&[]);
-    let resolved = resolve(&gateway, &snapshot)?;
+    let resolved = resolve(&gateway, &snapshot, &Tenancy::default())?;
     let bfd = BTreeMap::new();
     // What a ReplicaSet reports when admission refuses its Pods.
     let refused: k8s_openapi::api::apps::v1::Deployment = from(json!({
@@ -413,7 +414,7 @@ fn a_pod_no_node_can_take_is_named_with_the_schedulers_reason() -> Result<(), Pr
         {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
          "message": reason}]})));
     snapshot.put_pod(pending);
-    let resolved = resolve(&gateway, &snapshot)?;
+    let resolved = resolve(&gateway, &snapshot, &Tenancy::default())?;
     assert_eq!(resolved.instances.len(), 1);
     assert_eq!(
         resolved.unschedulable,

@@ -8,6 +8,7 @@ use super::*;
 use crate::fixtures::*;
 use crate::plan::context::resolve;
 use crate::plan::snapshot::MemorySnapshot;
+use crate::plan::tenancy::Tenancy;
 
 fn deployment(spec_patch: serde_json::Value) -> Deployment {
     let mut snapshot = cluster();
@@ -31,7 +32,7 @@ fn render_in(snapshot: &MemorySnapshot, spec_patch: serde_json::Value) -> Deploy
     let mut spec = base_spec();
     merge(&mut spec, spec_patch);
     let gateway = gateway(spec);
-    match resolve(&gateway, snapshot) {
+    match resolve(&gateway, snapshot, &Tenancy::default()) {
         Ok(inputs) => render(&gateway, &inputs, "veg:test"),
         Err(problem) => panic!("does not resolve: {problem}"),
     }
@@ -57,7 +58,7 @@ fn native_mode_routes_the_bfd_port_and_silences_path_down() {
     let mut spec = base_spec();
     merge(&mut spec, json!({"bfd": {"enabled": true}}));
     let gateway = gateway(spec);
-    let Ok(mut inputs) = resolve(&gateway, &snapshot) else {
+    let Ok(mut inputs) = resolve(&gateway, &snapshot, &Tenancy::default()) else {
         panic!("does not resolve");
     };
     for native in [false, true] {
@@ -271,14 +272,14 @@ fn the_kubelet_probes_default_vpc_gateways_over_http_and_custom_vpc_ones_from_in
     let mut snapshot = cluster();
     snapshot.put_vpc(from(json!({
         "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "vpc1"},
-        "spec": {},
+        "spec": {"namespaces": ["default"]},
         "status": {"router": "vpc1", "defaultLogicalSwitch": "vpc1-net",
                    "bfdPort": {"name": "bfd@vpc1", "ip": "198.18.200.254"}}
     })));
     snapshot.put_subnet(from(json!({
         "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "vpc1-net"},
         "spec": {"vpc": "vpc1", "cidrBlock": "198.18.200.0/24", "gateway": "198.18.200.1",
-                 "provider": "ovn"}})));
+                 "provider": "ovn", "namespaces": ["default"]}})));
     let custom = render_in(
         &snapshot,
         json!({"vpc": "vpc1", "internalSubnet": "vpc1-net", "bfd": {"enabled": true},
@@ -398,7 +399,7 @@ fn an_on_link_bfd_address_gets_no_route_via_the_router() {
     let mut spec = base_spec();
     merge(&mut spec, json!({"bfd": {"enabled": true}}));
     let gateway = gateway(spec);
-    let inputs = match resolve(&gateway, &snapshot) {
+    let inputs = match resolve(&gateway, &snapshot, &Tenancy::default()) {
         Ok(inputs) => inputs,
         Err(problem) => panic!("{problem}"),
     };

@@ -780,3 +780,87 @@ async fn a_pass_that_loses_leadership_midway_writes_nothing_after() -> anyhow::R
     );
     Ok(())
 }
+
+/// Strict tenancy: a gateway that names what its namespace may not use writes no NB row and
+/// gets no Deployment; one whose permission is withdrawn loses the rows it had.
+#[tokio::test]
+async fn a_gateway_not_permitted_writes_nothing_and_loses_its_rows_when_permission_goes()
+-> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, client) = test_nb().await?;
+    let recorder = Recorder::default();
+    let reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Native, "veg:test");
+    let mut snapshot = cluster();
+    let gateway1 = gateway(base_spec());
+    snapshot.put_gateway(gateway1.clone());
+    for (pod, node, ip, external) in [
+        ("gw-a", "worker1", "198.18.0.12", "198.51.100.11"),
+        ("gw-b", "worker2", "198.18.0.13", "198.51.100.12"),
+    ] {
+        snapshot.put_pod(instance(pod, node, ip, Some(external), true));
+    }
+    reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(100))
+        .await?;
+    anyhow::ensure!(policy_count(&client) == 2);
+    let rows = || client.replica().table("Address_Set").count();
+    let sets = rows();
+
+    // A gateway of namespace `other` capturing everything through default's attachment:
+    // refused (the first field refused is the attachment), nothing written.
+    let mut intruder = gateway(json!({"replicas": 1, "externalSubnet": "macvlan1",
+        "policies": [{"snat": true, "ipBlocks": ["0.0.0.0/0"]}]}));
+    intruder.metadata.namespace = Some("other".into());
+    intruder.metadata.name = Some("intruder".into());
+    snapshot.put_gateway(intruder);
+    let outcome = reconciler
+        .reconcile(&snapshot, "other", "intruder", &at(110))
+        .await?;
+    anyhow::ensure!(
+        outcome.nb_operations == 0 && outcome.reason == "NotPermitted",
+        "{outcome:?}"
+    );
+    anyhow::ensure!(policy_count(&client) == 2 && rows() == sets);
+    let status = last_status(&recorder, "intruder").unwrap_or_default();
+    let validated = status.conditions.iter().find(|c| c.type_ == "Validated");
+    anyhow::ensure!(
+        validated.is_some_and(|c| c.reason == "NotPermitted"
+            && c.message
+                .starts_with("spec.externalSubnet: subnet macvlan1")),
+        "{:?}",
+        status.conditions
+    );
+    anyhow::ensure!(
+        recorder.deployments.lock().map(|d| d.len()).unwrap_or(0) == 1,
+        "the refused gateway got a Deployment"
+    );
+
+    // subnet1 is rebound to namespace `other`, which no longer admits default's gateways:
+    // gateway1 may not steer it any more, and its rows go.
+    snapshot.put_subnet(from(json!({
+        "apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": "subnet1"},
+        "spec": {"cidrBlock": "198.18.16.0/20,2001:db8:16::/64", "provider": "ovn",
+                 "namespaces": ["other"]}
+    })));
+    snapshot.put_namespace(from(json!({"metadata": {"name": "other",
+        "labels": {"team": "red"}}})));
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(120))
+        .await?;
+    anyhow::ensure!(
+        outcome.reason == "NotPermitted" && outcome.nb_operations > 0,
+        "{outcome:?}"
+    );
+    anyhow::ensure!(policy_count(&client) == 0, "the rows stayed");
+    let status = last_status(&recorder, "gateway1").unwrap_or_default();
+    anyhow::ensure!(
+        status.conditions.iter().any(|c| c.type_ == "Validated"
+            && c.message
+                .starts_with("spec.policies[0].subnets[0]: subnet subnet1")),
+        "{:?}",
+        status.conditions
+    );
+    Ok(())
+}
