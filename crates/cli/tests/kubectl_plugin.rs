@@ -97,14 +97,15 @@ fn cluster(id: &str, states: [&str; 2], with_gateway2: bool) -> Result<Cluster> 
             "subnets.kubeovn.io",
             list(
                 [
-                    ("ovn-default", "198.18.0.0/20", "ovn"),
-                    ("subnet1", "198.18.16.0/20", "ovn"),
-                    ("macvlan1", "198.51.100.0/24", "eth1.default"),
+                    ("ovn-default", "198.18.0.0/20", "ovn", json!([])),
+                    // Bound to default: its gateways may steer it (strict tenancy).
+                    ("subnet1", "198.18.16.0/20", "ovn", json!(["default"])),
+                    ("macvlan1", "198.51.100.0/24", "eth1.default", json!([])),
                 ]
                 .iter()
-                .map(|(name, cidr, provider)| {
+                .map(|(name, cidr, provider, namespaces)| {
                     json!({"apiVersion": "kubeovn.io/v1", "kind": "Subnet", "metadata": {"name": name},
-                    "spec": {"cidrBlock": cidr, "provider": provider}})
+                    "spec": {"cidrBlock": cidr, "provider": provider, "namespaces": namespaces}})
                 })
                 .collect(),
             ),

@@ -360,7 +360,8 @@ spec: {protocol: IPv4, cidrBlock: 198.18.0.0/20, gateway: 198.18.0.1, provider: 
 apiVersion: kubeovn.io/v1
 kind: Subnet
 metadata: {name: subnet1}
-spec: {protocol: IPv4, cidrBlock: 198.18.16.0/20, gateway: 198.18.16.1}
+# Bound to default: default's gateways may steer it (strict tenancy).
+spec: {protocol: IPv4, cidrBlock: 198.18.16.0/20, gateway: 198.18.16.1, namespaces: [default]}
 ---
 apiVersion: kubeovn.io/v1
 kind: Subnet

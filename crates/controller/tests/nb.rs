@@ -52,6 +52,7 @@ fn inputs(router: &str, nexthops: &[&str], bfd: Option<(i32, i32, i32)>) -> Gate
         router: router.into(),
         has_selectors: true,
         ports: ["web.default".to_owned(), "missing.default".to_owned()].into(),
+        selected_addresses: BTreeSet::new(),
         excluded_namespaces: 0,
         traffic_policy: TrafficPolicy::Cluster,
         bfd: bfd.map(|(min_tx, min_rx, multiplier)| BfdInputs {

@@ -1,9 +1,11 @@
 //! Overlapping gateways (pure): two gateways of one VPC whose sources overlap (a policy CIDR
-//! or a selected Pod) would write equal-priority policies that fight. Both are told, naming
+//! with a policy CIDR, a selected Pod with a selected Pod, or a policy CIDR holding another's
+//! selected Pod's address) would write policies that fight over the same packets. Both are told, naming
 //! each other; the older one (creation time, then key) keeps the sources, the newer is held
 //! back — deterministic, never random. Kube-OVN does not detect this at all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -22,6 +24,8 @@ pub struct Claim {
     pub sources: BTreeSet<IpNet>,
     /// Selected Pods' ports.
     pub ports: BTreeSet<String>,
+    /// Selected Pods' addresses.
+    pub addresses: BTreeSet<IpAddr>,
 }
 
 impl Claim {
@@ -37,6 +41,7 @@ impl Claim {
                 .flat_map(|family| family.sources.iter().copied())
                 .collect(),
             ports: inputs.ports.clone(),
+            addresses: inputs.selected_addresses.clone(),
         }
     }
 
@@ -48,12 +53,27 @@ impl Claim {
         if self.vpc != other.vpc {
             return None;
         }
-        self.sources_overlap(other).or_else(|| {
-            self.ports
-                .intersection(&other.ports)
-                .next()
-                .map(|port| format!("Pod port {port}"))
-        })
+        self.sources_overlap(other)
+            .or_else(|| {
+                self.ports
+                    .intersection(&other.ports)
+                    .next()
+                    .map(|port| format!("Pod port {port}"))
+            })
+            .or_else(|| self.cross_overlap(other))
+    }
+
+    /// A CIDR source of one holding an address of a Pod the other selects (either way).
+    fn cross_overlap(&self, other: &Claim) -> Option<String> {
+        let held = |cidrs: &BTreeSet<IpNet>, addresses: &BTreeSet<IpAddr>| {
+            cidrs.iter().find_map(|net| {
+                addresses
+                    .range(net.network()..=net.broadcast())
+                    .next()
+                    .map(|ip| format!("{net} holds selected Pod address {ip}"))
+            })
+        };
+        held(&self.sources, &other.addresses).or_else(|| held(&other.sources, &self.addresses))
     }
 
     fn sources_overlap(&self, other: &Claim) -> Option<String> {
@@ -93,8 +113,12 @@ impl ClaimIndex {
         self.claims.contains_key(key)
     }
 
-    /// Sets a gateway's claim; only the ports that changed touch the index.
-    pub fn put(&mut self, claim: Claim) {
+    /// Sets a gateway's claim; only the ports that changed touch the index. Whether the claim
+    /// differs from the one it replaces.
+    pub fn put(&mut self, claim: Claim) -> bool {
+        if self.claims.get(&claim.key) == Some(&claim) {
+            return false;
+        }
         let old_ports = self
             .claims
             .get(&claim.key)
@@ -111,6 +135,7 @@ impl ClaimIndex {
                 .insert(claim.key.clone());
         }
         self.claims.insert(claim.key.clone(), claim);
+        true
     }
 
     /// Drops a gateway's claim (it was deleted).
@@ -151,11 +176,14 @@ impl ClaimIndex {
             if other_key == key || other.vpc != mine.vpc || !counts(other_key) {
                 continue;
             }
-            let what = mine.sources_overlap(other).or_else(|| {
-                shared
-                    .get(other_key.as_str())
-                    .map(|port| format!("Pod port {port}"))
-            });
+            let what = mine
+                .sources_overlap(other)
+                .or_else(|| {
+                    shared
+                        .get(other_key.as_str())
+                        .map(|port| format!("Pod port {port}"))
+                })
+                .or_else(|| mine.cross_overlap(other));
             if let Some(what) = what {
                 found.push(mine.overlap_with(other, what));
             }
@@ -220,7 +248,56 @@ mod tests {
                 .map(Time),
             sources: sources.iter().filter_map(|s| s.parse().ok()).collect(),
             ports: ports.iter().map(|p| (*p).to_owned()).collect(),
+            // Port `p<n>.<ns>` has address 198.19.<n % 3>.<n + 1>.
+            addresses: ports
+                .iter()
+                .filter_map(|p| p.strip_prefix('p')?.split_once('.')?.0.parse::<u8>().ok())
+                .map(|n| IpAddr::from([198, 19, n % 3, n + 1]))
+                .collect(),
         }
+    }
+
+    #[test]
+    fn a_cidr_holding_another_gateways_selected_pod_overlaps() {
+        // p4.team is 198.19.1.5: inside the older gateway's 198.19.1.0/24.
+        let claims = [
+            claim("team/selects", "ovn-cluster", Some(200), &[], &["p4.team"]),
+            claim(
+                "team/cidr",
+                "ovn-cluster",
+                Some(100),
+                &["198.19.1.0/24"],
+                &[],
+            ),
+            claim(
+                "team/elsewhere",
+                "ovn-cluster",
+                Some(50),
+                &["198.19.2.0/24"],
+                &[],
+            ),
+        ];
+        let found = overlaps(&claims);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            found["team/selects"],
+            [Overlap {
+                other: "team/cidr".into(),
+                what: "198.19.1.0/24 holds selected Pod address 198.19.1.5".into(),
+                wins: false
+            }]
+        );
+        assert!(found["team/cidr"][0].wins);
+        // The index finds it from either side.
+        let mut index = ClaimIndex::default();
+        for claim in &claims {
+            index.put(claim.clone());
+        }
+        assert_eq!(
+            index.overlaps_of("team/selects", |_| true),
+            found["team/selects"]
+        );
+        assert_eq!(index.overlaps_of("team/cidr", |_| true), found["team/cidr"]);
     }
 
     #[test]

@@ -191,6 +191,8 @@ pub struct GatewayInputs {
     pub has_selectors: bool,
     /// Logical switch ports of the selected Pods.
     pub ports: BTreeSet<String>,
+    /// The selected Pods' addresses (another gateway's CIDR source may hold them).
+    pub selected_addresses: BTreeSet<IpAddr>,
     /// Namespaces whose Pods the selectors match but which do not admit the gateway (strict
     /// tenancy): their Pods are left out.
     pub excluded_namespaces: usize,
@@ -301,7 +303,11 @@ pub fn resolve(
         bfd.as_ref(),
         &rules,
     )?;
-    let (ports, excluded_namespaces) = selected_ports(snapshot, spec, &vpc_name, &rules);
+    let Selection {
+        ports,
+        addresses: selected_addresses,
+        excluded_namespaces,
+    } = selected_ports(snapshot, spec, &vpc_name, &rules);
     let (instances, messages, unschedulable) = instances(snapshot, &namespace, &name, &attachment);
     add_nexthops(&instances, &mut families);
     if spec.traffic_policy == TrafficPolicy::Local {
@@ -326,6 +332,7 @@ pub fn resolve(
         router,
         has_selectors: !spec.selectors.is_empty(),
         ports,
+        selected_addresses,
         excluded_namespaces,
         traffic_policy: spec.traffic_policy,
         bfd: bfd.map(|(inputs, _)| inputs),
@@ -462,15 +469,25 @@ fn sources(
     Ok(families)
 }
 
-/// The ports (`<pod>.<namespace>`) of the VPC's Pods the selectors choose in the namespaces
-/// that admit the gateway, and how many other namespaces hold Pods they match.
+/// What the selectors choose.
+struct Selection {
+    /// The ports (`<pod>.<namespace>`) of the VPC's Pods chosen in the namespaces that admit
+    /// the gateway.
+    ports: BTreeSet<String>,
+    /// Their addresses.
+    addresses: BTreeSet<IpAddr>,
+    /// How many other namespaces hold Pods the selectors match.
+    excluded_namespaces: usize,
+}
+
 fn selected_ports(
     snapshot: &dyn Snapshot,
     spec: &veg_api::VpcEgressGatewaySpec,
     vpc_name: &str,
     rules: &Rules<'_>,
-) -> (BTreeSet<String>, usize) {
+) -> Selection {
     let mut ports = BTreeSet::new();
+    let mut addresses = BTreeSet::new();
     let mut excluded = BTreeSet::new();
     for selection in &spec.selectors {
         // Through the namespaces' label index when the selector requires a label.
@@ -494,11 +511,16 @@ fn selected_ports(
                         break;
                     }
                     ports.insert(format!("{}.{namespace_name}", pod.name));
+                    addresses.extend(pod.ips.iter().copied());
                 }
             }
         }
     }
-    (ports, excluded.len())
+    Selection {
+        ports,
+        addresses,
+        excluded_namespaces: excluded.len(),
+    }
 }
 
 /// The gateway's instances (its Pods not being deleted), by Pod name, why some Pods are not

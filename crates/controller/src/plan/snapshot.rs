@@ -2,6 +2,7 @@
 //! lab (manifests) feed the same code.
 
 use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -64,6 +65,8 @@ pub struct PodSummary {
     /// A live Pod of that router's primary network whose port exists: allocated, not on the
     /// host network, not deleted, not finished (Kube-OVN's exclusions).
     pub attached: bool,
+    /// Its addresses (`status.podIPs`): a CIDR source of another gateway may hold them.
+    pub ips: Box<[IpAddr]>,
 }
 
 impl PodSummary {
@@ -71,6 +74,17 @@ impl PodSummary {
     pub fn is_vpc_pod(&self, vpc: &str) -> bool {
         self.attached && self.router.as_deref() == Some(vpc)
     }
+}
+
+/// A Pod's addresses (`status.podIPs`).
+pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect()
 }
 
 /// Whether `pod` is a live Pod of its router's primary network whose port exists.
@@ -214,6 +228,7 @@ impl MemorySnapshot {
             labels,
             router,
             attached: attached(&pod),
+            ips: pod_ips(&pod).into(),
         };
         self.remove_pod(&namespace, &name);
         self.summaries
@@ -294,6 +309,16 @@ impl MemorySnapshot {
                 }),
                 ..Default::default()
             },
+            status: (!summary.ips.is_empty()).then(|| k8s_openapi::api::core::v1::PodStatus {
+                pod_ips: Some(
+                    summary
+                        .ips
+                        .iter()
+                        .map(|ip| k8s_openapi::api::core::v1::PodIP { ip: ip.to_string() })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
             ..Pod::default()
         })
     }

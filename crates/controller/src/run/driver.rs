@@ -259,7 +259,17 @@ async fn pass<O: Outputs>(
         Key::Gateway(namespace, name) => reconciler
             .reconcile(snapshot, namespace, name, &now())
             .await
-            .map(|outcome| outcome.requeue_after),
+            .map(|outcome| {
+                for other in &outcome.recheck {
+                    if let Some((namespace, name)) = other.split_once('/') {
+                        queue.push(
+                            Key::Gateway(namespace.to_owned(), name.to_owned()),
+                            Instant::now(),
+                        );
+                    }
+                }
+                outcome.requeue_after
+            }),
         Key::Vpc(name) => reconciler.reconcile_vpc(snapshot, name).await.map(|_| None),
     };
     reconciler.metrics.pass(

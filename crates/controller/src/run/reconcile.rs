@@ -117,6 +117,9 @@ pub struct Outcome {
     pub reason: String,
     /// Come back after this long (a drain window runs).
     pub requeue_after: Option<std::time::Duration>,
+    /// Gateways whose overlaps this pass changed (its claim changed, and they overlap it now
+    /// or did before): their last verdict may be stale, so they are reconciled again.
+    pub recheck: std::collections::BTreeSet<String>,
 }
 
 /// The reconciler of one controller.
@@ -246,14 +249,18 @@ impl<O: Outputs> Reconciler<O> {
             })
             .cloned()
         else {
+            // The gateways it held back may go ahead now.
+            let recheck = self.unclaim(&key);
             self.forget(&key);
             let operations = self.cleanup(namespace, name).await?;
             return Ok(Outcome {
                 nb_operations: operations,
+                recheck,
                 ..Outcome::default()
             });
         };
         if gateway.metadata.deletion_timestamp.is_some() {
+            let recheck = self.unclaim(&key);
             self.forget(&key);
             let operations = self.cleanup(namespace, name).await?;
             // Only once every row is gone may the API server delete the object.
@@ -265,6 +272,7 @@ impl<O: Outputs> Reconciler<O> {
             }
             return Ok(Outcome {
                 nb_operations: operations,
+                recheck,
                 ..Outcome::default()
             });
         }
@@ -277,9 +285,9 @@ impl<O: Outputs> Reconciler<O> {
         }
 
         let resolved = context::resolve(&gateway, snapshot, &self.tenancy);
-        let overlaps = match &resolved {
+        let (overlaps, recheck) = match &resolved {
             Ok(inputs) => self.overlaps(snapshot, &gateway, inputs),
-            Err(_) => Vec::new(),
+            Err(_) => (Vec::new(), self.unclaim(&key)),
         };
         let mut nb_operations = 0;
         let mut requeue_after = None;
@@ -377,6 +385,7 @@ impl<O: Outputs> Reconciler<O> {
             ready: next.ready,
             reason: ready_reason,
             requeue_after,
+            recheck,
         })
     }
 
@@ -546,16 +555,28 @@ impl<O: Outputs> Reconciler<O> {
         Ok(operations)
     }
 
+    /// A gateway that resolves no more claims nothing: the gateways it overlapped are told.
+    fn unclaim(&self, key: &str) -> std::collections::BTreeSet<String> {
+        let Ok(mut cache) = self.claims.lock() else {
+            return std::collections::BTreeSet::new();
+        };
+        let before = cache.overlaps_of(key, |_| true);
+        cache.remove(key);
+        before.into_iter().map(|overlap| overlap.other).collect()
+    }
+
+    /// This gateway's overlaps, and the gateways to reconcile again because its claim changed.
     fn overlaps(
         &self,
         snapshot: &dyn Snapshot,
         gateway: &VpcEgressGateway,
         inputs: &GatewayInputs,
-    ) -> Vec<conflict::Overlap> {
+    ) -> (Vec<conflict::Overlap>, std::collections::BTreeSet<String>) {
         let Ok(mut cache) = self.claims.lock() else {
-            return Vec::new();
+            return Default::default();
         };
-        cache.put(Claim::of(
+        let before = cache.overlaps_of(&inputs.key, |_| true);
+        let changed = cache.put(Claim::of(
             inputs,
             gateway.metadata.creation_timestamp.clone(),
         ));
@@ -578,7 +599,18 @@ impl<O: Outputs> Reconciler<O> {
             }
             counted.insert(key);
         }
-        cache.overlaps_of(&inputs.key, |key| counted.contains(key))
+        let now = cache.overlaps_of(&inputs.key, |key| counted.contains(key));
+        let recheck = if changed {
+            before
+                .iter()
+                .chain(&now)
+                .map(|overlap| overlap.other.clone())
+                .filter(|key| counted.contains(key))
+                .collect()
+        } else {
+            std::collections::BTreeSet::new()
+        };
+        (now, recheck)
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Index {
     gateways: BTreeMap<String, VpcEgressGateway>,
     /// Gateways with ipBlocks: strict tenancy checks them against every subnet.
     with_ip_blocks: BTreeSet<String>,
+    /// Each VPC's gateways with CIDR sources (ipBlocks, policy subnets), and the CIDRs: a
+    /// Pod selected by another gateway inside one of them is an overlap both must see.
+    cidr_sources: BTreeMap<String, Vec<(String, Vec<ipnet::IpNet>)>>,
 }
 
 impl Index {
@@ -115,13 +118,41 @@ impl Index {
                     .insert(key.clone());
             }
             if !spec.selectors.is_empty() {
-                index.selecting.entry(vpc).or_default().insert(key.clone());
+                index
+                    .selecting
+                    .entry(vpc.clone())
+                    .or_default()
+                    .insert(key.clone());
             }
             if spec.traffic_policy == TrafficPolicy::Local {
                 index.local.insert(key.clone());
             }
             if spec.policies.iter().any(|p| !p.ip_blocks.is_empty()) {
                 index.with_ip_blocks.insert(key.clone());
+            }
+            let cidrs: Vec<ipnet::IpNet> = spec
+                .policies
+                .iter()
+                .flat_map(|p| {
+                    let blocks = p
+                        .ip_blocks
+                        .iter()
+                        .filter_map(|b| veg_api::kubeovn::parse_network(b));
+                    let subnets = p.subnets.iter().flat_map(|name| {
+                        snapshot
+                            .subnet(name)
+                            .and_then(|s| s.spec.cidrs())
+                            .unwrap_or_default()
+                    });
+                    blocks.chain(subnets).collect::<Vec<_>>()
+                })
+                .collect();
+            if !cidrs.is_empty() {
+                index
+                    .cidr_sources
+                    .entry(vpc.clone())
+                    .or_default()
+                    .push((key.clone(), cidrs));
             }
             let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
             let label =
@@ -171,7 +202,11 @@ impl Index {
             Change::Pod { old, new } => {
                 let mut out = BTreeSet::new();
                 for pod in old.iter().chain(new.iter()) {
-                    out.extend(self.pod_affects(snapshot, pod));
+                    let selecting = self.pod_affects(snapshot, pod);
+                    if !selecting.is_empty() {
+                        out.extend(self.cidrs_holding(pod));
+                    }
+                    out.extend(selecting);
                 }
                 out
             }
@@ -195,6 +230,30 @@ impl Index {
                 out
             }
         }
+    }
+
+    /// The gateways of the Pod's VPC whose CIDR sources hold one of its addresses.
+    fn cidrs_holding(&self, pod: &Pod) -> BTreeSet<String> {
+        let Some(vpc) = pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(annotations::LOGICAL_ROUTER))
+        else {
+            return BTreeSet::new();
+        };
+        let ips = crate::plan::snapshot::pod_ips(pod);
+        self.cidr_sources
+            .get(vpc)
+            .into_iter()
+            .flatten()
+            .filter(|(_, cidrs)| {
+                cidrs
+                    .iter()
+                    .any(|net| ips.iter().any(|ip| net.contains(ip)))
+            })
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// The gateways of the namespaces a change of the admission annotation adds or removes
@@ -318,6 +377,51 @@ mod tests {
         );
         assert_eq!(keys(Change::Node("worker1")), ["default/gateway2"]);
         assert!(keys(Change::IPPool("pool1")).is_empty());
+    }
+
+    #[test]
+    fn a_selected_pod_reaches_the_gateways_whose_cidrs_hold_its_address() {
+        let mut snapshot = snapshot();
+        let mut spec = base_spec();
+        merge(
+            &mut spec,
+            json!({"selectors": [], "policies": [{"snat": true, "ipBlocks": ["198.19.7.0/24"]}]}),
+        );
+        let mut cidr = gateway(spec);
+        cidr.metadata.name = Some("gateway3".into());
+        snapshot.put_gateway(cidr);
+        let index = Index::build(&snapshot);
+        let affected = |pod: &Pod| -> Vec<String> {
+            index
+                .affected(
+                    &snapshot,
+                    &Change::Pod {
+                        old: None,
+                        new: Some(pod),
+                    },
+                )
+                .into_iter()
+                .collect()
+        };
+        let address = json!({"status": {"podIPs": [{"ip": "198.19.7.9"}]}});
+        // Selected by gateway1, inside gateway3's block: both (gateway1's own 198.19.0.0/16
+        // holds it too).
+        let selected = client("default", "web", "ovn-cluster", address.clone());
+        assert_eq!(
+            affected(&selected),
+            ["default/gateway1", "default/gateway3"]
+        );
+        // Selected by nobody: no overlap is possible, nothing.
+        let unselected = client("third", "web", "ovn-cluster", address);
+        assert!(affected(&unselected).is_empty());
+        // Selected, but its address is in no CIDR source of its VPC: the selector only.
+        let elsewhere = client(
+            "default",
+            "web",
+            "ovn-cluster",
+            json!({"status": {"podIPs": [{"ip": "198.20.0.9"}]}}),
+        );
+        assert_eq!(affected(&elsewhere), ["default/gateway1"]);
     }
 
     #[test]

@@ -43,6 +43,7 @@ fn inputs(nexthops: &[(&str, &str)], bfd: bool) -> GatewayInputs {
         router: "ovn-cluster".into(),
         has_selectors: false,
         ports: BTreeSet::new(),
+        selected_addresses: BTreeSet::new(),
         excluded_namespaces: 0,
         traffic_policy: TrafficPolicy::Cluster,
         bfd: bfd.then(|| BfdInputs {

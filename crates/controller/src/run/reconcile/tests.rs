@@ -226,6 +226,16 @@ async fn a_gateway_from_create_to_delete() -> anyhow::Result<()> {
         .await?;
     anyhow::ensure!(outcome.reason == "Conflict", "{outcome:?}");
     anyhow::ensure!(policy_count(&client) == 2, "the newer gateway wrote rows");
+    // Its new claim overlaps gateway1, whose verdict may now be stale: it is rechecked.
+    anyhow::ensure!(
+        outcome.recheck == BTreeSet::from(["default/gateway1".to_owned()]),
+        "{outcome:?}"
+    );
+    // gateway1's claim is unchanged: nothing to recheck.
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(145))
+        .await?;
+    anyhow::ensure!(outcome.recheck.is_empty(), "{outcome:?}");
     let newer_status = last_status(&recorder, "newer");
     anyhow::ensure!(newer_status.is_some_and(|s| {
         s.conditions
@@ -241,6 +251,11 @@ async fn a_gateway_from_create_to_delete() -> anyhow::Result<()> {
     anyhow::ensure!(outcome.nb_operations > 0);
     anyhow::ensure!(
         policy_count(&client) == 0 && client.replica().table("Address_Set").count() == 0
+    );
+    // The gateway it held back goes ahead on its next pass, which the deletion asks for.
+    anyhow::ensure!(
+        outcome.recheck == BTreeSet::from(["default/newer".to_owned()]),
+        "{outcome:?}"
     );
     Ok(())
 }
@@ -859,6 +874,64 @@ async fn a_gateway_not_permitted_writes_nothing_and_loses_its_rows_when_permissi
         status.conditions.iter().any(|c| c.type_ == "Validated"
             && c.message
                 .starts_with("spec.policies[0].subnets[0]: subnet subnet1")),
+        "{:?}",
+        status.conditions
+    );
+    Ok(())
+}
+
+/// A newer `trafficPolicy: Local` gateway (priority 29150, above the older one's 29100)
+/// selecting a Pod inside the older gateway's subnet source would take the Pod over; the
+/// overlap of a CIDR with a selected Pod holds it back like any other overlap.
+#[tokio::test]
+async fn a_newer_local_gateway_selecting_a_pod_in_an_older_gateways_cidr_is_held_back()
+-> anyhow::Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let (_servers, nb_client) = test_nb().await?;
+    let recorder = Recorder::default();
+    let reconciler = Reconciler::new(nb_client.clone(), &recorder, BfdMode::Native, "veg:test");
+    let mut snapshot = cluster();
+    // The older gateway: subnet1 only, no selectors.
+    let mut older = gateway(json!({"replicas": 1, "externalSubnet": "macvlan1",
+        "policies": [{"snat": true, "subnets": ["subnet1"]}]}));
+    older.metadata.creation_timestamp = Some(at(10));
+    snapshot.put_gateway(older);
+    // A Pod of namespace default with an address in subnet1.
+    snapshot.put_pod(client(
+        "default",
+        "web",
+        "ovn-cluster",
+        json!({"status": {"podIPs": [{"ip": "198.18.16.5"}]}}),
+    ));
+    let mut local = gateway(json!({"replicas": 1, "externalSubnet": "macvlan1",
+        "trafficPolicy": "Local",
+        "selectors": [{"podSelector": {"matchLabels": {"app": "client"}}}]}));
+    local.metadata.name = Some("local".into());
+    local.metadata.creation_timestamp = Some(at(20));
+    snapshot.put_gateway(local);
+    reconciler
+        .reconcile(&snapshot, "default", "gateway1", &at(100))
+        .await?;
+    let rows = nb_client.replica().table("Address_Set").count();
+    anyhow::ensure!(rows > 0);
+    let outcome = reconciler
+        .reconcile(&snapshot, "default", "local", &at(110))
+        .await?;
+    anyhow::ensure!(
+        outcome.reason == "Conflict" && outcome.nb_operations == 0,
+        "{outcome:?}"
+    );
+    anyhow::ensure!(
+        nb_client.replica().table("Address_Set").count() == rows,
+        "the newer gateway wrote rows"
+    );
+    let status = last_status(&recorder, "local").unwrap_or_default();
+    anyhow::ensure!(
+        status.conditions.iter().any(|c| c.type_ == "Conflict"
+            && c.message
+                .contains("198.18.16.0/20 holds selected Pod address 198.18.16.5")),
         "{:?}",
         status.conditions
     );
