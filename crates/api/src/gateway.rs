@@ -144,6 +144,7 @@ pub struct VpcEgressGatewaySpec {
 
     /// Pods whose traffic uses the gateway, always SNATed. Entries are ORed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = schema::limits::SELECTORS))]
     pub selectors: Vec<Selector>,
 
     /// Which instances a Pod's traffic may use.
@@ -160,14 +161,17 @@ pub struct VpcEgressGatewaySpec {
 
     /// Sources (CIDRs, subnets) whose traffic uses the gateway, with or without SNAT.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = schema::limits::POLICIES))]
     pub policies: Vec<Policy>,
 
     /// Where instances may run; the entries are ORed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = schema::limits::NODE_SELECTOR_TERMS))]
     pub node_selector: Vec<NodeSelector>,
 
     /// Tolerations of the gateway Pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = schema::limits::TOLERATIONS))]
     pub tolerations: Vec<Toleration>,
 
     /// Resources of the gateway container, replacing the controller's defaults.

@@ -30,7 +30,7 @@ pub use gateway::{
     VpcEgressGatewaySpec, VpcEgressGatewayStatus, Workload,
 };
 pub use manifest::{Manifest, Parsed, parse_object, read_manifests};
-pub use schema::MAX_BANDWIDTH_MBPS;
+pub use schema::{MAX_BANDWIDTH_MBPS, limits};
 pub use validate::{
     BFD_INTERVAL_RANGE, BFD_MULTIPLIER_RANGE, FieldError, IpFormatError, MAX_REPLICAS, Rule,
     check_ip_block, check_ip_entry, validate, validate_update,

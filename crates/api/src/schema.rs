@@ -36,6 +36,26 @@ const MAX_IP_ENTRY_LEN: u64 = 100;
 /// Longest IP or CIDR text (an IPv6 CIDR is at most 43 characters).
 const MAX_CIDR_LEN: u64 = 64;
 
+/// Most entries each list of the spec may hold (Kube-OVN sets none). They bound the work one
+/// object can ask of the apiserver's CEL checks and of every controller pass, far above what
+/// a gateway needs: a large source set is a few subnets, not thousands of blocks.
+pub mod limits {
+    /// `internalIPs`, `externalIPs` (one entry per instance; replicas ≤ 10).
+    pub const IP_ENTRIES: usize = 64;
+    /// `selectors`.
+    pub const SELECTORS: usize = 32;
+    /// `policies`.
+    pub const POLICIES: usize = 32;
+    /// `policies[].ipBlocks`.
+    pub const IP_BLOCKS: usize = 512;
+    /// `policies[].subnets`.
+    pub const SUBNETS: usize = 64;
+    /// `nodeSelector`.
+    pub const NODE_SELECTOR_TERMS: usize = 16;
+    /// `tolerations`.
+    pub const TOLERATIONS: usize = 32;
+}
+
 // ===== spec =====
 
 /// Rules over the whole spec (Kube-OVN's five, plus prefix immutability).
@@ -108,6 +128,7 @@ pub(crate) fn ip_entry_list(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
         "x-kubernetes-list-type": "set",
+        "maxItems": limits::IP_ENTRIES,
         "items": {
             "type": "string",
             "maxLength": MAX_IP_ENTRY_LEN,
@@ -126,6 +147,7 @@ pub(crate) fn ip_block_list(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
         "x-kubernetes-list-type": "set",
+        "maxItems": limits::IP_BLOCKS,
         "items": {
             "type": "string",
             "maxLength": MAX_CIDR_LEN,
@@ -139,6 +161,7 @@ pub(crate) fn subnet_name_list(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
         "x-kubernetes-list-type": "set",
+        "maxItems": limits::SUBNETS,
         "items": {"type": "string", "minLength": 1},
     })
 }

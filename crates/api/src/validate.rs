@@ -16,7 +16,7 @@ use crate::gateway::{
     BandwidthRate, NodeSelector, Policy, Selector, VpcEgressGateway, VpcEgressGatewaySpec,
 };
 use crate::names;
-use crate::schema::MAX_BANDWIDTH_MBPS;
+use crate::schema::{MAX_BANDWIDTH_MBPS, limits};
 
 /// Most replicas a gateway may have.
 pub const MAX_REPLICAS: i32 = 10;
@@ -54,6 +54,8 @@ pub enum Rule {
     Immutable,
     /// An operator or value combination Kubernetes does not accept.
     Unsupported,
+    /// A list longer than its `maxItems`.
+    TooMany,
 }
 
 impl Rule {
@@ -71,6 +73,7 @@ impl Rule {
             Rule::NoTraffic => "no-policy-or-selector",
             Rule::Immutable => "immutable",
             Rule::Unsupported => "unsupported",
+            Rule::TooMany => "too-many",
         }
     }
 }
@@ -151,6 +154,32 @@ pub fn validate_update(
 // ===== spec =====
 
 fn validate_spec(spec: &VpcEgressGatewaySpec, name: &str, errors: &mut Errors) {
+    for (field, length, limit) in [
+        (
+            "spec.internalIPs",
+            spec.internal_ips.len(),
+            limits::IP_ENTRIES,
+        ),
+        (
+            "spec.externalIPs",
+            spec.external_ips.len(),
+            limits::IP_ENTRIES,
+        ),
+        ("spec.selectors", spec.selectors.len(), limits::SELECTORS),
+        ("spec.policies", spec.policies.len(), limits::POLICIES),
+        (
+            "spec.nodeSelector",
+            spec.node_selector.len(),
+            limits::NODE_SELECTOR_TERMS,
+        ),
+        (
+            "spec.tolerations",
+            spec.tolerations.len(),
+            limits::TOLERATIONS,
+        ),
+    ] {
+        check_length(field, length, limit, errors);
+    }
     if !(0..=MAX_REPLICAS).contains(&spec.replicas) {
         errors.push(
             "spec.replicas",
@@ -374,6 +403,18 @@ fn validate_policy(field: &str, policy: &Policy, errors: &mut Errors) {
         }
     }
     check_set(&format!("{field}.ipBlocks"), &policy.ip_blocks, errors);
+    check_length(
+        &format!("{field}.ipBlocks"),
+        policy.ip_blocks.len(),
+        limits::IP_BLOCKS,
+        errors,
+    );
+    check_length(
+        &format!("{field}.subnets"),
+        policy.subnets.len(),
+        limits::SUBNETS,
+        errors,
+    );
     for (index, subnet) in policy.subnets.iter().enumerate() {
         if subnet.is_empty() {
             errors.push(
@@ -576,6 +617,17 @@ fn validate_bandwidth(field: &str, rate: &BandwidthRate, errors: &mut Errors) {
 // ===== helpers =====
 
 /// Reports entries that repeat in a list Kubernetes treats as a set.
+/// A list within its `maxItems` (the CRD says the same).
+fn check_length(field: &str, length: usize, limit: usize, errors: &mut Errors) {
+    if length > limit {
+        errors.push(
+            field,
+            Rule::TooMany,
+            format!("Too many: {length}: must have at most {limit} items"),
+        );
+    }
+}
+
 fn check_set(field: &str, entries: &[String], errors: &mut Errors) {
     let mut seen = BTreeSet::new();
     for (index, entry) in entries.iter().enumerate() {

@@ -376,6 +376,52 @@ fn invalid_cases() -> Vec<Case> {
             Rule::Required,
             Apiserver,
         ),
+        // list sizes (Kube-OVN has no bound: 20 000 ipBlocks made a controller pass take 72 s)
+        case(
+            "513 ipBlocks in one policy",
+            json!({"spec": {"policies": [{"snat": false, "ipBlocks": (0..513)
+                .map(|i| format!("198.19.{}.{}", i / 256, i % 256))
+                .collect::<Vec<_>>()}]}}),
+            "spec.policies[0].ipBlocks",
+            Rule::TooMany,
+            Schema("spec.policies[0].ipBlocks"),
+        ),
+        case(
+            "65 subnets in one policy",
+            json!({"spec": {"policies": [{"snat": true, "subnets": (0..65)
+                .map(|i| format!("subnet{i}"))
+                .collect::<Vec<_>>()}]}}),
+            "spec.policies[0].subnets",
+            Rule::TooMany,
+            Schema("spec.policies[0].subnets"),
+        ),
+        case(
+            "33 policies",
+            json!({"spec": {"policies": (0..33)
+                .map(|i| json!({"snat": true, "ipBlocks": [format!("198.19.0.{i}")]}))
+                .collect::<Vec<_>>()}}),
+            "spec.policies",
+            Rule::TooMany,
+            Schema("spec.policies"),
+        ),
+        case(
+            "33 selectors",
+            json!({"spec": {"selectors": (0..33)
+                .map(|i| json!({"podSelector": {"matchLabels": {"app": format!("a{i}")}}}))
+                .collect::<Vec<_>>()}}),
+            "spec.selectors",
+            Rule::TooMany,
+            Schema("spec.selectors"),
+        ),
+        case(
+            "65 internal addresses",
+            json!({"spec": {"internalIPs": (0..65)
+                .map(|i| format!("198.18.16.{}", i + 11))
+                .collect::<Vec<_>>()}}),
+            "spec.internalIPs",
+            Rule::TooMany,
+            Schema("spec.internalIPs"),
+        ),
     ]
 }
 
