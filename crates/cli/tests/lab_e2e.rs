@@ -2200,3 +2200,260 @@ fn gateway_pods_go_where_their_node_selector_and_anti_affinity_let_them() -> Res
     );
     lab.finish()
 }
+
+/// Two tenants: namespace `default` (tenant A: gateway1, subnet1 and the tenant VPC vpc-a are
+/// bound to it) and namespace `other` (tenant B). The external attachment lives in
+/// kube-system, an admin namespace, so both may use it.
+const TENANT_MANIFESTS: &str = r#"
+apiVersion: kubeovn.io/v1
+kind: Vpc
+metadata: {name: ovn-cluster}
+spec: {}
+status: {router: ovn-cluster, defaultLogicalSwitch: ovn-default, bfdPort: {name: bfd@ovn-cluster, ip: 198.18.0.253}}
+---
+apiVersion: kubeovn.io/v1
+kind: Vpc
+metadata: {name: vpc-a}
+spec: {namespaces: [default]}
+status: {router: vpc-a}
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: ovn-default}
+spec: {protocol: IPv4, cidrBlock: 198.18.0.0/20, gateway: 198.18.0.1, provider: ovn}
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: subnet1}
+spec: {protocol: IPv4, cidrBlock: 198.18.16.0/20, gateway: 198.18.16.1, namespaces: [default]}
+---
+apiVersion: kubeovn.io/v1
+kind: Subnet
+metadata: {name: macvlan1}
+spec: {protocol: IPv4, cidrBlock: 198.51.100.0/24, gateway: 198.51.100.1, provider: eth1.kube-system}
+---
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: eth1, namespace: kube-system}
+spec: {config: '{"cniVersion": "0.3.0", "type": "macvlan"}'}
+---
+apiVersion: kubeovn.io/v1
+kind: VpcEgressGateway
+metadata: {name: gateway1, namespace: default}
+spec:
+  replicas: 2
+  externalSubnet: macvlan1
+  podAntiAffinity: Preferred
+  bfd: {enabled: true, minRX: 100, minTX: 100, multiplier: 3}
+  selectors:
+    - podSelector: {matchLabels: {egress: "yes"}}
+  policies:
+    - {snat: true, subnets: [subnet1]}
+"#;
+
+/// Tenant B's db-1 carries the label tenant A's selector matches.
+const TENANT_TOPOLOGY: &str = r#"
+pods:
+  - {name: web-1, subnet: ovn-default, ips: [198.18.0.21], labels: {egress: "yes"}}
+  - {name: web-2, subnet: ovn-default, ips: [198.18.0.22], labels: {egress: "yes"}}
+  - {name: app-1, namespace: other, subnet: subnet1, ips: [198.18.16.21]}
+  - {name: db-1, namespace: other, subnet: ovn-default, ips: [198.18.0.31], labels: {egress: "yes"}}
+"#;
+
+/// Tenant B tries every capture of tenant A's traffic while A's flow is probed every 5 ms:
+/// its Pods, its subnet, everything (0.0.0.0/0), its VPC, its subnet as the internal one, and
+/// a gateway of B selecting A's Pods by label. The refused gateways get NotPermitted naming the
+/// field and no NB row and no Pod; the legitimate one carries only B's own Pod; A's rows never
+/// change and its flow never stalls.
+#[test]
+fn one_tenant_cannot_capture_anothers_traffic() -> Result<()> {
+    if !support::require("the lab e2e", &TOOLS) {
+        return Ok(());
+    }
+    let _one = lock();
+    let mut lab = TestLab::start("lt1", TENANT_MANIFESTS, TENANT_TOPOLOGY, None)?;
+    ready(&mut lab, 2, true)?;
+    let group = |lab: &Lab, namespace: &str, name: &str| -> Result<String> {
+        Ok(lab
+            .ovn()
+            .nbctl(&[
+                "--bare",
+                "--columns=ports",
+                "find",
+                "Port_Group",
+                &format!("name={}", veg_api::names::port_group(namespace, name)),
+            ])?
+            .trim()
+            .to_owned())
+    };
+    // ovn-nbctl lists rows in hash order: compare the lines, sorted.
+    let rows_of = |lab: &Lab| -> Result<Vec<String>> {
+        let mut lines: Vec<String> = gateway_rows(lab, "default/gateway1")?
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        Ok(lines)
+    };
+    let a_rows = rows_of(&lab)?;
+    let a_group = group(&lab, "default", "gateway1")?;
+    // A's selector matches db-1 too, which is B's: left out.
+    ensure!(
+        lab.state().pods.contains_key("other/db-1")
+            && lab.status("default", "gateway1")["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Validated"
+                    && c["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("1 namespace(s)"))),
+        "gateway1 does not say it left B's Pod out: {:#}",
+        lab.status("default", "gateway1")
+    );
+    let a_external: BTreeSet<String> = ["gateway1-0", "gateway1-1"]
+        .iter()
+        .filter_map(|pod| instance(&lab, pod, true))
+        .map(|(_, external)| external.to_string())
+        .collect();
+    let seen = lab.ask("other/db-1", true, Duration::from_millis(500));
+    ensure!(
+        seen.is_none(),
+        "B's db-1 left through A's gateway as {seen:?}"
+    );
+
+    let web = lab.netns("default/web-1").context("web-1's namespace")?;
+    let target = *lab
+        .state()
+        .external_addresses
+        .first()
+        .context("no external host")?;
+    let probe = GapProbe::start(lab.state_dir(), &web, target, Duration::from_secs(12))?;
+    ensure!(
+        a_external.contains(probe.via()),
+        "web-1 is seen as {}, not as gateway1 ({a_external:?})",
+        probe.via()
+    );
+
+    let b_gateway = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: kubeovn.io/v1\nkind: VpcEgressGateway\nmetadata: {{name: {name}, namespace: other}}\nspec:\n  replicas: 1\n  externalSubnet: macvlan1\n  podAntiAffinity: Preferred\n{spec}"
+        )
+    };
+    let refused = [
+        (
+            "b-everything",
+            "  policies:\n    - {snat: true, ipBlocks: [0.0.0.0/0]}\n",
+            "spec.policies[0].ipBlocks[0]",
+        ),
+        (
+            "b-subnet",
+            "  policies:\n    - {snat: true, subnets: [subnet1]}\n",
+            "spec.policies[0].subnets[0]",
+        ),
+        (
+            "b-vpc",
+            "  vpc: vpc-a\n  selectors:\n    - {}\n",
+            "spec.vpc",
+        ),
+        (
+            "b-internal",
+            "  internalSubnet: subnet1\n  selectors:\n    - podSelector: {matchLabels: {egress: \"yes\"}}\n",
+            "spec.internalSubnet",
+        ),
+    ];
+    let mut manifests: Vec<String> = refused
+        .iter()
+        .map(|(name, spec, _)| b_gateway(name, spec))
+        .collect();
+    // Allowed: a podSelector with no namespaceSelector (every namespace, Kube-OVN's reading)
+    // picks web-1, web-2 and db-1 by label; only B's own db-1 is B's to steer.
+    manifests.push(b_gateway(
+        "b-own",
+        "  selectors:\n    - podSelector: {matchLabels: {egress: \"yes\"}}\n",
+    ));
+    veg_lab::api::apply(lab.api_dir(), &manifests.join("---\n"))?;
+
+    for (name, _, field) in &refused {
+        lab.wait(&format!("{name} refused"), Duration::from_secs(15), |lab| {
+            Ok(lab.status("other", name)["conditions"]
+                .as_array()
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c["type"] == "Validated"
+                            && c["reason"] == "NotPermitted"
+                            && c["message"]
+                                .as_str()
+                                .is_some_and(|m| m.starts_with(&format!("{field}: ")))
+                    })
+                }))
+        })?;
+    }
+    lab.wait("b-own ready", Duration::from_secs(40), |lab| {
+        Ok(lab.status("other", "b-own")["phase"] == "Completed")
+    })?;
+    let report = probe.finish()?;
+
+    for (name, _, _) in &refused {
+        ensure!(
+            gateway_rows(&lab, &format!("other/{name}"))?
+                .trim()
+                .is_empty(),
+            "NB rows for the refused {name}"
+        );
+        ensure!(
+            lab.state()
+                .pods
+                .keys()
+                .all(|k| !k.starts_with(&format!("other/{name}"))),
+            "Pods for the refused {name}"
+        );
+    }
+    let b_group = group(&lab, "other", "b-own")?;
+    let db_port = lab.nb(&[
+        "--bare",
+        "--columns=_uuid",
+        "find",
+        "Logical_Switch_Port",
+        "name=db-1.other",
+    ])?;
+    ensure!(
+        b_group == db_port.trim(),
+        "b-own's Port_Group is [{b_group}], not db-1.other's port [{}]",
+        db_port.trim()
+    );
+    let (rows_after, group_after) = (rows_of(&lab)?, group(&lab, "default", "gateway1")?);
+    ensure!(
+        rows_after == a_rows && group_after == a_group,
+        "tenant A's rows changed:\n{a_rows:?}\n[{a_group}]\n-- now --\n{rows_after:?}\n[{group_after}]"
+    );
+    let b_external: Vec<String> = ips(&lab.status("other", "b-own")["gateways"][0], "externalIPs")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let seen = lab.ask("other/db-1", true, Duration::from_secs(1));
+    ensure!(
+        seen.as_ref().is_some_and(|s| b_external.contains(s)),
+        "B's db-1 is seen as {seen:?}, not as b-own ({b_external:?})"
+    );
+    let seen = lab.ask("default/web-1", true, Duration::from_secs(1));
+    ensure!(
+        seen.as_ref().is_some_and(|s| a_external.contains(s)),
+        "A's web-1 is seen as {seen:?}, not as gateway1 ({a_external:?})"
+    );
+    ensure!(
+        report.gap_ms < 150.0
+            && report
+                .after
+                .as_deref()
+                .is_some_and(|s| a_external.contains(s)),
+        "A's flow stalled for {:.0} ms while B tried, then went through {:?}\n{}",
+        report.gap_ms,
+        report.after,
+        lab.logs()
+    );
+    eprintln!(
+        "tenant A's flow while B tried: longest silence {:.1} ms",
+        report.gap_ms
+    );
+    lab.finish()
+}
