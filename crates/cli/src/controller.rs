@@ -108,32 +108,57 @@ pub fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let config = args.northbound.config(nb::monitor_spec())?;
-        let client = Client::connect(config, Duration::from_secs(10))
-            .await
-            .context("cannot reach the OVN Northbound database")?;
-        let has_bfd_sessions = client
-            .schema()
-            .has_column(LogicalRouterPolicy::TABLE, "bfd_sessions");
-        let setting = match args.bfd_mode {
-            BfdModeArg::Native => BfdModeSetting::Native,
-            BfdModeArg::Monitor => BfdModeSetting::Monitor,
-            BfdModeArg::Auto => BfdModeSetting::Auto,
-        };
-        let mode = setting.choose(has_bfd_sessions, args.ovn_honours_bfd_port);
         match dir {
-            Some(dir) => run_files(&args, client, mode, &dir).await,
-            None => run_kube(&args, client, mode, set_level).await,
+            Some(dir) => run_files(&args, config, &dir).await,
+            None => run_kube(&args, config, set_level).await,
         }
     })?;
     Ok(ExitCode::SUCCESS)
 }
 
+/// The NB client, however long the database takes to be reachable (a controller started
+/// before OVN, or during an NB outage, waits and says why, instead of exiting); `None` when
+/// SIGTERM/SIGINT comes first.
+async fn connect_nb(config: veg_ovsdb::ClientConfig) -> anyhow::Result<Option<Client>> {
+    let signal = veg_daemon::shutdown_signal().context("cannot watch SIGTERM/SIGINT")?;
+    let connect = Client::connect_patiently(config, Duration::from_secs(5), |waited, error| {
+        warn!(
+            waited_s = waited.as_secs(),
+            error = error.as_deref().unwrap_or("no answer yet"),
+            "the OVN Northbound database is not reachable; still trying"
+        );
+    });
+    tokio::select! {
+        client = connect => Ok(Some(client.context("the OVN Northbound remote")?)),
+        () = signal => {
+            info!("stopped before the OVN Northbound database was reachable");
+            Ok(None)
+        }
+    }
+}
+
+/// The BFD mode for `--bfd-mode` and what the NB's schema has.
+fn mode_of(args: &ControllerArgs, client: &Client) -> veg_controller::BfdMode {
+    let has_bfd_sessions = client
+        .schema()
+        .has_column(LogicalRouterPolicy::TABLE, "bfd_sessions");
+    let setting = match args.bfd_mode {
+        BfdModeArg::Native => BfdModeSetting::Native,
+        BfdModeArg::Monitor => BfdModeSetting::Monitor,
+        BfdModeArg::Auto => BfdModeSetting::Auto,
+    };
+    setting.choose(has_bfd_sessions, args.ovn_honours_bfd_port)
+}
+
 async fn run_files(
     args: &ControllerArgs,
-    client: Client,
-    mode: veg_controller::BfdMode,
+    config: veg_ovsdb::ClientConfig,
     dir: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let Some(client) = connect_nb(config).await? else {
+        return Ok(());
+    };
+    let mode = mode_of(args, &client);
     let output = args.output.clone().unwrap_or_else(|| dir.join(".veg"));
     info!(?mode, source = %dir.display(), output = %output.display(), "controller started");
     let mut source = FileSource::new(dir, &output, Duration::from_millis(args.poll_ms.max(50)))
@@ -157,8 +182,7 @@ async fn run_files(
 
 async fn run_kube(
     args: &ControllerArgs,
-    nb: Client,
-    mode: veg_controller::BfdMode,
+    config: veg_ovsdb::ClientConfig,
     set_level: veg_daemon::SetLevel,
 ) -> anyhow::Result<()> {
     use std::sync::Arc;
@@ -179,13 +203,21 @@ async fn run_kube(
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let health = Arc::new(veg_daemon::Health::default());
-    let mut endpoint =
-        veg_daemon::Endpoint::new(registry, health.clone(), "caches not complete yet");
+    let mut endpoint = veg_daemon::Endpoint::new(
+        registry,
+        health.clone(),
+        "not ready: waiting for the OVN Northbound database or the cluster's caches",
+    );
     endpoint.set_level = Some(set_level);
     let listener = veg_daemon::http::bind(args.metrics_address)
         .await
         .context("--metrics-address")?;
     let _endpoint = veg_daemon::Task::spawn(veg_daemon::http::serve(listener, Arc::new(endpoint)));
+    // Live (it serves) and not ready while the NB is out of reach.
+    let Some(nb) = connect_nb(config).await? else {
+        return Ok(());
+    };
+    let mode = mode_of(args, &nb);
 
     let (leader_tx, mut leader) = watch::channel(!args.leader_elect);
     let lease_config = LeaseConfig::new(&args.lease_namespace, &args.lease_name, &identity);

@@ -88,13 +88,9 @@ fn names(client: &Client, table: &str, column: &str) -> Vec<String> {
     names
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
-    if !server::prerequisites() {
-        return Ok(());
-    }
-    let servers = server::Servers::standalone()?;
-    let nb = format!("unix:{}", servers.socket(0).display());
+/// A client of `nb` seeded with what Kube-OVN would have made: NB_Global, the router and
+/// the Pod's port in its switch.
+async fn seeded_client(nb: &str) -> Result<Client> {
     let mut monitor = veg_ovsdb::MonitorSpec::new();
     for table in [
         "Logical_Router_Policy",
@@ -105,7 +101,7 @@ async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
         monitor.insert(table.to_owned(), Vec::new());
     }
     let client = Client::connect(
-        ClientConfig::northbound(&nb, monitor)?,
+        ClientConfig::northbound(nb, monitor)?,
         Duration::from_secs(5),
     )
     .await?;
@@ -139,6 +135,18 @@ async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
             },
         ])
         .await?;
+
+    Ok(client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let servers = server::Servers::standalone()?;
+    let nb = format!("unix:{}", servers.socket(0).display());
+    let client = seeded_client(&nb).await?;
 
     let dir = std::env::temp_dir().join(format!("vcf{}-manifests", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -214,5 +222,60 @@ async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
         })
         .await
         .with_context(|| format!("rows left after the delete:\n{}", log()))?;
+    Ok(())
+}
+
+/// Started before the NB (an OVN not up yet, an outage): the controller waits and says why,
+/// instead of exiting after 10 s as it did, and writes gateway1's rows once the NB comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_started_before_the_nb_waits_for_it() -> Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let servers = server::Servers::standalone()?;
+    servers.stop(0, false)?;
+    let nb = format!("unix:{}", servers.socket(0).display());
+    let dir = std::env::temp_dir().join(format!("vcw{}-manifests", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let _cleanup = TempDir(dir.clone());
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for file in ["nad.yaml", "subnets.yaml", "gateway.yaml"] {
+        std::fs::copy(examples.join(file), dir.join(file))?;
+    }
+    std::fs::write(dir.join("cluster.yaml"), CLUSTER)?;
+    let output = dir.join("out");
+    let log = std::fs::File::create(dir.join("controller.log"))?;
+    let mut controller = Controller(
+        Command::new(env!("CARGO_BIN_EXE_veg"))
+            .args(["controller", "--source", &format!("dir:{}", dir.display())])
+            .args(["--output", &output.to_string_lossy(), "--nb", &nb])
+            .args(["--poll-ms", "100", "--log-format", "json"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?,
+    );
+    let log = || std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default();
+    // Longer than the 10 s after which it used to give up.
+    std::thread::sleep(Duration::from_secs(11));
+    ensure!(
+        controller.0.try_wait()?.is_none(),
+        "the controller exited while the NB was down:\n{}",
+        log()
+    );
+    ensure!(
+        log().contains("the OVN Northbound database is not reachable; still trying"),
+        "no word of the wait:\n{}",
+        log()
+    );
+    servers.start(0)?;
+    let client = seeded_client(&nb).await?;
+    client
+        .wait_for(Duration::from_secs(15), |replica| {
+            replica.table("Logical_Router_Policy").count() == 2
+        })
+        .await
+        .with_context(|| format!("no policies once the NB came:\n{}", log()))?;
     Ok(())
 }

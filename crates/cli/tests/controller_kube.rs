@@ -164,6 +164,7 @@ async fn the_controller_runs_against_an_api_server() -> Result<()> {
         let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
         probe.local_addr()?.to_string()
     };
+    servers.stop(0, false)?;
     let controller = Command::new(env!("CARGO_BIN_EXE_veg"))
         .args([
             "controller",
@@ -188,6 +189,21 @@ async fn the_controller_runs_against_an_api_server() -> Result<()> {
         .spawn()?;
     let mut controller = Process(controller);
     let logs = || std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default();
+
+    // The NB is down at start (stopped above): the controller serves, live and not ready,
+    // and waits.
+    wait(
+        "/livez while the NB is down",
+        Duration::from_secs(10),
+        || Ok(http(&metrics, "GET", "/livez", "").is_ok_and(|(code, _)| code == 200)),
+    )
+    .with_context(logs)?;
+    let (code, body) = http(&metrics, "GET", "/readyz", "")?;
+    ensure!(
+        code == 503 && body.contains("OVN Northbound"),
+        "/readyz with the NB down: {code} {body}"
+    );
+    servers.start(0)?;
 
     // Lease, list, finalizer, rows, Deployment, status, event.
     let policies = || client.replica().table("Logical_Router_Policy").count();

@@ -155,6 +155,14 @@ impl Lab {
         )
     }
 
+    /// Whether process `name` still runs.
+    fn running(&mut self, name: &str) -> bool {
+        self.children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .is_some_and(|(_, child)| matches!(child.try_wait(), Ok(None)))
+    }
+
     fn monitor(&mut self, holder: &str, role: &str, local: &str, nb: &str) -> Result<()> {
         let socket = self.dir.join(format!("{holder}.sock"));
         let socket = socket.to_string_lossy().into_owned();
@@ -501,5 +509,43 @@ async fn a_deposed_writer_that_wakes_up_writes_nothing() -> Result<()> {
             "not attempted (it read the new lease first)"
         }
     );
+    Ok(())
+}
+
+/// Started before the NB (an OVN not up yet, an outage): the monitor waits and says why,
+/// instead of exiting after 10 s as it did; once the NB comes it takes the lease and does
+/// its work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monitor_started_before_the_nb_waits_for_it() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let both = ["198.18.0.12", "198.18.0.13"];
+    let (servers, nb, client) = nb_with_policies(&both).await?;
+    servers.stop(0, false)?;
+    let mut lab = Lab::with_gateways()?;
+    lab.monitor("a", "ma", "198.18.0.1", &nb)?;
+    // Longer than the 10 s after which it used to give up.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    ensure!(
+        lab.running("a"),
+        "the monitor exited while the NB was down:\n{}",
+        lab.log("a")
+    );
+    ensure!(
+        lab.log("a")
+            .contains("the OVN Northbound database is not reachable; still trying"),
+        "no word of the wait:\n{}",
+        lab.log("a")
+    );
+    servers.start(0)?;
+    client
+        .wait_for(Duration::from_secs(10), |_| {
+            lease(&client).starts_with("a/")
+        })
+        .await
+        .with_context(|| format!("no lease once the NB came:\n{}", lab.log("a")))?;
+    lab.kill("g1")?;
+    wait_nexthops(&client, &["198.18.0.12"], Duration::from_secs(6)).await?;
     Ok(())
 }

@@ -74,7 +74,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), MonitorError> {
     config.nb.monitor = monitor_spec();
-    let nb = Client::connect(config.nb.clone(), Duration::from_secs(10)).await?;
+    tokio::pin!(shutdown);
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let daemon_config = DaemonConfig {
         sessions: Vec::new(),
@@ -102,6 +102,34 @@ pub async fn run(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The daemon serves /livez meanwhile: a monitor started before the NB, or during an
+    // outage, waits and says why instead of exiting (and writes nothing until it can read).
+    let connect = Client::connect_patiently(
+        config.nb.clone(),
+        Duration::from_secs(5),
+        |waited, error| {
+            warn!(
+                waited_s = waited.as_secs(),
+                error = error.as_deref().unwrap_or("no answer yet"),
+                "the OVN Northbound database is not reachable; still trying"
+            );
+        },
+    );
+    let nb = tokio::select! {
+        nb = connect => match nb {
+            Ok(nb) => nb,
+            Err(error) => {
+                let _ = stop_tx.send(());
+                let _ = daemon.await;
+                return Err(error.into());
+            }
+        },
+        () = &mut shutdown => {
+            let _ = stop_tx.send(());
+            let _ = daemon.await;
+            return Ok(());
+        }
+    };
     let mut monitor = Monitor {
         lease: Lease::new(&config.holder, Instant::now()),
         config,
@@ -114,7 +142,6 @@ pub async fn run(
     let mut changes = monitor.nb.subscribe();
     let mut renew = tokio::time::interval(monitor.config.renew);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
     info!(router = %monitor.config.router, holder = %monitor.config.holder, "monitor started");
     let outcome = loop {
         tokio::select! {

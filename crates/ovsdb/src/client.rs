@@ -371,13 +371,67 @@ impl Client {
     /// Starts the client and waits until it is connected and its replica synced (or
     /// `timeout` passes).
     pub async fn connect(config: ClientConfig, timeout: Duration) -> Result<Client, Error> {
+        let (client, mut ready_rx) = Client::start(config)?;
+        let ready = tokio::time::timeout(timeout, ready_rx.wait_for(|ready| *ready)).await;
+        match ready {
+            Ok(Ok(_)) => Ok(client),
+            _ => {
+                let what = match client.last_error() {
+                    Some(error) => format!("connecting to the database (last error: {error})"),
+                    None => "connecting to the database".to_owned(),
+                };
+                Err(Error::Timeout {
+                    what,
+                    seconds: timeout.as_secs(),
+                })
+            }
+        }
+    }
+
+    /// Starts the client and waits until it is connected and its replica synced, however
+    /// long the database takes to come (the client keeps reconnecting with its backoff);
+    /// every `every`, `waiting` hears how long it has waited and the last error, so a daemon
+    /// can say why it is not ready yet instead of exiting. Fails only on a remote that cannot
+    /// be used at all.
+    pub async fn connect_patiently(
+        config: ClientConfig,
+        every: Duration,
+        mut waiting: impl FnMut(Duration, Option<String>),
+    ) -> Result<Client, Error> {
+        let (client, mut ready_rx) = Client::start(config)?;
+        let started = tokio::time::Instant::now();
+        loop {
+            match tokio::time::timeout(every, ready_rx.wait_for(|ready| *ready)).await {
+                Ok(Ok(_)) => return Ok(client),
+                // The supervisor is gone (it runs until the client is dropped).
+                Ok(Err(_)) => {
+                    return Err(Error::Disconnected {
+                        remote: String::new(),
+                    });
+                }
+                Err(_) => waiting(started.elapsed(), client.last_error()),
+            }
+        }
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.shared
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|last| last.clone())
+            .map(|error| error.to_string())
+    }
+
+    /// The client and its readiness, its supervisor running.
+    fn start(config: ClientConfig) -> Result<(Client, watch::Receiver<bool>), Error> {
         if config.remotes.is_empty() {
             return Err(Error::BadRemote {
                 remote: String::new(),
             });
         }
         let (version_tx, _) = watch::channel(0);
-        let (ready_tx, mut ready_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             config,
             connection: RwLock::new(None),
@@ -392,26 +446,7 @@ impl Client {
             shared,
             _supervisor: Arc::new(AbortOnDrop(supervisor)),
         };
-        let ready = tokio::time::timeout(timeout, ready_rx.wait_for(|ready| *ready)).await;
-        match ready {
-            Ok(Ok(_)) => Ok(client),
-            _ => {
-                let last = client
-                    .shared
-                    .last_error
-                    .lock()
-                    .ok()
-                    .and_then(|last| last.clone());
-                let what = match last {
-                    Some(error) => format!("connecting to the database (last error: {error})"),
-                    None => "connecting to the database".to_owned(),
-                };
-                Err(Error::Timeout {
-                    what,
-                    seconds: timeout.as_secs(),
-                })
-            }
-        }
+        Ok((client, ready_rx))
     }
 
     /// Runs a transaction on the current connection; operation errors come back as
