@@ -145,7 +145,11 @@ pub async fn run(
     info!(router = %monitor.config.router, holder = %monitor.config.holder, "monitor started");
     let outcome = loop {
         tokio::select! {
-            () = &mut shutdown => break Ok(()),
+            () = &mut shutdown => {
+                // The standby takes over at its next renewal, not after a lease timeout.
+                monitor.release_lease().await;
+                break Ok(());
+            }
             ended = &mut daemon => {
                 // The daemon stops only when told to; ending early is a failure to report.
                 break Err(match ended {
@@ -202,73 +206,73 @@ impl Monitor {
         self.lease.observe(value, Instant::now());
     }
 
+    /// The `wait` that the NB_Global row `uuid` carries `value` under this monitor's key (and
+    /// nothing else of the row: other writers' keys may change freely).
+    fn key_holds(&self, uuid: &str, value: &str) -> Operation {
+        let key = lease_key(&self.config.router);
+        Operation::Wait {
+            table: NbGlobal::TABLE.into(),
+            conditions: vec![
+                Condition::uuid(uuid),
+                Condition::includes("external_ids", Value::string_map([(key.as_str(), value)])),
+            ],
+            columns: vec!["_uuid".into()],
+            until: "==",
+            rows: vec![Row::from([("_uuid".to_owned(), Value::uuid(uuid))])],
+        }
+    }
+
     /// The `wait` that proves the lease is still what this monitor last saw (not what its
     /// replica holds now: a writer frozen while another took over wakes with a replica that
     /// already has the new lease but a lease view that says it still writes), and the UUID of
-    /// the NB_Global row.
+    /// the NB_Global row; `None` when no lease was seen (nothing to prove).
     fn lease_guard(&self) -> Option<(Operation, String)> {
         let global = self.nb.replica().rows::<NbGlobal>().next()?;
-        let key = lease_key(&self.config.router);
-        let wait = match self.lease.seen() {
-            // The row still carries the seen value under the key.
-            Some(seen) => Operation::Wait {
-                table: NbGlobal::TABLE.into(),
-                conditions: vec![
-                    Condition::uuid(global.uuid.as_str()),
-                    Condition::includes("external_ids", Value::string_map([(key.as_str(), seen)])),
-                ],
-                columns: vec!["_uuid".into()],
-                until: "==",
-                rows: vec![Row::from([(
-                    "_uuid".to_owned(),
-                    Value::uuid(global.uuid.as_str()),
-                )])],
-            },
-            // No lease seen: the key is still absent.
-            None => {
-                let mut external_ids = global.external_ids;
-                external_ids.remove(&key);
-                Operation::Wait {
-                    table: NbGlobal::TABLE.into(),
-                    conditions: vec![Condition::uuid(global.uuid.as_str())],
-                    columns: vec!["external_ids".into()],
-                    until: "==",
-                    rows: vec![Row::from([(
-                        "external_ids".to_owned(),
-                        Value::string_map(external_ids),
-                    )])],
-                }
-            }
-        };
-        Some((wait, global.uuid))
+        let seen = self.lease.seen()?;
+        Some((self.key_holds(&global.uuid, seen), global.uuid))
     }
 
     async fn renew_lease(&mut self) {
         let Some(value) = self.lease.next_value(Instant::now(), self.config.timeout) else {
             return;
         };
-        let Some((guard, uuid)) = self.lease_guard() else {
+        let Some(global) = self.nb.replica().rows::<NbGlobal>().next() else {
             return;
         };
+        let uuid = global.uuid;
         let key = lease_key(&self.config.router);
         let was_held = self.lease.held();
-        let operations = [
-            guard,
-            Operation::Mutate {
-                table: NbGlobal::TABLE.into(),
-                conditions: vec![Condition::uuid(uuid.as_str())],
-                mutations: vec![
-                    Mutation::delete(
-                        "external_ids",
-                        Value::Set([Atom::string(key.as_str())].into()),
-                    ),
-                    Mutation::insert(
-                        "external_ids",
-                        Value::string_map([(key.as_str(), value.as_str())]),
-                    ),
-                ],
-            },
-        ];
+        let insert = Mutation::insert(
+            "external_ids",
+            Value::string_map([(key.as_str(), value.as_str())]),
+        );
+        let operations = match self.lease.seen() {
+            // Renewal or takeover of a seen value: it must still be there, then it is replaced.
+            Some(seen) => vec![
+                self.key_holds(&uuid, seen),
+                Operation::Mutate {
+                    table: NbGlobal::TABLE.into(),
+                    conditions: vec![Condition::uuid(uuid.as_str())],
+                    mutations: vec![
+                        Mutation::delete(
+                            "external_ids",
+                            Value::Set([Atom::string(key.as_str())].into()),
+                        ),
+                        insert,
+                    ],
+                },
+            ],
+            // No lease seen: a map insert adds the key only when it is absent, and the wait
+            // after it fails the transaction when another monitor's value was there first.
+            None => vec![
+                Operation::Mutate {
+                    table: NbGlobal::TABLE.into(),
+                    conditions: vec![Condition::uuid(uuid.as_str())],
+                    mutations: vec![insert],
+                },
+                self.key_holds(&uuid, &value),
+            ],
+        };
         match self.nb.transact(&operations).await {
             Ok(_) => {
                 self.lease.observe(Some(value), Instant::now());
@@ -282,6 +286,32 @@ impl Monitor {
                     warn!(%error, "lease renewal failed; another monitor may have taken over");
                 }
             }
+        }
+    }
+
+    /// Gives the lease up (SIGTERM): deletes the key if it still holds this monitor's value.
+    async fn release_lease(&mut self) {
+        if !self.lease.held() {
+            return;
+        }
+        let Some((guard, uuid)) = self.lease_guard() else {
+            return;
+        };
+        let key = lease_key(&self.config.router);
+        let operations = [
+            guard,
+            Operation::Mutate {
+                table: NbGlobal::TABLE.into(),
+                conditions: vec![Condition::uuid(uuid.as_str())],
+                mutations: vec![Mutation::delete(
+                    "external_ids",
+                    Value::Set([Atom::string(key.as_str())].into()),
+                )],
+            },
+        ];
+        match self.nb.transact(&operations).await {
+            Ok(_) => info!(holder = %self.config.holder, "released the writer lease"),
+            Err(error) => warn!(%error, "could not release the writer lease; it times out instead"),
         }
     }
 
