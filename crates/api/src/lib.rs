@@ -33,5 +33,5 @@ pub use manifest::{Manifest, Parsed, parse_object, read_manifests};
 pub use schema::{MAX_BANDWIDTH_MBPS, limits};
 pub use validate::{
     BFD_INTERVAL_RANGE, BFD_MULTIPLIER_RANGE, FieldError, IpFormatError, MAX_REPLICAS, Rule,
-    check_ip_block, check_ip_entry, validate, validate_update,
+    check_ip_block, check_ip_entry, is_dns_subdomain, validate, validate_update,
 };

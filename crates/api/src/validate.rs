@@ -653,6 +653,12 @@ fn is_valid_prefix(prefix: &str) -> bool {
     !body.is_empty() && body.split('.').all(is_dns_label)
 }
 
+/// Whether `name` is a DNS-1123 subdomain, the form of most Kubernetes object names (so it
+/// holds no `/` and is never `.` or `..`: safe as a file name).
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
 fn is_dns_label(label: &str) -> bool {
     let bytes = label.as_bytes();
     let alphanumeric = |byte: &u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();

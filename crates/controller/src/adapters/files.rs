@@ -162,6 +162,19 @@ fn status_path(output: &Path, namespace: &str, name: &str) -> PathBuf {
         .join(format!("{namespace}.{name}.json"))
 }
 
+/// `parts` joined by dots as a file name, when each is a Kubernetes object name. The
+/// manifests are not checked by an API server, and a name such as `../../x` would otherwise
+/// write outside the output directory.
+fn file_name(parts: &[&str]) -> Result<String, OutputError> {
+    match parts.iter().find(|part| !veg_api::is_dns_subdomain(part)) {
+        Some(bad) => Err(OutputError::Refused {
+            message: format!("{bad:?} is not a Kubernetes object name; nothing written"),
+            class: crate::error::ErrorClass::Invalid,
+        }),
+        None => Ok(format!("{}.json", parts.join("."))),
+    }
+}
+
 /// Writes what the controller decides as JSON files under a directory.
 pub struct FileOutputs {
     dir: PathBuf,
@@ -211,11 +224,10 @@ impl FileOutputs {
 
 impl Outputs for FileOutputs {
     async fn apply_deployment(&self, deployment: &Deployment) -> Result<(), OutputError> {
-        let path = self.dir.join("deployments").join(format!(
-            "{}.{}.json",
+        let path = self.dir.join("deployments").join(file_name(&[
             deployment.metadata.namespace.as_deref().unwrap_or_default(),
-            deployment.metadata.name.as_deref().unwrap_or_default()
-        ));
+            deployment.metadata.name.as_deref().unwrap_or_default(),
+        ])?);
         self.write(&path, deployment)
     }
 
@@ -225,6 +237,7 @@ impl Outputs for FileOutputs {
         name: &str,
         status: &VpcEgressGatewayStatus,
     ) -> Result<(), OutputError> {
+        file_name(&[namespace, name])?;
         self.write(&status_path(&self.dir, namespace, name), status)
     }
 
@@ -241,7 +254,7 @@ impl Outputs for FileOutputs {
         vpc: &str,
         status: Option<&BfdPortStatus>,
     ) -> Result<(), OutputError> {
-        self.write(&self.dir.join("vpcs").join(format!("{vpc}.json")), &status)
+        self.write(&self.dir.join("vpcs").join(file_name(&[vpc])?), &status)
     }
 
     async fn annotate_pod(
@@ -264,6 +277,37 @@ impl Outputs for FileOutputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Object names from unchecked manifests never leave the output directory.
+    #[tokio::test]
+    async fn names_that_are_not_object_names_write_nothing()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = std::env::temp_dir().join(format!("veg-files-out-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = dir.join("a").join("out");
+        let outputs = FileOutputs::new(&out);
+        let status = VpcEgressGatewayStatus::default();
+        for (namespace, name) in [
+            ("default", "../../escaped"),
+            ("..", "escaped"),
+            ("default", "a/b"),
+            ("default", ".."),
+            ("Default", "gateway1"),
+        ] {
+            let written = outputs.patch_status(namespace, name, &status).await;
+            assert!(
+                matches!(written, Err(OutputError::Refused { .. })),
+                "{namespace}/{name}: {written:?}"
+            );
+        }
+        assert!(outputs.patch_vpc_bfd_port("../vpc", None).await.is_err());
+        assert!(!dir.join("escaped.json").exists() && !dir.join("a").join("escaped.json").exists());
+        assert!(!out.join("status").exists(), "something was written");
+        outputs.patch_status("default", "gateway1", &status).await?;
+        assert!(out.join("status").join("default.gateway1.json").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
 
     /// A file written while the directory is being read is seen at the next poll.
     #[tokio::test]
