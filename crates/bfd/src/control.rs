@@ -9,6 +9,7 @@
 //! ```
 
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -249,7 +250,9 @@ pub async fn serve(listener: UnixListener, path: &Path, commands: mpsc::Sender<C
     }
 }
 
-/// Binds the control socket at `path`, replacing a stale socket file.
+/// Binds the control socket at `path`, replacing a stale socket file. The socket is made
+/// under a temporary name, given mode 0600 (only its owner may steer sessions, whatever the
+/// umask) and then renamed into place, so it is never reachable with a wider mode.
 pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     let error = |error| Error::ControlSocket {
         path: PathBuf::from(path),
@@ -260,12 +263,24 @@ pub fn bind(path: &Path) -> Result<UnixListener, Error> {
     {
         std::fs::create_dir_all(parent).map_err(error)?;
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(error(e)),
+    let mut staging = path.as_os_str().to_owned();
+    staging.push(format!(".{}.tmp", std::process::id()));
+    let staging = PathBuf::from(staging);
+    for stale in [path, staging.as_path()] {
+        match std::fs::remove_file(stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(error(e)),
+        }
     }
-    UnixListener::bind(path).map_err(error)
+    let listener = UnixListener::bind(&staging).map_err(error)?;
+    let placed = std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&staging, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(error(e));
+    }
+    Ok(listener)
 }
 
 async fn handle_connection(
@@ -320,6 +335,21 @@ pub async fn request(path: &Path, request: &Request) -> std::io::Result<Response
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only the owner may steer sessions, whatever the umask (022 gave 0755 before).
+    #[tokio::test]
+    async fn the_control_socket_is_the_owners_only() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("veg-bfd-sock-{}", std::process::id()));
+        let path = dir.join("bfdd.sock");
+        let _listener = bind(&path)?;
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        let leftovers = std::fs::read_dir(&dir)?.count();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(mode, 0o600);
+        assert_eq!(leftovers, 1, "the staging name stayed");
+        Ok(())
+    }
 
     #[test]
     fn parses_every_request() {
