@@ -57,7 +57,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
                 &namespace,
                 &name,
             );
-            print!("{explanation}");
+            print!("{}", printable(&explanation.to_string()));
             Ok(
                 if matches!(
                     explanation.verdict,
@@ -118,7 +118,10 @@ fn cluster(kubectl_path: &str) -> anyhow::Result<MemorySnapshot> {
             let mut item = item.clone();
             item["kind"] = Json::from(kind);
             if let Err(error) = snapshot.put_object(item) {
-                eprintln!("warning: {resource} {name}: {error}");
+                eprintln!(
+                    "{}",
+                    printable(&format!("warning: {resource} {name}: {error}"))
+                );
             }
         }
     }
@@ -147,7 +150,7 @@ fn status(kubectl_path: &str, namespace: &str, name: &str) -> anyhow::Result<Exi
             "json",
         ],
     )?;
-    print!("{}", status_text(&gateway));
+    print!("{}", printable(&status_text(&gateway)));
     Ok(if gateway["status"]["ready"] == true {
         ExitCode::SUCCESS
     } else {
@@ -232,4 +235,40 @@ pub fn status_text(gateway: &Json) -> String {
         out.push_str(&format!("  {}\n", cells.join("   ").trim_end()));
     }
     out
+}
+
+/// `text` safe for a terminal: object fields (names, messages, annotations) are anyone's to
+/// write, and an escape sequence in one would otherwise drive the reader's terminal. Control
+/// characters other than newline and tab are shown escaped.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn escape_sequences_from_object_fields_are_shown_not_obeyed() {
+        let message = "pod x\u{1b}]0;owned\u{7}\u{1b}[2J gone\r\nnext\tline";
+        let shown = printable(message);
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t'),
+            "{shown:?}"
+        );
+        assert_eq!(
+            shown,
+            "pod x\\u{1b}]0;owned\\u{7}\\u{1b}[2J gone\\r\nnext\tline"
+        );
+    }
 }

@@ -37,8 +37,9 @@ fn gateway(name: &str, created: &str, spec: Value, instances: Value) -> Value {
         "metadata": {"name": name, "namespace": "default", "creationTimestamp": created},
         "spec": spec,
         "status": {"ready": true, "phase": "Completed", "replicas": 2,
+            // A message with a terminal escape (clear the screen): the plugin shows it, escaped.
             "conditions": [{"type": "Ready", "status": "True", "reason": "ReconcileSuccess",
-                "lastTransitionTime": "2026-11-27T10:00:00Z"}],
+                "message": "fine\u{1b}[2J", "lastTransitionTime": "2026-11-27T10:00:00Z"}],
             "gateways": instances}})
 }
 
@@ -236,6 +237,10 @@ fn status_shows_every_instance_and_the_plugin_name_works() -> Result<()> {
             && text.contains("Ready=True ReconcileSuccess")
             && text.lines().any(|l| l.contains("gateway1-1") && l.contains("198.51.100.11") && l.contains("Down")),
         "{text}"
+    );
+    ensure!(
+        !text.contains('\u{1b}') && text.contains("fine\\u{1b}[2J"),
+        "the escape reached the terminal: {text:?}"
     );
     let output = plugin(&cluster, &["status", "missing"])?;
     ensure!(!output.status.success(), "a missing gateway fails");
