@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use nftables::batch::Batch;
@@ -459,29 +460,85 @@ pub enum NftError {
         stderr: String,
     },
     /// nft could not be run or its output read.
-    #[error("{0}")]
-    Run(nftables::helper::NftablesError),
+    #[error("cannot run {program}: {source}")]
+    Run {
+        program: String,
+        source: std::io::Error,
+    },
+    /// nft did not finish in time; it was killed.
+    #[error("{program} did not finish within {seconds} s; killed")]
+    Timeout { program: String, seconds: u64 },
     /// nft printed something that is not JSON.
     #[error("nft printed invalid JSON: {0}")]
     InvalidJson(serde_json::Error),
+    /// The batch did not encode as JSON (a bug).
+    #[error("encoding the nft batch: {0}")]
+    Encode(serde_json::Error),
 }
 
-impl From<nftables::helper::NftablesError> for NftError {
-    fn from(error: nftables::helper::NftablesError) -> Self {
-        match error {
-            nftables::helper::NftablesError::NftFailed { stderr, .. } => NftError::Refused {
-                stderr: stderr.trim().to_owned(),
-            },
-            other => NftError::Run(other),
+/// How long one `nft` run may take: a hung one (a kernel lock, a stuck netlink socket) must
+/// not hold the agent's loop, which also answers the kubelet's probes.
+pub const NFT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `program -j ARGS` with `input` on stdin, within `limit` (killed after it), and
+/// returns its stdout.
+async fn run_nft(
+    program: &str,
+    args: &[&str],
+    input: Option<&str>,
+    limit: Duration,
+) -> Result<String, NftError> {
+    use tokio::io::AsyncWriteExt as _;
+    let failed = |source| NftError::Run {
+        program: program.to_owned(),
+        source,
+    };
+    let mut child = tokio::process::Command::new(program)
+        .arg("-j")
+        .args(args)
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        // A child left behind by the timeout is killed when its handle goes.
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(failed)?;
+    let run = async {
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(text.as_bytes()).await?;
         }
+        child.wait_with_output().await
+    };
+    let output = tokio::time::timeout(limit, run)
+        .await
+        .map_err(|_| NftError::Timeout {
+            program: program.to_owned(),
+            seconds: limit.as_secs(),
+        })?
+        .map_err(failed)?;
+    if !output.status.success() {
+        return Err(NftError::Refused {
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
     }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// `nft -j list ruleset <family>`, parsed.
 pub async fn list(program: &str, family: Family) -> Result<Value, NftError> {
-    let raw = nftables::helper::get_current_ruleset_raw_async(
-        Some(program),
-        ["list", "ruleset", family_keyword(family)],
+    list_within(program, family, NFT_TIMEOUT).await
+}
+
+async fn list_within(program: &str, family: Family, limit: Duration) -> Result<Value, NftError> {
+    let raw = run_nft(
+        program,
+        &["list", "ruleset", family_keyword(family)],
+        None,
+        limit,
     )
     .await?;
     serde_json::from_str(&raw).map_err(NftError::InvalidJson)
@@ -489,19 +546,44 @@ pub async fn list(program: &str, family: Family) -> Result<Value, NftError> {
 
 /// Applies [`replace_batch`] in one `nft -j -f -` transaction.
 pub async fn replace(program: &str, desired: &[NftTable]) -> Result<(), NftError> {
-    let batch = replace_batch(desired);
-    nftables::helper::apply_ruleset_with_args_async(
-        &batch,
-        Some(program),
-        nftables::helper::DEFAULT_ARGS,
-    )
-    .await?;
+    let batch = serde_json::to_string(&replace_batch(desired)).map_err(NftError::Encode)?;
+    run_nft(program, &["-f", "-"], Some(&batch), NFT_TIMEOUT).await?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hung `nft` is killed at the limit: the agent's loop goes on, and no process stays.
+    #[tokio::test]
+    async fn a_hung_nft_is_killed_at_the_limit() -> Result<(), Box<dyn std::error::Error>> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("veg-nft-hang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let marker = format!("29.{}", std::process::id());
+        let script = dir.join("nft");
+        std::fs::write(&script, format!("#!/bin/sh\nexec sleep {marker}\n"))?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        let program = script.to_string_lossy().into_owned();
+        let started = std::time::Instant::now();
+        let result = list_within(&program, Family::V4, Duration::from_millis(300)).await;
+        let took = started.elapsed();
+        // The child is killed when its handle goes; give the kernel a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let alive = std::fs::read_dir("/proc")?
+            .filter_map(Result::ok)
+            .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+            .any(|cmdline| String::from_utf8_lossy(&cmdline).contains(&marker));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            matches!(result, Err(NftError::Timeout { .. })),
+            "{result:?}"
+        );
+        assert!(took < Duration::from_secs(5), "took {took:?}");
+        assert!(!alive, "the hung nft still runs");
+        Ok(())
+    }
 
     fn table(forward_only: &[&str]) -> NftTable {
         NftTable {
