@@ -169,10 +169,54 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, BindError> {
 /// EAFNOSUPPORT on Linux: a kernel booted with `ipv6.disable=1`.
 const EAFNOSUPPORT: i32 = 97;
 
+/// How many connections one peer address may hold open at once: the kubelet's probes and a
+/// scraper need a few, and one Pod holding slow connections cannot take the others' slots.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
+/// How many connections the endpoint holds open at once (file descriptors stay bounded).
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long one connection may take, from accept to the last byte of the answer.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The open connections, by peer address (pure bookkeeping, so the admission is tested
+/// without sockets).
+#[derive(Debug, Default)]
+pub struct ConnectionLimits {
+    open: std::collections::HashMap<std::net::IpAddr, usize>,
+    total: usize,
+}
+
+impl ConnectionLimits {
+    /// Takes a slot for a new connection from `peer`, or says no (the connection is closed
+    /// at once).
+    pub fn admit(&mut self, peer: std::net::IpAddr) -> bool {
+        let mine = self.open.get(&peer).copied().unwrap_or(0);
+        if mine >= MAX_CONNECTIONS_PER_PEER || self.total >= MAX_CONNECTIONS {
+            return false;
+        }
+        self.open.insert(peer, mine + 1);
+        self.total += 1;
+        true
+    }
+
+    /// Gives back a slot of `peer`.
+    pub fn release(&mut self, peer: std::net::IpAddr) {
+        if let Some(count) = self.open.get_mut(&peer) {
+            *count -= 1;
+            if *count == 0 {
+                self.open.remove(&peer);
+            }
+            self.total = self.total.saturating_sub(1);
+        }
+    }
+}
+
 /// Serves until the task is dropped. A failing `accept` (out of file descriptors, which a
 /// flood of connections can cause) is waited out with a growing pause instead of retried at
-/// once, which spun a core.
+/// once, which spun a core. Each peer holds at most [`MAX_CONNECTIONS_PER_PEER`] connections
+/// (more are closed at once), each lasting at most [`CONNECTION_TIMEOUT`].
 pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
+    let limits = Arc::new(std::sync::Mutex::new(ConnectionLimits::default()));
+    let mut refusals: u64 = 0;
     let mut pause = None;
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -190,14 +234,30 @@ pub async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
                 continue;
             }
         };
+        let address = peer.ip().to_canonical();
+        let admitted = limits
+            .lock()
+            .map(|mut limits| limits.admit(address))
+            .unwrap_or(false);
+        if !admitted {
+            // Closed unanswered; said once per thousand so a flood does not flood the logs.
+            if refusals.is_multiple_of(1000) {
+                tracing::warn!(%peer, refusals, "too many HTTP connections; closing new ones");
+            }
+            refusals += 1;
+            drop(stream);
+            continue;
+        }
         let endpoint = endpoint.clone();
+        let limits = limits.clone();
         let from_loopback = is_loopback_peer(peer);
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                answer(stream, &endpoint, from_loopback),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(CONNECTION_TIMEOUT, answer(stream, &endpoint, from_loopback))
+                    .await;
+            if let Ok(mut limits) = limits.lock() {
+                limits.release(address);
+            }
         });
     }
 }
@@ -381,6 +441,75 @@ mod tests {
             levels.lock().map(|l| l.clone()).unwrap_or_default(),
             vec!["debug".to_owned()]
         );
+    }
+
+    #[test]
+    fn each_peer_holds_a_few_connections_and_all_of_them_a_bounded_number() {
+        let mut limits = ConnectionLimits::default();
+        let one: std::net::IpAddr = [198, 51, 100, 7].into();
+        for _ in 0..MAX_CONNECTIONS_PER_PEER {
+            assert!(limits.admit(one));
+        }
+        assert!(!limits.admit(one), "a ninth connection of one peer");
+        limits.release(one);
+        assert!(limits.admit(one), "a slot given back is free again");
+        let mut others = 0usize;
+        for peer in 0..u32::MAX {
+            if !limits.admit(std::net::IpAddr::from(std::net::Ipv4Addr::from(
+                0x0a00_0000 + peer,
+            ))) {
+                break;
+            }
+            others += 1;
+        }
+        assert_eq!(others + MAX_CONNECTIONS_PER_PEER, MAX_CONNECTIONS);
+        // Releasing a peer that holds nothing changes nothing.
+        limits.release([203, 0, 113, 1].into());
+        assert!(!limits.admit([203, 0, 113, 2].into()));
+    }
+
+    /// One peer holding its slots with idle connections: its next one is closed at once, and
+    /// another peer (the kubelet) is still answered.
+    #[tokio::test]
+    async fn a_peer_holding_idle_connections_does_not_lock_out_the_others() -> std::io::Result<()> {
+        let listener = bind("127.0.0.1:0".parse().map_err(std::io::Error::other)?)
+            .await
+            .map_err(std::io::Error::other)?;
+        let address = listener.local_addr()?;
+        let (endpoint, _) = endpoint();
+        let _server = tokio::spawn(serve(listener, Arc::new(endpoint)));
+        let connect_from = |source: [u8; 4]| async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from((source, 0)))?;
+            socket.connect(address).await
+        };
+        let ask = |mut stream: TcpStream| async move {
+            stream
+                .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await?;
+            let mut answer = String::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut answer))
+                    .await;
+            Ok::<_, std::io::Error>(match read {
+                Ok(Ok(_)) | Ok(Err(_)) => answer,
+                Err(_) => "(no answer in 2 s)".to_owned(),
+            })
+        };
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS_PER_PEER {
+            idle.push(connect_from([127, 0, 0, 1]).await?);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let refused = ask(connect_from([127, 0, 0, 1]).await?).await?;
+        assert_eq!(refused, "", "the peer's ninth connection was answered");
+        let other = ask(connect_from([127, 0, 0, 2]).await?).await?;
+        assert!(other.starts_with("HTTP/1.1 200"), "{other:?}");
+        drop(idle);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = ask(connect_from([127, 0, 0, 1]).await?).await?;
+        assert!(again.starts_with("HTTP/1.1 200"), "{again:?}");
+        Ok(())
     }
 
     #[test]
