@@ -650,3 +650,66 @@ async fn killed_controllers_leave_a_whole_state_and_converge() -> Result<()> {
     ensure!(nb::apply(&client, &desired).await? == 0);
     Ok(())
 }
+
+/// The rows' names carry 48 bits of a hash of the gateway's key, so another gateway (a
+/// collision, found or crafted by a tenant) can own a row of this gateway's name. It is never
+/// taken, changed or deleted: the apply says whose it is, the cleanup leaves it.
+#[tokio::test]
+async fn a_row_of_our_name_owned_by_another_gateway_is_left_alone() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let nb = Nb::new(None).await?;
+    let client = nb.client().await?;
+    let desired = ovn::plan(
+        &inputs("ovn-cluster", &["198.18.0.12"], None),
+        BfdMode::Native,
+    );
+    let name = desired
+        .address_sets
+        .first()
+        .map(|set| set.name.clone())
+        .unwrap_or_default();
+    let theirs = Value::string_map([
+        ("vendor", "kube-ovn"),
+        ("vpc-egress-gateway", "tenant-b/twin"),
+    ]);
+    client
+        .transact(&[Operation::Insert {
+            table: "Address_Set".into(),
+            row: [
+                ("name".to_owned(), Value::string(name.as_str())),
+                (
+                    "addresses".to_owned(),
+                    Value::string_set(["203.0.113.0/24".to_owned()]),
+                ),
+                ("external_ids".to_owned(), theirs),
+            ]
+            .into_iter()
+            .collect(),
+            uuid_name: None,
+        }])
+        .await?;
+    client
+        .wait_for(Duration::from_secs(5), |replica| {
+            replica.uuids_named("Address_Set", &name).next().is_some()
+        })
+        .await?;
+    let before = dump(&client);
+    let taken = nb::taken_names(&client.replica(), &desired);
+    ensure!(
+        taken
+            == [(
+                "Address_Set".to_owned(),
+                name.clone(),
+                "tenant-b/twin".to_owned()
+            )],
+        "{taken:?}"
+    );
+    ensure!(
+        nb::cleanup(&client, "default", "gateway1").await? == 0,
+        "the cleanup touched the other gateway's row"
+    );
+    ensure!(dump(&client) == before, "the NB changed");
+    Ok(())
+}

@@ -46,7 +46,9 @@ fn owner(key: &str) -> BTreeMap<String, String> {
 /// Which rows not owned by a gateway are its own nevertheless (Kube-OVN made them).
 enum Adopt<'a> {
     Nothing,
-    /// Those of these names (found through the replica's name index).
+    /// Those of these names (found through the replica's name index) that no gateway owns:
+    /// a row of the name owned by another gateway (a hash collision, found or crafted: the
+    /// name holds 48 bits of the key's hash) is never taken or deleted.
     Named(Vec<&'a str>),
     /// Those that match (a scan of the table).
     Matching(&'a dyn Fn(&Row) -> bool),
@@ -64,7 +66,9 @@ fn current(replica: &Replica, table: &str, key: &str, adopt: Adopt<'_>) -> BTree
         Adopt::Named(names) => {
             for name in names {
                 for uuid in replica.uuids_named(table, name) {
-                    if let Some(row) = replica.row(table, uuid) {
+                    if let Some(row) = replica.row(table, uuid)
+                        && owner_of(row).is_none()
+                    {
                         rows.insert(uuid.clone(), row.clone());
                     }
                 }
@@ -79,6 +83,40 @@ fn current(replica: &Replica, table: &str, key: &str, adopt: Adopt<'_>) -> BTree
         }
     }
     rows
+}
+
+/// The gateway a row belongs to (its external_ids `vpc-egress-gateway`), if any.
+fn owner_of(row: &Row) -> Option<String> {
+    row.get("external_ids")?
+        .as_map()
+        .get(&veg_ovsdb::Atom::string(names::EXTERNAL_ID_GATEWAY))
+        .and_then(|value| value.as_str().map(str::to_owned))
+}
+
+/// Rows that carry one of `desired`'s names but belong to another gateway: `(table, name,
+/// owner)`. Writing would fail on the name's uniqueness, or worse take the other's row.
+pub fn taken_names(replica: &Replica, desired: &GatewayOvn) -> Vec<(String, String, String)> {
+    let named = desired
+        .address_sets
+        .iter()
+        .map(|set| (AddressSet::TABLE, set.name.as_str()))
+        .chain(
+            desired
+                .port_group
+                .iter()
+                .map(|(name, _)| (PortGroup::TABLE, name.as_str())),
+        );
+    let mut taken = Vec::new();
+    for (table, name) in named {
+        for uuid in replica.uuids_named(table, name) {
+            if let Some(owner) = replica.row(table, uuid).and_then(owner_of)
+                && owner != desired.key
+            {
+                taken.push((table.to_owned(), name.to_owned(), owner));
+            }
+        }
+    }
+    taken
 }
 
 /// The operations that make the NB hold `desired` for its gateway (empty when it does).

@@ -62,6 +62,14 @@ pub enum ReconcileError {
     /// This replica may not write the NB now (it is not, or no longer, the leader).
     #[error("not writing the NB: {0}")]
     Fenced(OutputError),
+    /// A row the gateway's rows would be named like belongs to another gateway (the names
+    /// carry 48 bits of a hash of the key): nothing is written, the other's row stays.
+    #[error("{table} {name} belongs to gateway {owner}; nothing written (rename this gateway)")]
+    NameTaken {
+        table: String,
+        name: String,
+        owner: String,
+    },
 }
 
 // The cause is printed in the message, not chained as `source`: `{:#}` would print it twice.
@@ -80,6 +88,7 @@ impl ReconcileError {
             ReconcileError::Status(_) => "status",
             ReconcileError::Finalizer(_) => "finalizer",
             ReconcileError::Fenced(_) => "fenced",
+            ReconcileError::NameTaken { .. } => "name_taken",
         }
     }
 
@@ -91,6 +100,7 @@ impl ReconcileError {
             | ReconcileError::Status(error)
             | ReconcileError::Finalizer(error)
             | ReconcileError::Fenced(error) => error.class(),
+            ReconcileError::NameTaken { .. } => ErrorClass::Invalid,
         }
     }
 }
@@ -330,6 +340,12 @@ impl<O: Outputs> Reconciler<O> {
                 let mut withdrawn = drain.leaving.clone();
                 withdrawn.extend(suspects.iter().map(|s| s.pod.clone()));
                 let desired = ovn::plan(&without_instances(inputs, &withdrawn), self.mode);
+                if let Some((table, name, owner)) = nb::taken_names(&self.nb.replica(), &desired)
+                    .into_iter()
+                    .next()
+                {
+                    return Err(ReconcileError::NameTaken { table, name, owner });
+                }
                 let started = std::time::Instant::now();
                 self.may_write()?;
                 nb_operations = nb::apply(&self.nb, &desired).await?;
