@@ -186,6 +186,11 @@ pub fn admits_gateway(value: &str, namespace: &str, name: &str) -> bool {
     })
 }
 
+/// NB_Global external_ids key holding the token of the controller that writes the NB: every
+/// NB transaction of that controller first checks the token is still its own, so a deposed
+/// leader's late write fails instead of landing.
+pub const EXTERNAL_ID_WRITER: &str = "veg-controller-writer";
+
 // ===== the controller ↔ `veg monitor` contract (monitor mode) =====
 
 /// external_ids key under which monitor mode publishes a policy's candidate nexthops.

@@ -262,7 +262,20 @@ async fn run_kube(
             break;
         }
         metrics.leader.set(1);
-        info!("leading: reconciling");
+        // This term's token in the NB: a former leader's late writes fail on it from now on.
+        let token = format!(
+            "{identity}/{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|since| since.as_millis())
+                .unwrap_or_default()
+        );
+        if let Err(error) = nb::take_writer_token(&reconciler.nb, &token).await {
+            warn!(%error, "cannot take the NB writer token; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        info!(%token, "leading: reconciling (NB writes fenced on the token)");
         let mut lost = leader.clone();
         let mut stopping = stop.clone();
         let until = async move {

@@ -713,3 +713,49 @@ async fn a_row_of_our_name_owned_by_another_gateway_is_left_alone() -> Result<()
     ensure!(dump(&client) == before, "the NB changed");
     Ok(())
 }
+
+/// Two controllers that both believe they lead (the old one's Lease lost while its NB call was
+/// on its way): once the new one has taken the writer token, the old one's writes fail on it
+/// and the new one's go through.
+#[tokio::test]
+async fn a_deposed_leaders_writes_fail_on_the_new_leaders_token() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let nb = Nb::new(None).await?;
+    let old = nb.client().await?;
+    let new = nb.client().await?;
+    nb::take_writer_token(&old, "veg-controller-0/1").await?;
+    let one = ovn::plan(
+        &inputs("ovn-cluster", &["198.18.0.12"], None),
+        BfdMode::Native,
+    );
+    ensure!(
+        nb::apply(&old, &one).await? > 0,
+        "the leader could not write"
+    );
+    nb::take_writer_token(&new, "veg-controller-1/2").await?;
+    let two = ovn::plan(
+        &inputs("ovn-cluster", &["198.18.0.12", "198.18.0.13"], None),
+        BfdMode::Native,
+    );
+    let before = dump(&old);
+    let refused = nb::apply(&old, &two).await;
+    ensure!(
+        matches!(refused, Err(veg_ovsdb::Error::Transaction { .. })),
+        "the deposed leader wrote: {refused:?}"
+    );
+    ensure!(
+        nb::cleanup(&old, "default", "gateway1").await.is_err(),
+        "the deposed leader deleted"
+    );
+    ensure!(
+        dump(&old) == before,
+        "the NB changed under the deposed leader"
+    );
+    ensure!(
+        nb::apply(&new, &two).await? > 0,
+        "the new leader could not write"
+    );
+    Ok(())
+}

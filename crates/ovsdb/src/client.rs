@@ -104,6 +104,8 @@ struct Shared {
     ready_tx: watch::Sender<bool>,
     /// Why the last connection attempt failed, for error messages.
     last_error: Mutex<Option<String>>,
+    /// An operation put first in every transaction (a `wait` that fences the writer).
+    fence: Mutex<Option<Operation>>,
 }
 
 /// A client that stays connected: it reconnects, finds the leader, and keeps a replica of the
@@ -440,6 +442,7 @@ impl Client {
             version_tx,
             ready_tx,
             last_error: Mutex::new(None),
+            fence: Mutex::new(None),
         });
         let supervisor = tokio::spawn(supervise(shared.clone()));
         let client = Client {
@@ -450,13 +453,36 @@ impl Client {
     }
 
     /// Runs a transaction on the current connection; operation errors come back as
-    /// [`Error::Transaction`] naming the operation and table.
+    /// [`Error::Transaction`] naming the operation and table. With a fence set, it goes first
+    /// and the transaction fails as a whole when it does not hold (its result is not returned).
     pub async fn transact(&self, operations: &[Operation]) -> Result<Vec<OperationResult>, Error> {
         let connection = self.connection().await?;
+        let fence = self
+            .shared
+            .fence
+            .lock()
+            .ok()
+            .and_then(|fence| fence.clone());
+        let mut all = Vec::with_capacity(operations.len() + 1);
+        all.extend(fence.iter().cloned());
+        all.extend(operations.iter().cloned());
         let mut params = vec![json!(self.shared.config.database)];
-        params.extend(operations.iter().map(Operation::to_json));
+        params.extend(all.iter().map(Operation::to_json));
         let result = connection.call("transact", Json::Array(params)).await?;
-        transact_outcome(&connection.remote, operations, &result)
+        let mut results = transact_outcome(&connection.remote, &all, &result)?;
+        if fence.is_some() && !results.is_empty() {
+            results.remove(0);
+        }
+        Ok(results)
+    }
+
+    /// Puts `guard` first in every later transaction of this client (and its clones), or no
+    /// longer (`None`): a writer whose right to write is recorded in the database (a leader's
+    /// token) cannot write once another has replaced the token.
+    pub fn set_fence(&self, guard: Option<Operation>) {
+        if let Ok(mut fence) = self.shared.fence.lock() {
+            *fence = guard;
+        }
     }
 
     /// The replica of the monitored tables (one whole update at a time).

@@ -506,3 +506,76 @@ pub(crate) async fn commit(
     .await;
     Ok(count)
 }
+
+/// Makes this controller the NB's writer: puts `token` (unique to this leadership term) under
+/// NB_Global's [`names::EXTERNAL_ID_WRITER`], replacing a former leader's, and fences every
+/// later transaction of `client` on it. A deposed leader whose write is still on its way (its
+/// Lease lost while an NB call was pending, a pause) then fails on the token instead of
+/// overwriting the new leader's rows.
+pub async fn take_writer_token(client: &Client, token: &str) -> Result<(), veg_ovsdb::Error> {
+    client.set_fence(None);
+    let found = client
+        .transact(&[Operation::Select {
+            table: "NB_Global".into(),
+            conditions: Vec::new(),
+            columns: Some(vec!["_uuid".into()]),
+        }])
+        .await?;
+    let key = names::EXTERNAL_ID_WRITER;
+    let existing = found
+        .first()
+        .and_then(|result| result.rows.first())
+        .and_then(|row| row.get("_uuid"))
+        .and_then(|value| value.as_atom())
+        .and_then(|atom| atom.as_uuid())
+        .map(str::to_owned);
+    let uuid = match existing {
+        Some(uuid) => {
+            client
+                .transact(&[Operation::Mutate {
+                    table: "NB_Global".into(),
+                    conditions: vec![Condition::uuid(uuid.as_str())],
+                    mutations: vec![
+                        veg_ovsdb::Mutation::delete(
+                            "external_ids",
+                            Value::Set([veg_ovsdb::Atom::string(key)].into()),
+                        ),
+                        veg_ovsdb::Mutation::insert(
+                            "external_ids",
+                            Value::string_map([(key, token)]),
+                        ),
+                    ],
+                }])
+                .await?;
+            uuid
+        }
+        // northd makes the row; an NB without one gets it with the token.
+        None => client
+            .transact(&[Operation::Insert {
+                table: "NB_Global".into(),
+                row: [("external_ids".to_owned(), Value::string_map([(key, token)]))]
+                    .into_iter()
+                    .collect(),
+                uuid_name: None,
+            }])
+            .await?
+            .first()
+            .and_then(|result| result.uuid.clone())
+            .unwrap_or_default(),
+    };
+    client.set_fence(Some(Operation::Wait {
+        table: "NB_Global".into(),
+        conditions: vec![
+            Condition::uuid(uuid.as_str()),
+            Condition::includes("external_ids", Value::string_map([(key, token)])),
+        ],
+        columns: vec!["_uuid".into()],
+        until: "==",
+        rows: vec![
+            [("_uuid".to_owned(), Value::uuid(uuid.as_str()))]
+                .into_iter()
+                .collect(),
+        ],
+    }));
+    Ok(())
+}
