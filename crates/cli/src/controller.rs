@@ -166,7 +166,7 @@ async fn run_files(
     let mut reconciler =
         Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
     reconciler.monitor_addresses = args.monitor_addresses.clone();
-    reconciler.tenancy = args.tenancy.tenancy();
+    reconciler.tenancy = args.tenancy.tenancy_with(&args.image);
     info!(tenancy = ?reconciler.tenancy, "tenancy");
     let shutdown = veg_daemon::shutdown_signal().context("cannot watch SIGTERM/SIGINT")?;
     driver::run(
@@ -235,7 +235,7 @@ async fn run_kube(
         args.image.clone(),
     );
     reconciler.monitor_addresses = args.monitor_addresses.clone();
-    reconciler.tenancy = args.tenancy.tenancy();
+    reconciler.tenancy = args.tenancy.tenancy_with(&args.image);
     info!(tenancy = ?reconciler.tenancy, "tenancy");
     reconciler.metrics = metrics.clone();
 

@@ -27,9 +27,26 @@ pub struct TenancyArgs {
         default_value = "kube-system"
     )]
     admin_namespaces: Vec<String>,
+    /// Images gateways of any namespace may name in `spec.image`, besides the controller's
+    /// own (comma separated). Gateway Pods run with NET_ADMIN: a tenant's own image is not.
+    #[arg(long, env = "VEG_TENANT_IMAGES", value_delimiter = ',')]
+    tenant_images: Vec<String>,
 }
 
 impl TenancyArgs {
+    /// The settings, `own_image` (the controller's gateway image) allowed.
+    pub fn tenancy_with(&self, own_image: &str) -> Tenancy {
+        let mut tenancy = self.tenancy();
+        tenancy.images = self
+            .tenant_images
+            .iter()
+            .map(|image| image.trim().to_owned())
+            .filter(|image| !image.is_empty())
+            .chain([own_image.to_owned()])
+            .collect();
+        tenancy
+    }
+
     /// The settings.
     pub fn tenancy(&self) -> Tenancy {
         match self.tenancy {

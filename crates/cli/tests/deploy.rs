@@ -133,16 +133,24 @@ fn check_container(deployment: &Deployment, config: Option<&ConfigMap>) -> Resul
     Ok(subcommand)
 }
 
-fn granted(
-    rules: &[PolicyRule],
-    cluster: bool,
-    out: &mut BTreeSet<(String, String, String, bool)>,
-) {
+/// (group, resource, verb, cluster-wide, resource names joined) of every grant.
+type Grant = (String, String, String, bool, String);
+
+fn granted(rules: &[PolicyRule], cluster: bool, out: &mut BTreeSet<Grant>) {
     for rule in rules {
+        let mut names = rule.resource_names.clone().unwrap_or_default();
+        names.sort();
+        let names = names.join(",");
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
                 for verb in &rule.verbs {
-                    out.insert((group.clone(), resource.clone(), verb.clone(), cluster));
+                    out.insert((
+                        group.clone(),
+                        resource.clone(),
+                        verb.clone(),
+                        cluster,
+                        names.clone(),
+                    ));
                 }
             }
         }
@@ -181,20 +189,23 @@ fn check(kustomization: &str) -> Result<Vec<String>> {
             other => bail!("{kustomization}: unexpected kind {other}"),
         }
     }
-    let expected: BTreeSet<(String, String, String, bool)> =
-        veg_controller::adapters::kube::rbac::CALLS
-            .iter()
-            .flat_map(|call| {
-                call.verbs.iter().map(move |verb| {
-                    (
-                        call.group.to_owned(),
-                        call.resource.to_owned(),
-                        (*verb).to_owned(),
-                        call.cluster,
-                    )
-                })
+    let expected: BTreeSet<Grant> = veg_controller::adapters::kube::rbac::CALLS
+        .iter()
+        .flat_map(|call| {
+            let mut names: Vec<&str> = call.names.to_vec();
+            names.sort_unstable();
+            let names = names.join(",");
+            call.verbs.iter().map(move |verb| {
+                (
+                    call.group.to_owned(),
+                    call.resource.to_owned(),
+                    (*verb).to_owned(),
+                    call.cluster,
+                    names.clone(),
+                )
             })
-            .collect();
+        })
+        .collect();
     let missing: Vec<_> = expected.difference(&rules).collect();
     let extra: Vec<_> = rules.difference(&expected).collect();
     ensure!(

@@ -254,6 +254,7 @@ pub fn resolve(
         .vpc(&vpc_name)
         .ok_or_else(|| Problem::VpcNotFound(vpc_name.clone()))?;
     let rules = tenancy.rules(snapshot, &namespace, &name);
+    rules.image(&spec.image)?;
     rules.vpc(vpc)?;
     let vpc_status = vpc.status.clone().unwrap_or_default();
     let router = if vpc_status.router.is_empty() {

@@ -17,6 +17,8 @@
 //!   admits the gateway or is an admin namespace (shared infrastructure). Its own
 //!   `spec.namespaces` is not used: Kube-OVN moves a namespace listed there off its subnet.
 //! - An IP pool with `spec.namespaces` is usable when that list holds N (or all admit it).
+//! - `spec.image` is the controller's own image, or one the operator lists: the gateway Pods
+//!   run it with NET_ADMIN and a privileged init container.
 //! - Gateways of the admin namespaces, and every gateway with open tenancy, are not limited.
 //!
 //! A refusal is a [`NotPermitted`] naming the field and what would permit it.
@@ -45,6 +47,8 @@ pub struct Tenancy {
     pub mode: TenancyMode,
     /// Namespaces whose gateways are not limited (the cluster admins').
     pub admin_namespaces: BTreeSet<String>,
+    /// Images any gateway may name in `spec.image` (the controller's own among them).
+    pub images: BTreeSet<String>,
 }
 
 impl Default for Tenancy {
@@ -52,6 +56,7 @@ impl Default for Tenancy {
         Self {
             mode: TenancyMode::Strict,
             admin_namespaces: BTreeSet::from(["kube-system".to_owned()]),
+            images: BTreeSet::new(),
         }
     }
 }
@@ -62,6 +67,7 @@ impl Tenancy {
         Self {
             mode: TenancyMode::Open,
             admin_namespaces: BTreeSet::new(),
+            images: BTreeSet::new(),
         }
     }
 
@@ -70,6 +76,7 @@ impl Tenancy {
         Self {
             mode: TenancyMode::Strict,
             admin_namespaces: admin_namespaces.into_iter().map(Into::into).collect(),
+            images: BTreeSet::new(),
         }
     }
 
@@ -159,6 +166,22 @@ impl Rules<'_> {
             field: field.to_owned(),
             message,
         }
+    }
+
+    /// `spec.image`: empty (the controller's), or one the operator allows.
+    pub fn image(&self, image: &str) -> Result<(), NotPermitted> {
+        if self.unlimited || image.is_empty() || self.tenancy.images.contains(image) {
+            return Ok(());
+        }
+        Err(self.refuse(
+            "spec.image",
+            format!(
+                "image {image:?} is not one gateways of namespace {} may run (their Pods hold \
+                 NET_ADMIN): leave it empty for the controller's image, or an admin lists it \
+                 in --tenant-images",
+                self.namespace
+            ),
+        ))
     }
 
     /// The gateway's VPC.

@@ -65,7 +65,7 @@ fn all_granted(state: &std::sync::Mutex<fake::State>) -> anyhow::Result<()> {
             anyhow::bail!("not a resource request: {request:?}");
         };
         anyhow::ensure!(
-            rbac::granted(&group, &resource, &verb),
+            rbac::granted_request(&request.method, &request.path, &request.query),
             "{verb} {group}/{resource} is not in the RBAC table ({request:?})"
         );
     }

@@ -124,6 +124,11 @@ fn captures() -> Vec<(&'static str, Value)> {
             "spec.externalIPPool",
             json!({"externalIPPool": "pool-a", "policies": [{"snat": true, "subnets": ["b-net"]}]}),
         ),
+        // Run with NET_ADMIN: a tenant's own image is not the controller's.
+        (
+            "spec.image",
+            json!({"image": "registry.example/tenant-b/gw:1", "policies": [{"snat": true, "subnets": ["b-net"]}]}),
+        ),
     ]
 }
 
@@ -163,6 +168,19 @@ fn open_tenancy_and_admin_namespaces_refuse_nothing() {
             "{spec}"
         );
     }
+}
+
+#[test]
+fn images_the_operator_lists_may_be_named() {
+    let snapshot = two_tenants();
+    let spec = json!({"image": "veg:1.2", "policies": [{"snat": true, "subnets": ["b-net"]}]});
+    let mut tenancy = Tenancy::default();
+    assert_eq!(
+        refused(&snapshot, &tenancy, spec.clone()).as_deref(),
+        Some("spec.image")
+    );
+    tenancy.images.insert("veg:1.2".to_owned());
+    assert_eq!(refused(&snapshot, &tenancy, spec), None);
 }
 
 #[test]
@@ -241,10 +259,13 @@ fn selectors_pick_only_pods_of_namespaces_that_admit_the_gateway() -> Result<(),
 fn a_namespace_that_admits_the_gateway_lends_it_what_is_bound_to_it() {
     let mut snapshot = two_tenants();
     admit(&mut snapshot, "tenant-a", "tenant-b");
-    // Everything bound to tenant-a alone (not the shared default subnet or 0.0.0.0/0).
+    // Everything bound to tenant-a alone (not the shared default subnet, 0.0.0.0/0 or an
+    // image: those are not tenant-a's to lend).
     for (field, spec) in captures() {
         let expected = match field {
-            "spec.policies[0].ipBlocks[0]" | "spec.policies[0].subnets[0]" => Some(field),
+            "spec.policies[0].ipBlocks[0]" | "spec.policies[0].subnets[0]" | "spec.image" => {
+                Some(field)
+            }
             _ => None,
         };
         assert_eq!(

@@ -120,12 +120,12 @@ async fn two_contenders_one_writer_then_a_takeover() -> anyhow::Result<()> {
         .unwrap_or_default();
     anyhow::ensure!(lease["spec"]["leaseTransitions"] == 1, "{lease}");
     for request in state.lock().map(|s| s.requests.clone()).unwrap_or_default() {
-        let permission =
-            crate::adapters::kube::rbac::permission(&request.method, &request.path, &request.query);
         anyhow::ensure!(
-            permission
-                .as_ref()
-                .is_some_and(|(g, r, v)| crate::adapters::kube::rbac::granted(g, r, v)),
+            crate::adapters::kube::rbac::granted_request(
+                &request.method,
+                &request.path,
+                &request.query
+            ),
             "not granted: {request:?}"
         );
     }
