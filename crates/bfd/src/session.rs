@@ -240,6 +240,11 @@ impl Session {
     }
 
     /// bfd.SessionState.
+    pub fn remote_discr(&self) -> u32 {
+        self.remote_discr
+    }
+
+    /// bfd.SessionState.
     pub fn state(&self) -> State {
         self.state
     }

@@ -49,6 +49,17 @@ pub enum DropReason {
         /// Your Discriminator.
         your_discr: u32,
     },
+    /// A Down or AdminDown for an Up session that neither names it (Your Discriminator zero)
+    /// nor comes from the peer's session (its My Discriminator is not the one learnt): what a
+    /// blind spoofer sends. A peer that restarted sends it too; its session then goes Down at
+    /// the detection time instead of at once.
+    #[error("unverified {state:?} from {peer} for an Up session")]
+    UnverifiedDown {
+        /// Source address.
+        peer: IpAddr,
+        /// The state it claims.
+        state: State,
+    },
     /// The session discarded it.
     #[error("{0}")]
     Session(Reject),
@@ -281,6 +292,16 @@ impl Sessions {
         let Some(session) = self.sessions.get_mut(&local_discr) else {
             return Err(DropReason::UnknownPeer { peer: source });
         };
+        if packet.your_discr == 0
+            && matches!(packet.state, State::Down | State::AdminDown)
+            && session.state() == State::Up
+            && packet.my_discr != session.remote_discr()
+        {
+            return Err(DropReason::UnverifiedDown {
+                peer: source,
+                state: packet.state,
+            });
+        }
         let outcome = session.receive(&packet, bytes, now);
         self.touch(local_discr);
         let transition = outcome.map_err(DropReason::Session)?;
@@ -482,6 +503,7 @@ impl DropReason {
             DropReason::Decode(error) => error.metric_label(),
             DropReason::PeerMismatch { .. } => "peer_mismatch",
             DropReason::StaleDiscr { .. } => "stale_discr",
+            DropReason::UnverifiedDown { .. } => "unverified_down",
             DropReason::Session(reject) => reject.metric_label(),
         }
     }

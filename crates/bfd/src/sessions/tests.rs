@@ -371,3 +371,53 @@ fn a_passive_session_answers_from_the_address_its_peer_sent_to() {
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].peer, out[0].local), (A, Some(ours)));
 }
+
+/// A blind spoofer (it knows the peer's address, not the discriminators) sends Down with Your
+/// Discriminator zero: an Up session stays Up. The peer's own Down (its My Discriminator, as
+/// after its detection timer expired) or one naming our session still takes it Down.
+#[test]
+fn a_blind_spoofed_down_does_not_drop_an_up_session() {
+    let mut net = Net::new();
+    assert!(net.run_until(3000 * MS, Net::both_up));
+    let b = net.b.status(net.now)[0].clone();
+    // Spoofed as A, at TTL 255 (on the link): guessed My Discriminators, Your Discriminator 0.
+    // (My Discriminator 0 is malformed and dropped before this rule.)
+    for guess in [1u32, 12345, b.local_discr.wrapping_add(7)] {
+        let dropped = net.b.receive(&down_packet(guess, 0), A, None, 255, net.now);
+        assert_eq!(
+            dropped.err().map(|e| e.metric_label()),
+            Some("unverified_down"),
+            "guess {guess}"
+        );
+    }
+    let admin_down = ControlPacket::new(State::AdminDown, 999, 0).encode();
+    assert!(net.b.receive(&admin_down, A, None, 255, net.now).is_err());
+    assert_eq!(Net::state(&net.b), Some(State::Up));
+    // The peer's own Down (its discriminator) is believed.
+    let event = net
+        .b
+        .receive(&down_packet(b.remote_discr, 0), A, None, 255, net.now);
+    assert!(
+        matches!(event, Ok(Some(ref e)) if e.transition.new == State::Down),
+        "{event:?}"
+    );
+}
+
+/// Naming our session (Your Discriminator) is verification too.
+#[test]
+fn a_down_naming_our_session_is_believed() {
+    let mut net = Net::new();
+    assert!(net.run_until(3000 * MS, Net::both_up));
+    let b = net.b.status(net.now)[0].clone();
+    let event = net.b.receive(
+        &down_packet(b.remote_discr, b.local_discr),
+        A,
+        None,
+        255,
+        net.now,
+    );
+    assert!(
+        matches!(event, Ok(Some(ref e)) if e.transition.new == State::Down),
+        "{event:?}"
+    );
+}
