@@ -778,3 +778,57 @@ fn a_family_without_an_external_gateway_gets_no_default_route_and_no_snat() -> R
     );
     Ok(())
 }
+
+/// The Pod's own listeners (the agent's and bfdd's HTTP, BFD) answer on the internal leg only:
+/// from the external segment their ports are dropped by veg's nftables table, so nobody there
+/// can read the metrics, flood the endpoints or spoof BFD to take the instance out.
+#[test]
+fn the_pods_own_ports_are_closed_on_the_external_leg() -> Result<()> {
+    if !gwlab::prerequisites() {
+        return Ok(());
+    }
+    let mut lab = Lab::new()?;
+    init_ok(&lab, &[])?;
+    // Listeners on every address, as the Pod's are ([::]).
+    let listen = "import socket,sys\n\
+        s=socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n\
+        s.bind(('::', int(sys.argv[1]))); s.listen(16); print('ready', flush=True)\n\
+        while True:\n    c,_=s.accept(); c.sendall(b'hello'); c.close()\n";
+    for port in ["10669", "10670"] {
+        let log = lab.dir.join(format!("listen-{port}.log"));
+        lab.spawn_logged("gw", false, &["python3", "-c", listen, port], &log)?;
+        ensure!(
+            wait_until(Duration::from_secs(5), || std::fs::read_to_string(&log)
+                .is_ok_and(|text| text.contains("ready"))),
+            "listener {port} did not start"
+        );
+    }
+    let connect = "import socket,sys\n\
+        try:\n    c=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5); print(c.recv(5).decode())\n\
+        except Exception as e:\n    print('failed', type(e).__name__)\n";
+    let ask = |role: &str, host: &str, port: &str| -> Result<String> {
+        let output = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns(role),
+                "python3",
+                "-c",
+                connect,
+                host,
+                port,
+            ])
+            .output()?;
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    };
+    for port in ["10669", "10670"] {
+        let inside = ask("rtr", "198.18.0.12", port)?;
+        ensure!(inside == "hello", "port {port} from the VPC side: {inside}");
+        let outside = ask("ext", GW_EXTERNAL_V4, port)?;
+        ensure!(
+            outside.starts_with("failed"),
+            "port {port} answered on the external leg: {outside}"
+        );
+    }
+    Ok(())
+}

@@ -308,3 +308,12 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
     done()
 }
+
+/// The ports the gateway's nftables table closes on the external leg are the ones the
+/// controller renders for the Pod's listeners.
+#[test]
+fn the_gateway_closes_the_ports_the_controller_renders() {
+    use veg_controller::plan::workload::{BFDD_HTTP_PORT, GATEWAY_HTTP_PORT};
+    assert_eq!(i32::from(veg_gateway::GATEWAY_HTTP_PORT), GATEWAY_HTTP_PORT);
+    assert_eq!(i32::from(veg_gateway::BFDD_HTTP_PORT), BFDD_HTTP_PORT);
+}

@@ -24,5 +24,6 @@ mod sysctl;
 mod uplink;
 
 pub use apply::{ApplyError, Kernel, KernelError, MakeChange, Report};
+pub use nft::{BFD_PORTS, BFDD_HTTP_PORT, GATEWAY_HTTP_PORT};
 pub use plan::{FamilyConfig, GatewayConfig, Plan, PlanError, plan};
 pub use state::Change;

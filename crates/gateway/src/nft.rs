@@ -91,6 +91,27 @@ pub const COUNT_EGRESS: &str = "count-egress";
 pub const COUNT_INGRESS: &str = "count-ingress";
 /// The chain whose counter counts new SNAT connections (the NAT hook sees first packets only).
 pub const POSTROUTING: &str = "postrouting";
+/// The chain that keeps the Pod's own listeners off the external leg.
+pub const INPUT: &str = "input";
+
+/// The Pod's own listeners (HTTP of the agent and bfdd, BFD): served on the internal leg only.
+/// On the external leg anyone on that segment could read the metrics, flood the endpoints or
+/// spoof BFD to take the instance out.
+fn own_ports() -> [u16; 4] {
+    [
+        BFD_PORTS[0],
+        BFD_PORTS[1],
+        BFDD_HTTP_PORT,
+        GATEWAY_HTTP_PORT,
+    ]
+}
+
+/// `veg gateway run`'s `/metrics`, `/livez`, `/readyz` (TCP; the controller renders it).
+pub const GATEWAY_HTTP_PORT: u16 = 10670;
+/// `veg bfdd`'s `/metrics`, `/livez`, `/readyz` (TCP; the controller renders it).
+pub const BFDD_HTTP_PORT: u16 = 10669;
+/// BFD single-hop and multihop control (UDP, RFC 5881 and 5883).
+pub const BFD_PORTS: [u16; 2] = [3784, 4784];
 
 fn chain(
     family: Family,
@@ -162,6 +183,33 @@ pub fn objects(table: &NftTable) -> Vec<NfListObject<'static>> {
             NfChainType::Filter,
             NfHook::Prerouting,
             -150,
+        )),
+        NfListObject::Chain(chain(family, INPUT, NfChainType::Filter, NfHook::Input, 0)),
+        NfListObject::Rule(rule(
+            family,
+            INPUT,
+            vec![
+                matches(
+                    meta(MetaKey::Iifname),
+                    Expression::String(Cow::Owned(table.external_interface.clone())),
+                ),
+                matches(
+                    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+                        PayloadField {
+                            protocol: Cow::Borrowed("th"),
+                            field: Cow::Borrowed("dport"),
+                        },
+                    ))),
+                    Expression::Named(NamedExpression::Set(
+                        own_ports()
+                            .into_iter()
+                            .map(|port| SetItem::Element(Expression::Number(u32::from(port))))
+                            .collect(),
+                    )),
+                ),
+                Statement::Counter(Counter::Anonymous(None)),
+                Statement::Drop(None),
+            ],
         )),
         NfListObject::Rule(rule(
             family,
@@ -611,6 +659,15 @@ mod tests {
                 "type": "filter", "hook": "postrouting", "prio": 101, "policy": "accept"}},
             {"chain": {"family": "ip", "table": "veg", "name": "count-ingress", "handle": 4,
                 "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+            // As nft 1.0.6 lists the input rule (read back from a namespace).
+            {"chain": {"family": "ip", "table": "veg", "name": "input", "handle": 5,
+                "type": "filter", "hook": "input", "prio": 0, "policy": "accept"}},
+            {"rule": {"family": "ip", "table": "veg", "chain": "input", "handle": 11, "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "net1"}},
+                {"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}},
+                    "right": {"set": [3784, 4784, 10669, 10670]}}},
+                {"counter": {"packets": 3, "bytes": 180}},
+                {"drop": null}]}},
             {"rule": {"family": "ip", "table": "veg", "chain": "prerouting", "handle": 3, "expr": [
                 {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}},
                 {"mangle": {"key": {"meta": {"key": "mark"}},
@@ -721,6 +778,8 @@ mod tests {
                 "add chain ip",
                 "add chain ip",
                 "add chain ip",
+                "add chain ip",
+                "add rule ip",
                 "add rule ip",
                 "add rule ip",
                 "add rule ip",
