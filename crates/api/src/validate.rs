@@ -446,7 +446,40 @@ fn validate_label_selector(field: &str, selector: &LabelSelector, errors: &mut E
             "a selector must have matchLabels or matchExpressions; omit it to select all",
         );
     }
+    for (key, value) in selector.match_labels.iter().flatten() {
+        if let Some(problem) = label_key_problem(key) {
+            errors.push(
+                format!("{field}.matchLabels"),
+                Rule::Format,
+                format!("key {key:?}: {problem}"),
+            );
+        }
+        if let Some(problem) = label_value_problem(value) {
+            errors.push(
+                format!("{field}.matchLabels[{key}]"),
+                Rule::Format,
+                format!("value {value:?}: {problem}"),
+            );
+        }
+    }
     for (index, requirement) in selector.match_expressions.iter().flatten().enumerate() {
+        let at = format!("{field}.matchExpressions[{index}]");
+        if let Some(problem) = label_key_problem(&requirement.key) {
+            errors.push(
+                format!("{at}.key"),
+                Rule::Format,
+                format!("key {:?}: {problem}", requirement.key),
+            );
+        }
+        for (value_index, value) in requirement.values.iter().flatten().enumerate() {
+            if let Some(problem) = label_value_problem(value) {
+                errors.push(
+                    format!("{at}.values[{value_index}]"),
+                    Rule::Format,
+                    format!("value {value:?}: {problem}"),
+                );
+            }
+        }
         let values = requirement.values.as_deref().unwrap_or_default();
         let problem = match requirement.operator.as_str() {
             "In" | "NotIn" if values.is_empty() => Some("In and NotIn need at least one value"),
@@ -464,6 +497,42 @@ fn validate_label_selector(field: &str, selector: &LabelSelector, errors: &mut E
             );
         }
     }
+}
+
+/// The name part of a label key or a label value, as the apiserver checks it.
+const LABEL_NAME_RULE: &str = "must be 63 characters or less, and consist of alphanumeric \
+     characters, '-', '_' or '.', starting and ending with an alphanumeric character";
+
+fn is_label_name(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let edge = |byte: &u8| byte.is_ascii_alphanumeric();
+    text.len() <= 63
+        && bytes.first().is_some_and(edge)
+        && bytes.last().is_some_and(edge)
+        && bytes
+            .iter()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+}
+
+/// Why `key` is not a label key (`[prefix/]name`, the prefix a DNS subdomain), if it is not.
+fn label_key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix
+        && !is_dns_subdomain(prefix)
+    {
+        return Some(format!(
+            "prefix {prefix:?} must be a lowercase DNS subdomain of 253 characters or less"
+        ));
+    }
+    (!is_label_name(name)).then(|| format!("name part {LABEL_NAME_RULE}"))
+}
+
+/// Why `value` is not a label value (empty, or a name as above), if it is not.
+fn label_value_problem(value: &str) -> Option<String> {
+    (!value.is_empty() && !is_label_name(value)).then(|| format!("a label value {LABEL_NAME_RULE}"))
 }
 
 fn validate_bfd(spec: &VpcEgressGatewaySpec, errors: &mut Errors) {

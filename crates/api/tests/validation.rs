@@ -376,6 +376,38 @@ fn invalid_cases() -> Vec<Case> {
             Rule::Required,
             Apiserver,
         ),
+        // label selector syntax, as the apiserver checks labels (a CRD's selector is a plain
+        // object to it, so only veg catches these)
+        case(
+            "a label key with a space",
+            json!({"spec": {"selectors": [{"podSelector": {"matchLabels": {"app name": "web"}}}]}}),
+            "spec.selectors[0].podSelector.matchLabels",
+            Rule::Format,
+            VegOnly,
+        ),
+        case(
+            "a label value starting with a dash",
+            json!({"spec": {"selectors": [{"podSelector": {"matchLabels": {"app": "-web"}}}]}}),
+            "spec.selectors[0].podSelector.matchLabels[app]",
+            Rule::Format,
+            VegOnly,
+        ),
+        case(
+            "an expression key with an uppercase prefix",
+            json!({"spec": {"selectors": [{"namespaceSelector": {"matchExpressions": [
+                {"key": "Team.example/name", "operator": "Exists"}]}}]}}),
+            "spec.selectors[0].namespaceSelector.matchExpressions[0].key",
+            Rule::Format,
+            VegOnly,
+        ),
+        case(
+            "a 64-character expression value",
+            json!({"spec": {"selectors": [{"podSelector": {"matchExpressions": [
+                {"key": "app", "operator": "In", "values": ["a".repeat(64)]}]}}]}}),
+            "spec.selectors[0].podSelector.matchExpressions[0].values[0]",
+            Rule::Format,
+            VegOnly,
+        ),
         // list sizes (Kube-OVN has no bound: 20 000 ipBlocks made a controller pass take 72 s)
         case(
             "513 ipBlocks in one policy",
