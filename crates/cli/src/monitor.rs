@@ -50,6 +50,22 @@ pub struct MonitorArgs {
     /// `/metrics`, `/livez`, `/readyz` of the BFD daemon.
     #[arg(long, env = "VEG_MONITOR_HTTP")]
     http: Option<SocketAddr>,
+    /// Flap dampening: this many Downs of an instance's session within --flap-window-ms hold
+    /// it out of the nexthops, from its next Up, for --hold-down-ms (doubling with each such
+    /// burst, up to --max-hold-down-ms). 0 turns dampening off.
+    /// (A crash-looping Pod restarts 10 s or more apart and is not counted by the defaults;
+    /// a session flapping at BFD speed, from a lossy link or spoofed packets, is.)
+    #[arg(long, env = "VEG_MONITOR_FLAPS", default_value_t = 4)]
+    flaps: usize,
+    /// Flap dampening window, ms.
+    #[arg(long, default_value_t = 10_000)]
+    flap_window_ms: u64,
+    /// The first hold-down, ms.
+    #[arg(long, default_value_t = 5_000)]
+    hold_down_ms: u64,
+    /// The longest hold-down, ms (also how long a peer must stay quiet to start over).
+    #[arg(long, default_value_t = 300_000)]
+    max_hold_down_ms: u64,
     /// Log format.
     #[arg(long, env = "VEG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -77,6 +93,17 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         renew: Duration::from_millis(args.renew_ms.max(100)),
         timeout: Duration::from_millis(args.lease_timeout_ms.max(300)),
         http: args.http,
+        dampening: veg_monitor::DampeningConfig {
+            // Off: a burst can never be counted.
+            flaps: if args.flaps == 0 {
+                usize::MAX
+            } else {
+                args.flaps
+            },
+            window: Duration::from_millis(args.flap_window_ms),
+            hold: Duration::from_millis(args.hold_down_ms),
+            max_hold: Duration::from_millis(args.max_hold_down_ms.max(args.hold_down_ms)),
+        },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

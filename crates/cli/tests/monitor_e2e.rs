@@ -164,29 +164,38 @@ impl Lab {
     }
 
     fn monitor(&mut self, holder: &str, role: &str, local: &str, nb: &str) -> Result<()> {
+        self.monitor_with(holder, role, local, nb, &[])
+    }
+
+    fn monitor_with(
+        &mut self,
+        holder: &str,
+        role: &str,
+        local: &str,
+        nb: &str,
+        extra: &[&str],
+    ) -> Result<()> {
         let socket = self.dir.join(format!("{holder}.sock"));
         let socket = socket.to_string_lossy().into_owned();
-        self.spawn(
+        let mut args = vec![
+            "monitor",
+            "--nb",
+            nb,
+            "--vpc",
+            "ovn-cluster",
+            "--local",
+            local,
+            "--holder",
             holder,
-            role,
-            &[
-                "monitor",
-                "--nb",
-                nb,
-                "--vpc",
-                "ovn-cluster",
-                "--local",
-                local,
-                "--holder",
-                holder,
-                "--control-socket",
-                &socket,
-                "--renew-ms",
-                "500",
-                "--lease-timeout-ms",
-                "1500",
-            ],
-        )
+            "--control-socket",
+            &socket,
+            "--renew-ms",
+            "500",
+            "--lease-timeout-ms",
+            "1500",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(holder, role, &args)
     }
 
     /// SIGKILL: no AdminDown, no goodbye (a crash).
@@ -589,5 +598,73 @@ async fn a_monitor_stopped_by_sigterm_hands_the_lease_over_at_once() -> Result<(
     // One renewal period (500 ms) plus a transaction; a lease left to time out takes 1 s or
     // more (measured 1.53 s before the release existed, 32 ms with it).
     ensure!(took < Duration::from_millis(900), "hand-over took {took:?}");
+    Ok(())
+}
+
+/// An instance whose session keeps going Down is held out of the nexthops after it comes back
+/// Up (its Pods' traffic is not moved back and forth, and a spoofer cannot make it flap at
+/// will), then rejoins when the hold ends. Here: 3 Downs within 30 s hold it for 3 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_instance_is_held_out_then_rejoins() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let both = ["198.18.0.12", "198.18.0.13"];
+    let (_servers, nb, client) = nb_with_policies(&both).await?;
+    let mut lab = Lab::with_gateways()?;
+    lab.monitor_with(
+        "a",
+        "ma",
+        "198.18.0.1",
+        &nb,
+        &[
+            "--flaps",
+            "3",
+            "--flap-window-ms",
+            "30000",
+            "--hold-down-ms",
+            "3000",
+        ],
+    )?;
+    client
+        .wait_for(Duration::from_secs(5), |_| lease(&client).starts_with("a/"))
+        .await
+        .with_context(|| format!("no lease:\n{}", lab.log("a")))?;
+    // Past the first verdict (sessions judged) with both in.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    wait_nexthops(&client, &both, Duration::from_secs(5)).await?;
+    for flap in 0..3 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        lab.kill("g0")?;
+        wait_nexthops(&client, &["198.18.0.13"], Duration::from_secs(3))
+            .await
+            .with_context(|| format!("flap {flap}: g0 not withdrawn\n{}", lab.log("a")))?;
+        lab.gateway_bfdd(0)?;
+        if flap < 2 {
+            wait_nexthops(&client, &both, Duration::from_secs(5))
+                .await
+                .with_context(|| format!("flap {flap}: g0 not back\n{}", lab.log("a")))?;
+        }
+    }
+    let restarted = Instant::now();
+    // Its session comes Up within a second or so; the hold keeps it out meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ensure!(
+        nexthops(&client)
+            .iter()
+            .all(|hops| !hops.contains("198.18.0.12")),
+        "a flapping instance rejoined at once: {:?}\n{}",
+        nexthops(&client),
+        lab.log("a")
+    );
+    ensure!(
+        lab.log("a").contains("instance flapping"),
+        "the hold is not reported:\n{}",
+        lab.log("a")
+    );
+    wait_nexthops(&client, &both, Duration::from_secs(6))
+        .await
+        .with_context(|| format!("g0 did not rejoin after the hold\n{}", lab.log("a")))?;
+    eprintln!("held out for {:?} after its restart", restarted.elapsed());
     Ok(())
 }

@@ -20,14 +20,17 @@
 //! # Layout
 //! - `policies` — the policies watched, the sessions they need, the nexthop writes (pure).
 //! - `lease` — the writer lease as one monitor sees it (pure, time passed in).
+//! - `dampening` — flapping instances held out of the nexthops (pure, time passed in).
 //! - `run` — the process: NB client, embedded BFD daemon, the loop.
 //! - `error` — [`MonitorError`].
 
+mod dampening;
 mod error;
 mod lease;
 mod policies;
 mod run;
 
+pub use dampening::{Dampening, DampeningConfig, Verdict};
 pub use error::MonitorError;
 pub use lease::{Lease, lease_key};
 pub use policies::{Watched, nexthop_updates, wanted_sessions, watched};

@@ -40,6 +40,8 @@ pub struct MonitorConfig {
     pub timeout: Duration,
     /// `/metrics`, `/livez`, `/readyz` of the BFD daemon.
     pub http: Option<std::net::SocketAddr>,
+    /// When a flapping instance is held out of the nexthops.
+    pub dampening: crate::dampening::DampeningConfig,
 }
 
 /// The tables and columns the monitor reads.
@@ -66,6 +68,8 @@ struct Monitor {
     lease: Lease,
     /// When the oldest change not yet written was seen (for the logged reaction time).
     pending_since: Option<Instant>,
+    /// Flapping instances held out of the nexthops.
+    dampening: crate::dampening::Dampening,
 }
 
 /// Runs until `shutdown` resolves.
@@ -130,6 +134,7 @@ pub async fn run(
             return Ok(());
         }
     };
+    let dampening = config.dampening;
     let mut monitor = Monitor {
         lease: Lease::new(&config.holder, Instant::now()),
         config,
@@ -138,13 +143,25 @@ pub async fn run(
         up: BTreeSet::new(),
         unjudged: BTreeMap::new(),
         pending_since: None,
+        dampening: crate::dampening::Dampening::new(dampening),
     };
     let mut changes = monitor.nb.subscribe();
     let mut renew = tokio::time::interval(monitor.config.renew);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     info!(router = %monitor.config.router, holder = %monitor.config.holder, "monitor started");
     let outcome = loop {
+        // A held-down instance joins the nexthops again when its hold ends.
+        let release = monitor.dampening.next_release(Instant::now());
         tokio::select! {
+            () = async {
+                match release {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                monitor.pending_since.get_or_insert_with(Instant::now);
+                monitor.write().await;
+            }
             () = &mut shutdown => {
                 // The standby takes over at its next renewal, not after a lease timeout.
                 monitor.release_lease().await;
@@ -173,6 +190,13 @@ pub async fn run(
                     monitor.unjudged.remove(&peer);
                 }
                 let changed = if now_up { monitor.up.insert(peer) } else { monitor.up.remove(&peer) };
+                if event.transition.old == State::Up && !now_up
+                    && let crate::dampening::Verdict::HeldDown { until, bursts } =
+                        monitor.dampening.down(peer, Instant::now())
+                {
+                    warn!(%peer, bursts, held_s = until.saturating_duration_since(Instant::now()).as_secs_f64(),
+                        "instance flapping: held out of the nexthops after it comes back Up");
+                }
                 if changed {
                     info!(%peer, old = event.transition.old.as_str(), new = event.transition.new.as_str(),
                         diag = event.transition.diag.as_str(), "gateway session changed");
@@ -375,6 +399,7 @@ impl Monitor {
                 self.sessions.remove(&peer);
                 self.up.remove(&peer);
                 self.unjudged.remove(&peer);
+                self.dampening.forget(peer);
                 info!(%peer, "no longer a candidate");
             }
         }
@@ -400,7 +425,14 @@ impl Monitor {
                     .filter(|candidate| !self.sessions.contains_key(candidate)),
             )
             .collect();
-        let updates = nexthop_updates(&watched, &self.up, &unjudged);
+        let now = Instant::now();
+        let usable: BTreeSet<IpAddr> = self
+            .up
+            .iter()
+            .copied()
+            .filter(|peer| self.dampening.usable(*peer, now))
+            .collect();
+        let updates = nexthop_updates(&watched, &usable, &unjudged);
         if updates.is_empty() {
             self.pending_since = None;
             return;
