@@ -22,6 +22,11 @@ pub struct NorthboundArgs {
     /// ssl: remotes: our private key.
     #[arg(long, env = "VEG_NB_KEY", requires_all = ["nb_ca_cert", "nb_cert"])]
     nb_key: Option<PathBuf>,
+    /// ssl: remotes: accept any server certificate the CA signed, whatever host it names (OVS
+    /// PKI certificates, `ovs-pki`, name no host). By default the certificate must name the
+    /// remote's host.
+    #[arg(long, env = "VEG_NB_TLS_CA_ONLY")]
+    nb_tls_ca_only: bool,
 }
 
 impl NorthboundArgs {
@@ -33,6 +38,7 @@ impl NorthboundArgs {
                 ca_certificate: ca.clone(),
                 certificate: cert.clone(),
                 private_key: key.clone(),
+                check_name: !self.nb_tls_ca_only,
             });
         }
         Ok(config)

@@ -1,7 +1,9 @@
 //! `ssl:` remotes: TLS with a CA certificate and a client certificate and key, as
-//! `ovn-nbctl --db=ssl:… -p KEY -c CERT -C CACERT` uses them. Like Open vSwitch's own SSL
-//! streams, the server's chain must lead to the CA, but its name is not checked (OVS PKI
-//! certificates do not carry the servers' addresses).
+//! `ovn-nbctl --db=ssl:… -p KEY -c CERT -C CACERT` uses them. The server's chain must lead to
+//! the CA, and its certificate must name the remote's host (an IP or DNS subjectAltName), so a
+//! certificate of another server of the same CA cannot stand in. Open vSwitch's own SSL streams
+//! check only the chain, and OVS PKI certificates do not carry the servers' addresses: for
+//! those, `check_name: false` pins the CA only.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub struct TlsFiles {
     pub certificate: PathBuf,
     /// Our private key.
     pub private_key: PathBuf,
+    /// Whether the server's certificate must name the remote's host (else: the CA only).
+    pub check_name: bool,
 }
 
 impl TlsFiles {
@@ -58,11 +62,16 @@ impl TlsFiles {
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| tls_error(&self.ca_certificate, e.to_string()))?;
+        let verifier: Arc<dyn ServerCertVerifier> = if self.check_name {
+            verifier
+        } else {
+            Arc::new(ChainOnly(verifier))
+        };
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| tls_error(&self.certificate, e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(ChainOnly(verifier)))
+            .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(chain, key)
             .map_err(|e| {
                 tls_error(
