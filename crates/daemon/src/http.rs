@@ -274,9 +274,10 @@ pub fn accept_backoff(previous: Option<Duration>) -> Duration {
     })
 }
 
-/// Largest request head read, and largest body accepted.
-const MAX_HEAD: usize = 8192;
-const MAX_BODY: usize = 4096;
+/// Largest request head read.
+pub const MAX_HEAD: usize = 8192;
+/// Largest body accepted (longer ones are cut).
+pub const MAX_BODY: usize = 4096;
 
 async fn answer(
     mut stream: TcpStream,
@@ -285,33 +286,24 @@ async fn answer(
 ) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
-    let header_end = loop {
-        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-        if request.len() > MAX_HEAD {
-            return Ok(());
+    let parsed = loop {
+        match parse_request(&request) {
+            Parse::Complete(parsed) => break parsed,
+            Parse::TooLarge => return Ok(()),
+            Parse::Incomplete => {}
         }
         let read = stream.read(&mut chunk).await?;
         if read == 0 {
-            return Ok(());
+            // The body may end early (shorter than its content-length): take what came.
+            match parse_request_at_end(&request) {
+                Some(parsed) => break parsed,
+                None => return Ok(()),
+            }
         }
         request.extend_from_slice(&chunk[..read]);
     };
-    let head = String::from_utf8_lossy(&request[..header_end]).into_owned();
-    let length = content_length(&head).min(MAX_BODY);
-    while request.len() < header_end + length {
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            break;
-        }
-        request.extend_from_slice(&chunk[..read]);
-    }
-    let body_end = request.len().min(header_end + length);
-    let body = String::from_utf8_lossy(&request[header_end..body_end]).into_owned();
-    let mut words = head.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let (status, text) = endpoint.respond(method, path, &body, from_loopback);
+    let Request { method, path, body } = &parsed;
+    let (status, text) = endpoint.respond(method, path, body, from_loopback);
     let content_type = if path == "/metrics" && status.starts_with("200") {
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     } else {
@@ -323,6 +315,71 @@ async fn answer(
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// One request as the endpoint reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    /// At most [`MAX_BODY`] bytes, as text.
+    pub body: String,
+}
+
+/// How far the bytes read so far make a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Parse {
+    Complete(Request),
+    /// More bytes are needed.
+    Incomplete,
+    /// The head is longer than [`MAX_HEAD`]: the connection is dropped.
+    TooLarge,
+}
+
+/// Parses the bytes read so far (pure: the parser fuzzed and unit-tested on its own).
+pub fn parse_request(bytes: &[u8]) -> Parse {
+    let Some(header_end) = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+    else {
+        return if bytes.len() > MAX_HEAD {
+            Parse::TooLarge
+        } else {
+            Parse::Incomplete
+        };
+    };
+    if header_end > MAX_HEAD + 4 {
+        return Parse::TooLarge;
+    }
+    let head = String::from_utf8_lossy(&bytes[..header_end]);
+    let length = content_length(&head).min(MAX_BODY);
+    if bytes.len() < header_end + length {
+        return Parse::Incomplete;
+    }
+    Parse::Complete(request_of(&head, &bytes[header_end..header_end + length]))
+}
+
+/// What the bytes make once the peer closed its side: a request whose body came short.
+fn parse_request_at_end(bytes: &[u8]) -> Option<Request> {
+    let header_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+        .filter(|end| *end <= MAX_HEAD + 4)?;
+    let head = String::from_utf8_lossy(&bytes[..header_end]);
+    let length = content_length(&head).min(MAX_BODY);
+    let body_end = bytes.len().min(header_end + length);
+    Some(request_of(&head, &bytes[header_end..body_end]))
+}
+
+fn request_of(head: &str, body: &[u8]) -> Request {
+    let mut words = head.split_whitespace();
+    Request {
+        method: words.next().unwrap_or("").to_owned(),
+        path: words.next().unwrap_or("").to_owned(),
+        body: String::from_utf8_lossy(body).into_owned(),
+    }
 }
 
 fn content_length(head: &str) -> usize {
@@ -441,6 +498,38 @@ mod tests {
             levels.lock().map(|l| l.clone()).unwrap_or_default(),
             vec!["debug".to_owned()]
         );
+    }
+
+    #[test]
+    fn requests_parse_when_whole_and_wait_or_give_up_otherwise() {
+        let get = b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(
+            parse_request(get),
+            Parse::Complete(Request {
+                method: "GET".into(),
+                path: "/livez".into(),
+                body: String::new()
+            })
+        );
+        assert_eq!(parse_request(&get[..get.len() - 2]), Parse::Incomplete);
+        let put = b"PUT /log-level HTTP/1.1\r\ncontent-length: 5\r\n\r\ndeb";
+        assert_eq!(parse_request(put), Parse::Incomplete);
+        assert_eq!(
+            parse_request_at_end(put).map(|r| r.body),
+            Some("deb".to_owned())
+        );
+        let mut whole = put.to_vec();
+        whole.extend_from_slice(b"ugEXTRA");
+        assert!(matches!(parse_request(&whole), Parse::Complete(r) if r.body == "debug"));
+        // A body longer than MAX_BODY is cut there.
+        let big = format!(
+            "PUT / HTTP/1.1\r\nContent-Length: 99999\r\n\r\n{}",
+            "x".repeat(MAX_BODY)
+        );
+        assert!(
+            matches!(parse_request(big.as_bytes()), Parse::Complete(r) if r.body.len() == MAX_BODY)
+        );
+        assert_eq!(parse_request(&vec![b'a'; MAX_HEAD + 1]), Parse::TooLarge);
     }
 
     #[test]
