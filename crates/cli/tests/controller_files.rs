@@ -139,19 +139,17 @@ async fn seeded_client(nb: &str) -> Result<Client> {
     Ok(client)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
-    if !server::prerequisites() {
-        return Ok(());
-    }
-    let servers = server::Servers::standalone()?;
-    let nb = format!("unix:{}", servers.socket(0).display());
-    let client = seeded_client(&nb).await?;
-
-    let dir = std::env::temp_dir().join(format!("vcf{}-manifests", std::process::id()));
+/// The product description's manifests (and CLUSTER) in a directory of this test (`id`), and
+/// `veg controller --source dir:` on it against `nb`: the directory, the output directory, the
+/// directory's guard and the controller's.
+fn start_controller(
+    id: &str,
+    nb: &str,
+) -> Result<(std::path::PathBuf, std::path::PathBuf, TempDir, Controller)> {
+    let dir = std::env::temp_dir().join(format!("{id}{}-manifests", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let _cleanup = TempDir(dir.clone());
+    let cleanup = TempDir(dir.clone());
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     for file in ["nad.yaml", "subnets.yaml", "gateway.yaml"] {
         std::fs::copy(examples.join(file), dir.join(file))?;
@@ -159,10 +157,10 @@ async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
     std::fs::write(dir.join("cluster.yaml"), CLUSTER)?;
     let output = dir.join("out");
     let log = std::fs::File::create(dir.join("controller.log"))?;
-    let _controller = Controller(
+    let controller = Controller(
         Command::new(env!("CARGO_BIN_EXE_veg"))
             .args(["controller", "--source", &format!("dir:{}", dir.display())])
-            .args(["--output", &output.to_string_lossy(), "--nb", &nb])
+            .args(["--output", &output.to_string_lossy(), "--nb", nb])
             .args([
                 "--bfd-mode",
                 "auto",
@@ -176,6 +174,19 @@ async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
             .stderr(log)
             .spawn()?,
     );
+    Ok((dir, output, cleanup, controller))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_reconciles_a_manifest_directory() -> Result<()> {
+    if !server::prerequisites() {
+        return Ok(());
+    }
+    let servers = server::Servers::standalone()?;
+    let nb = format!("unix:{}", servers.socket(0).display());
+    let client = seeded_client(&nb).await?;
+
+    let (dir, output, _cleanup, _controller) = start_controller("vcf", &nb)?;
     let log = || std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default();
 
     // gateway1 of the product description: its rows, as Kube-OVN names them.
@@ -235,27 +246,7 @@ async fn a_controller_started_before_the_nb_waits_for_it() -> Result<()> {
     let servers = server::Servers::standalone()?;
     servers.stop(0, false)?;
     let nb = format!("unix:{}", servers.socket(0).display());
-    let dir = std::env::temp_dir().join(format!("vcw{}-manifests", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let _cleanup = TempDir(dir.clone());
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-    for file in ["nad.yaml", "subnets.yaml", "gateway.yaml"] {
-        std::fs::copy(examples.join(file), dir.join(file))?;
-    }
-    std::fs::write(dir.join("cluster.yaml"), CLUSTER)?;
-    let output = dir.join("out");
-    let log = std::fs::File::create(dir.join("controller.log"))?;
-    let mut controller = Controller(
-        Command::new(env!("CARGO_BIN_EXE_veg"))
-            .args(["controller", "--source", &format!("dir:{}", dir.display())])
-            .args(["--output", &output.to_string_lossy(), "--nb", &nb])
-            .args(["--poll-ms", "100", "--log-format", "json"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-    );
+    let (dir, _output, _cleanup, mut controller) = start_controller("vcw", &nb)?;
     let log = || std::fs::read_to_string(dir.join("controller.log")).unwrap_or_default();
     // Longer than the 10 s after which it used to give up.
     std::thread::sleep(Duration::from_secs(11));

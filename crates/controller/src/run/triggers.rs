@@ -234,12 +234,7 @@ impl Index {
 
     /// The gateways of the Pod's VPC whose CIDR sources hold one of its addresses.
     fn cidrs_holding(&self, pod: &Pod) -> BTreeSet<String> {
-        let Some(vpc) = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(annotations::LOGICAL_ROUTER))
-        else {
+        let Some(vpc) = router_of(pod) else {
             return BTreeSet::new();
         };
         let ips = crate::plan::snapshot::pod_ips(pod);
@@ -297,12 +292,7 @@ impl Index {
             out.insert(key.clone());
             return out;
         }
-        let Some(vpc) = pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(annotations::LOGICAL_ROUTER))
-        else {
+        let Some(vpc) = router_of(pod) else {
             return out;
         };
         let namespace_labels = snapshot
@@ -322,6 +312,14 @@ impl Index {
         }
         out
     }
+}
+
+/// The router (VPC) of a Pod's primary network, from Kube-OVN's annotation.
+fn router_of(pod: &Pod) -> Option<&String> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(annotations::LOGICAL_ROUTER))
 }
 
 #[cfg(test)]
