@@ -49,6 +49,8 @@ pub struct DaemonConfig {
     pub ipv6: bool,
     /// Where to send every session state change, for an in-process user (`veg monitor`).
     pub events: EventSink,
+    /// Keyed SHA1 for sessions added or allowed later (the static ones carry their own).
+    pub auth: Option<crate::session::AuthKey>,
 }
 
 /// An optional channel of session state changes (compared equal whatever it holds).
@@ -119,6 +121,7 @@ pub async fn run(
         network,
         metrics,
         defaults: config.default_timers,
+        auth: config.auth.clone(),
         last_send_warning: None,
         dropped: std::collections::BTreeMap::new(),
         peer_counters: HashMap::new(),
@@ -181,6 +184,8 @@ struct Loop {
     network: Network,
     metrics: Arc<Metrics>,
     defaults: Timers,
+    /// Keyed SHA1 of sessions made by control requests.
+    auth: Option<crate::session::AuthKey>,
     last_send_warning: Option<Instant>,
     /// Drops by reason, for the status response (the metrics keep the same counts).
     dropped: std::collections::BTreeMap<String, u64>,
@@ -432,7 +437,7 @@ impl Loop {
             required_min_rx: ms(timers.min_rx_ms),
             detect_mult: timers.multiplier,
             min_ttl: min_ttl.unwrap_or(255),
-            auth: None,
+            auth: self.auth.clone(),
             silent_path_down: false,
         }
     }

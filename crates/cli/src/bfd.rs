@@ -28,6 +28,8 @@ pub struct DaemonArgs {
     /// Local addresses; a session sends from the one of its peer's family.
     #[arg(long = "local", env = "VEG_BFD_LOCAL", value_delimiter = ',')]
     locals: Vec<IpAddr>,
+    #[command(flatten)]
+    auth: AuthArgs,
     /// Desired Min TX interval, ms.
     #[arg(long, env = "VEG_BFD_MIN_TX", default_value_t = 1000)]
     min_tx_ms: u32,
@@ -175,6 +177,7 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     if args.min_ttl == 0 {
         bail!("--min-ttl must be between 1 and 255");
     }
+    let auth = args.auth.key()?;
     let session = |peer: IpAddr, role| SessionConfig {
         peer,
         local: args
@@ -187,7 +190,7 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         required_min_rx: Duration::from_millis(u64::from(timers.min_rx_ms)),
         detect_mult: timers.multiplier,
         min_ttl: args.min_ttl,
-        auth: None,
+        auth: auth.clone(),
         silent_path_down: args.silent_path_down,
     };
     let config = DaemonConfig {
@@ -207,6 +210,7 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         ipv4: true,
         ipv6: !args.no_ipv6,
         events: veg_bfd::EventSink::default(),
+        auth: auth.clone(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -340,4 +344,47 @@ fn status_line(session: &SessionStatus) -> String {
         session.counters.rx,
         session.counters.tx,
     )
+}
+
+/// Keyed SHA1 authentication (RFC 5880 §6.7.4), shared by `veg bfdd` and `veg monitor`: both
+/// ends must have the same key and key ID. Without it any host that can reach the port with
+/// TTL 255 and a peer's address can forge packets.
+#[derive(Debug, clap::Args)]
+pub struct AuthArgs {
+    /// A file holding the key (1 to 20 bytes; a trailing newline is ignored), e.g. a mounted
+    /// Secret. Sessions then send and require Meticulous Keyed SHA1.
+    #[arg(long, env = "VEG_BFD_AUTH_KEY_FILE")]
+    auth_key_file: Option<std::path::PathBuf>,
+    /// The key ID sent and required.
+    #[arg(long, env = "VEG_BFD_AUTH_KEY_ID", default_value_t = 1)]
+    auth_key_id: u8,
+}
+
+impl AuthArgs {
+    /// The key, when a key file is given.
+    pub fn key(&self) -> anyhow::Result<Option<veg_bfd::AuthKey>> {
+        let Some(path) = &self.auth_key_file else {
+            return Ok(None);
+        };
+        let mut key =
+            std::fs::read(path).with_context(|| format!("--auth-key-file {}", path.display()))?;
+        while key
+            .last()
+            .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
+        {
+            key.pop();
+        }
+        if key.is_empty() || key.len() > 20 {
+            bail!(
+                "--auth-key-file {}: the key must be 1 to 20 bytes (Keyed SHA1), it has {}",
+                path.display(),
+                key.len()
+            );
+        }
+        Ok(Some(veg_bfd::AuthKey {
+            key_id: self.auth_key_id,
+            key,
+            meticulous: true,
+        }))
+    }
 }

@@ -50,6 +50,8 @@ pub struct MonitorArgs {
     /// `/metrics`, `/livez`, `/readyz` of the BFD daemon.
     #[arg(long, env = "VEG_MONITOR_HTTP")]
     http: Option<SocketAddr>,
+    #[command(flatten)]
+    auth: crate::bfd::AuthArgs,
     /// Flap dampening: this many Downs of an instance's session within --flap-window-ms hold
     /// it out of the nexthops, from its next Up, for --hold-down-ms (doubling with each such
     /// burst, up to --max-hold-down-ms). 0 turns dampening off.
@@ -93,6 +95,7 @@ pub fn run(args: MonitorArgs) -> anyhow::Result<ExitCode> {
         renew: Duration::from_millis(args.renew_ms.max(100)),
         timeout: Duration::from_millis(args.lease_timeout_ms.max(300)),
         http: args.http,
+        auth: args.auth.key()?,
         dampening: veg_monitor::DampeningConfig {
             // Off: a burst can never be counted.
             flaps: if args.flaps == 0 {

@@ -128,31 +128,33 @@ impl Lab {
     }
 
     fn gateway_bfdd(&mut self, index: usize) -> Result<()> {
+        self.gateway_bfdd_with(index, &[])
+    }
+
+    fn gateway_bfdd_with(&mut self, index: usize, extra: &[&str]) -> Result<()> {
         let socket = self.dir.join(format!("g{index}.sock"));
         let socket = socket.to_string_lossy().into_owned();
         let (role, local) = (format!("g{}", index + 1), GATEWAYS[index]);
-        self.spawn(
-            &format!("g{index}"),
-            &role,
-            &[
-                "bfdd",
-                "--allow",
-                "198.18.0.1,198.18.0.2",
-                "--local",
-                local,
-                "--min-tx-ms",
-                "100",
-                "--min-rx-ms",
-                "100",
-                "--multiplier",
-                "3",
-                "--min-ttl",
-                "254",
-                "--no-ipv6",
-                "--control-socket",
-                &socket,
-            ],
-        )
+        let mut args = vec![
+            "bfdd",
+            "--allow",
+            "198.18.0.1,198.18.0.2",
+            "--local",
+            local,
+            "--min-tx-ms",
+            "100",
+            "--min-rx-ms",
+            "100",
+            "--multiplier",
+            "3",
+            "--min-ttl",
+            "254",
+            "--no-ipv6",
+            "--control-socket",
+            &socket,
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(&format!("g{index}"), &role, &args)
     }
 
     /// Whether process `name` still runs.
@@ -666,5 +668,52 @@ async fn a_flapping_instance_is_held_out_then_rejoins() -> Result<()> {
         .await
         .with_context(|| format!("g0 did not rejoin after the hold\n{}", lab.log("a")))?;
     eprintln!("held out for {:?} after its restart", restarted.elapsed());
+    Ok(())
+}
+
+/// Keyed SHA1 on both ends (`--auth-key-file`): a gateway with the monitor's key comes Up and
+/// into the nexthops; one with another key never does (its packets do not verify), nor does
+/// one without authentication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_sha1_sessions_come_up_only_with_the_same_key() -> Result<()> {
+    if !prerequisites() {
+        return Ok(());
+    }
+    let (_servers, nb, client) = nb_with_policies(&[]).await?;
+    let mut lab = Lab::new()?;
+    let key = |name: &str, text: &str| -> Result<String> {
+        let path = lab.dir.join(name);
+        std::fs::write(&path, text)?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let (good, other) = (
+        key("good.key", "s3cret-shared-key\n")?,
+        key("other.key", "not-the-same")?,
+    );
+    lab.gateway_bfdd_with(0, &["--auth-key-file", &good])?;
+    lab.gateway_bfdd_with(1, &["--auth-key-file", &other])?;
+    lab.monitor_with("a", "ma", "198.18.0.1", &nb, &["--auth-key-file", &good])?;
+    wait_nexthops(&client, &["198.18.0.12"], Duration::from_secs(10))
+        .await
+        .with_context(|| format!("the keyed session did not come up:\n{}", lab.log("a")))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(
+        nexthops(&client)
+            .iter()
+            .all(|hops| !hops.contains("198.18.0.13")),
+        "a gateway with another key came in: {:?}",
+        nexthops(&client)
+    );
+    // Without authentication at all: still out.
+    lab.kill("g1")?;
+    lab.gateway_bfdd(1)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(
+        nexthops(&client)
+            .iter()
+            .all(|hops| hops.len() == 1 && hops.contains("198.18.0.12")),
+        "an unauthenticated gateway came in: {:?}",
+        nexthops(&client)
+    );
     Ok(())
 }

@@ -42,6 +42,8 @@ pub struct MonitorConfig {
     pub http: Option<std::net::SocketAddr>,
     /// When a flapping instance is held out of the nexthops.
     pub dampening: crate::dampening::DampeningConfig,
+    /// Keyed SHA1 for every session (the gateways' bfdd must hold the same key).
+    pub auth: Option<veg_bfd::AuthKey>,
 }
 
 /// The tables and columns the monitor reads.
@@ -93,6 +95,7 @@ pub async fn run(
         ipv4: true,
         ipv6: config.locals.iter().any(IpAddr::is_ipv6),
         events: EventSink(Some(events_tx)),
+        auth: config.auth.clone(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = Arc::new(veg_bfd::metrics::Metrics::default());
