@@ -60,6 +60,11 @@ pub struct ControllerArgs {
     /// BFD address; gateway Pods accept BFD from all of them.
     #[arg(long, env = "VEG_MONITOR_ADDRESSES", value_delimiter = ',')]
     monitor_addresses: Vec<std::net::IpAddr>,
+    /// Monitor mode: the Secret (in each gateway's namespace, key `key`, 1 to 20 bytes) whose
+    /// key the gateway Pods' bfdd and the monitors (`--auth-key-file`) authenticate BFD with,
+    /// keyed SHA1. OVN's own BFD (native mode) has no authentication.
+    #[arg(long, env = "VEG_BFD_AUTH_SECRET")]
+    bfd_auth_secret: Option<String>,
     /// The gateway image when a gateway names none.
     #[arg(long, env = "VEG_GATEWAY_IMAGE", default_value = "veg:latest")]
     image: String,
@@ -166,6 +171,7 @@ async fn run_files(
     let mut reconciler =
         Reconciler::new(client, FileOutputs::new(&output), mode, args.image.clone());
     reconciler.monitor_addresses = args.monitor_addresses.clone();
+    reconciler.bfd_auth_secret = args.bfd_auth_secret.clone();
     reconciler.tenancy = args.tenancy.tenancy_with(&args.image);
     info!(tenancy = ?reconciler.tenancy, "tenancy");
     let shutdown = veg_daemon::shutdown_signal().context("cannot watch SIGTERM/SIGINT")?;
@@ -235,6 +241,7 @@ async fn run_kube(
         args.image.clone(),
     );
     reconciler.monitor_addresses = args.monitor_addresses.clone();
+    reconciler.bfd_auth_secret = args.bfd_auth_secret.clone();
     reconciler.tenancy = args.tenancy.tenancy_with(&args.image);
     info!(tenancy = ?reconciler.tenancy, "tenancy");
     reconciler.metrics = metrics.clone();

@@ -175,6 +175,9 @@ pub struct WorkloadInputs {
     /// They are OVN router ports (native mode), routed through the internal gateway even
     /// inside the internal subnet; otherwise an address inside it is a monitor, on-link.
     pub bfd_routed: bool,
+    /// Monitor mode with keyed SHA1: the Secret (in the gateway's namespace) whose `key` the
+    /// Pod's bfdd authenticates with.
+    pub bfd_auth_secret: Option<String>,
 }
 
 /// Everything the OVN planner needs for one gateway.
@@ -324,6 +327,7 @@ pub fn resolve(
         attachment,
         bfd_ips: bfd.as_ref().map(|(_, ips)| ips.clone()).unwrap_or_default(),
         bfd_routed: false,
+        bfd_auth_secret: None,
     };
     Ok(GatewayInputs {
         key: names::gateway_key(&namespace, &name),

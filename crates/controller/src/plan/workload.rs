@@ -458,11 +458,34 @@ fn pod_spec(
             }),
             ..PodSecurityContext::default()
         }),
-        volumes: Some(vec![Volume {
-            name: "run".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(
+            std::iter::once(Volume {
+                name: "run".into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            })
+            .chain(
+                inputs
+                    .workload
+                    .bfd_auth_secret
+                    .iter()
+                    .filter(|_| inputs.bfd.is_some())
+                    .map(|secret| Volume {
+                        name: "bfd-auth".into(),
+                        secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                            secret_name: Some(secret.clone()),
+                            items: Some(vec![k8s_openapi::api::core::v1::KeyToPath {
+                                key: BFD_AUTH_KEY.into(),
+                                path: BFD_AUTH_KEY.into(),
+                                mode: Some(0o400),
+                            }]),
+                            ..Default::default()
+                        }),
+                        ..Volume::default()
+                    }),
+            )
+            .collect(),
+        ),
         // BFD on: time for the AdminDown the router needs to withdraw this instance.
         termination_grace_period_seconds: Some(if bfd_on { 30 } else { 5 }),
         ..PodSpec::default()
@@ -534,6 +557,12 @@ fn bfdd_container(
                 "json".into(),
             ]
             .into_iter()
+            .chain(inputs.workload.bfd_auth_secret.iter().flat_map(|_| {
+                [
+                    "--auth-key-file".to_owned(),
+                    format!("{BFD_AUTH_DIR}/{BFD_AUTH_KEY}"),
+                ]
+            }))
             // Native mode: OVN reports a peer's AdminDown up to 5 s late, silence at once.
             .chain(
                 inputs
@@ -552,10 +581,23 @@ fn bfdd_container(
         // Live, not ready-on-sessions: a gateway with no session yet is healthy.
         liveness_probe: Some(probe(probe_way, "/livez", BFDD_HTTP_PORT, 5, 3)),
         security_context: Some(unprivileged()),
-        volume_mounts: Some(vec![run_mount]),
+        volume_mounts: Some(
+            std::iter::once(run_mount)
+                .chain(inputs.workload.bfd_auth_secret.iter().map(|_| VolumeMount {
+                    name: "bfd-auth".into(),
+                    mount_path: BFD_AUTH_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                }))
+                .collect(),
+        ),
         ..Container::default()
     }
 }
+
+/// Where bfdd finds the keyed SHA1 key (monitor mode), and the Secret's key holding it.
+const BFD_AUTH_DIR: &str = "/etc/veg/bfd-auth";
+const BFD_AUTH_KEY: &str = "key";
 
 /// Spread over nodes (`podAntiAffinity`) and kept to the chosen ones (`nodeSelector`).
 fn affinity(spec: &veg_api::VpcEgressGatewaySpec, labels: &BTreeMap<String, String>) -> Affinity {

@@ -147,6 +147,9 @@ pub struct Reconciler<O> {
     pub monitor_addresses: Vec<IpAddr>,
     /// What each gateway's namespace may steer (strict unless the operator opens it).
     pub tenancy: Tenancy,
+    /// Monitor mode: the Secret, in each gateway's namespace, whose `key` its bfdd and the
+    /// monitors authenticate BFD with (keyed SHA1).
+    pub bfd_auth_secret: Option<String>,
     /// Every gateway's last claim (sources, selected ports), refreshed when that gateway is
     /// reconciled: an overlap check then costs one resolution, not one per gateway. A claim
     /// is stale only until its own gateway's pass, which the same trigger schedules.
@@ -172,6 +175,7 @@ impl<O> Reconciler<O> {
             image: image.into(),
             monitor_addresses: Vec::new(),
             tenancy: Tenancy::default(),
+            bfd_auth_secret: None,
             claims: std::sync::Mutex::new(ClaimIndex::default()),
             drain_window: drain::DEFAULT_WINDOW,
             drains: std::sync::Mutex::new(BTreeMap::new()),
@@ -417,11 +421,12 @@ impl<O: Outputs> Reconciler<O> {
         let known = |address: &IpAddr| inputs.workload.bfd_ips.contains(address);
         if self.mode != BfdMode::Monitor
             || inputs.bfd.is_none()
-            || self.monitor_addresses.iter().all(known)
+            || (self.monitor_addresses.iter().all(known) && self.bfd_auth_secret.is_none())
         {
             return Cow::Borrowed(inputs);
         }
         let mut rendered = inputs.clone();
+        rendered.workload.bfd_auth_secret = self.bfd_auth_secret.clone();
         for address in &self.monitor_addresses {
             if !rendered.workload.bfd_ips.contains(address) {
                 rendered.workload.bfd_ips.push(*address);

@@ -92,6 +92,71 @@ fn native_mode_routes_the_bfd_port_and_silences_path_down() {
     }
 }
 
+/// Monitor mode with keyed SHA1: bfdd reads the key from the Secret, mounted read-only; the
+/// agent does not see it. Without a Secret nothing of it is rendered.
+#[test]
+fn keyed_sha1_mounts_the_secret_into_bfdd_only() {
+    let deployment_with = |secret: Option<&str>| {
+        let mut snapshot = cluster();
+        snapshot.put_vpc(from(json!({
+            "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
+            "spec": {},
+            "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default",
+                       "bfdPort": {"name": "bfd@ovn-cluster", "ip": "198.18.0.253"}}
+        })));
+        let mut spec = base_spec();
+        merge(&mut spec, json!({"bfd": {"enabled": true}}));
+        let gateway = gateway(spec);
+        let Ok(mut inputs) = resolve(&gateway, &snapshot, &Tenancy::default()) else {
+            panic!("does not resolve");
+        };
+        inputs.workload.bfd_auth_secret = secret.map(str::to_owned);
+        pod(&render(&gateway, &inputs, "veg:test"))
+    };
+    let spec = deployment_with(Some("veg-bfd-auth"));
+    let bfdd = spec.containers.iter().find(|c| c.name == "bfdd");
+    let args = bfdd.and_then(|c| c.args.clone()).unwrap_or_default();
+    let at = args.iter().position(|a| a == "--auth-key-file");
+    assert_eq!(
+        at.and_then(|i| args.get(i + 1)).map(String::as_str),
+        Some("/etc/veg/bfd-auth/key"),
+        "{args:?}"
+    );
+    let mount = bfdd
+        .and_then(|c| c.volume_mounts.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.name == "bfd-auth");
+    assert_eq!(mount.and_then(|m| m.read_only), Some(true));
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "bfd-auth")
+        .and_then(|v| v.secret.clone());
+    assert_eq!(
+        volume.and_then(|s| s.secret_name).as_deref(),
+        Some("veg-bfd-auth")
+    );
+    assert!(
+        spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.name != "bfd-auth"),
+        "the agent sees the key"
+    );
+    let plain = deployment_with(None);
+    assert!(plain.volumes.iter().flatten().all(|v| v.name != "bfd-auth"));
+    let args = plain
+        .containers
+        .iter()
+        .find(|c| c.name == "bfdd")
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default();
+    assert!(!args.contains(&"--auth-key-file".to_owned()));
+}
+
 fn template_annotations(deployment: &Deployment) -> BTreeMap<String, String> {
     deployment
         .spec

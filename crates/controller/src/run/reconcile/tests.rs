@@ -630,6 +630,7 @@ async fn gateways_accept_bfd_from_every_monitor() -> anyhow::Result<()> {
     let recorder = Recorder::default();
     let mut reconciler = Reconciler::new(client.clone(), &recorder, BfdMode::Monitor, "veg:test");
     reconciler.monitor_addresses = vec!["198.18.0.252".parse()?, "198.18.0.253".parse()?];
+    reconciler.bfd_auth_secret = Some("veg-bfd-auth".into());
     let mut snapshot = cluster();
     snapshot.put_vpc(from(json!({
         "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
@@ -660,6 +661,12 @@ async fn gateways_accept_bfd_from_every_monitor() -> anyhow::Result<()> {
         .cloned()
         .unwrap_or_default();
     anyhow::ensure!(allow == "198.18.0.253,198.18.0.252", "{args:?}");
+    // Keyed SHA1 (monitor mode): bfdd reads the Secret's key.
+    anyhow::ensure!(
+        args.windows(2)
+            .any(|pair| pair[0] == "--auth-key-file" && pair[1] == "/etc/veg/bfd-auth/key"),
+        "{args:?}"
+    );
     Ok(())
 }
 
