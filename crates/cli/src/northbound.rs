@@ -27,12 +27,18 @@ pub struct NorthboundArgs {
     /// remote's host.
     #[arg(long, env = "VEG_NB_TLS_CA_ONLY")]
     nb_tls_ca_only: bool,
+    /// The longest message taken from the NB, MiB; a longer one closes the connection (the
+    /// initial dump at 100 000 Pods is about 15 MB, and decoding costs several times a
+    /// message's size).
+    #[arg(long, env = "VEG_NB_MAX_MESSAGE_MIB", default_value_t = 64)]
+    nb_max_message_mib: usize,
 }
 
 impl NorthboundArgs {
     /// The client configuration for these remotes, monitoring `spec`.
     pub fn config(&self, spec: MonitorSpec) -> anyhow::Result<ClientConfig> {
         let mut config = ClientConfig::northbound(&self.nb, spec).context("--nb")?;
+        config.max_message = self.nb_max_message_mib.max(1).saturating_mul(1024 * 1024);
         if let (Some(ca), Some(cert), Some(key)) = (&self.nb_ca_cert, &self.nb_cert, &self.nb_key) {
             config.tls = Some(TlsFiles {
                 ca_certificate: ca.clone(),

@@ -216,6 +216,7 @@ async fn main() -> Result<()> {
             probe_interval: Duration::from_secs(30),
             monitor,
             tls: None,
+            max_message: veg_ovsdb::jsonrpc::MAX_MESSAGE,
         },
         Duration::from_secs(10),
     )

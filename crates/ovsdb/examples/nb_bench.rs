@@ -21,6 +21,7 @@ async fn main() -> Result<()> {
             probe_interval: Duration::from_secs(30),
             monitor: tables.iter().map(|t| (t.to_string(), Vec::new())).collect(),
             tls: None,
+            max_message: veg_ovsdb::jsonrpc::MAX_MESSAGE,
         })
     };
     let writer = Client::connect(config(&[])?, Duration::from_secs(5)).await?;

@@ -54,6 +54,9 @@ pub struct ClientConfig {
     pub monitor: MonitorSpec,
     /// Certificates for `ssl:` remotes.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Longest message accepted from the server; a longer one closes the connection (it would
+    /// cost several times its size to decode).
+    pub max_message: usize,
 }
 
 impl ClientConfig {
@@ -67,6 +70,7 @@ impl ClientConfig {
             probe_interval: Duration::from_secs(5),
             monitor,
             tls: None,
+            max_message: crate::jsonrpc::MAX_MESSAGE,
         })
     }
 }
@@ -164,6 +168,7 @@ impl Connection {
     async fn open(
         remote: &Remote,
         tls: Option<&crate::tls::TlsFiles>,
+        max_message: usize,
         incoming: mpsc::UnboundedSender<Incoming>,
     ) -> Result<Arc<Connection>, Error> {
         let label = remote.label();
@@ -214,12 +219,18 @@ impl Connection {
                 )
             }
         };
-        Ok(Connection::from_stream(stream, label, incoming))
+        Ok(Connection::from_stream(
+            stream,
+            label,
+            max_message,
+            incoming,
+        ))
     }
 
     fn from_stream(
         stream: Box<dyn Stream>,
         label: String,
+        max_message: usize,
         incoming: mpsc::UnboundedSender<Incoming>,
     ) -> Arc<Connection> {
         let (read, write) = tokio::io::split(stream);
@@ -227,6 +238,7 @@ impl Connection {
         Arc::new_cyclic(|weak: &std::sync::Weak<Connection>| {
             let reader = tokio::spawn(read_loop(
                 read,
+                max_message,
                 weak.clone(),
                 pending.clone(),
                 incoming,
@@ -282,7 +294,7 @@ impl Connection {
 
     fn close(&self) {
         self.reader.abort();
-        fail_pending(&self.pending, &self.remote);
+        fail_pending(&self.pending, &self.remote, None);
     }
 }
 
@@ -292,27 +304,38 @@ impl Drop for Connection {
     }
 }
 
-fn fail_pending(pending: &Pending, remote: &str) {
+/// Fails every call still waiting: the connection is gone, for `why` when the stream broke
+/// the protocol (a message too long, invalid JSON), else plainly lost.
+fn fail_pending(pending: &Pending, remote: &str, why: Option<&crate::jsonrpc::FrameError>) {
     let drained: Vec<_> = pending
         .lock()
         .map(|mut map| map.drain().collect())
         .unwrap_or_default();
     for (_, (_, respond)) in drained {
-        let _ = respond.send(Err(Error::Disconnected {
-            remote: remote.to_owned(),
-        }));
+        let error = match why {
+            Some(error) => Error::Protocol {
+                remote: remote.to_owned(),
+                error: error.clone(),
+            },
+            None => Error::Disconnected {
+                remote: remote.to_owned(),
+            },
+        };
+        let _ = respond.send(Err(error));
     }
 }
 
 async fn read_loop(
     mut read: ReadHalf<Box<dyn Stream>>,
+    max_message: usize,
     connection: std::sync::Weak<Connection>,
     pending: Pending,
     incoming: mpsc::UnboundedSender<Incoming>,
     remote: String,
 ) {
-    let mut splitter = FrameSplitter::default();
+    let mut splitter = FrameSplitter::with_limit(max_message);
     let mut buffer = vec![0u8; 64 * 1024];
+    let mut broken = None;
     'read: loop {
         let read_bytes = match read.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
@@ -324,6 +347,7 @@ async fn read_loop(
                 Ok(message) => message,
                 Err(error) => {
                     tracing::warn!(remote = %remote, error = %error, "ovsdb protocol error; closing");
+                    broken = Some(error);
                     break 'read;
                 }
             };
@@ -363,7 +387,7 @@ async fn read_loop(
             }
         }
     }
-    fail_pending(&pending, &remote);
+    fail_pending(&pending, &remote, broken.as_ref());
     let _ = incoming.send(Incoming::Closed);
 }
 
@@ -657,7 +681,13 @@ async fn establish(
     remote: &Remote,
     incoming: mpsc::UnboundedSender<Incoming>,
 ) -> Result<Arc<Connection>, Error> {
-    let connection = Connection::open(remote, shared.config.tls.as_ref(), incoming).await?;
+    let connection = Connection::open(
+        remote,
+        shared.config.tls.as_ref(),
+        shared.config.max_message,
+        incoming,
+    )
+    .await?;
     let config = &shared.config;
     if config.leader_only {
         check_leader(&connection, &config.database).await?;
@@ -861,7 +891,12 @@ mod tests {
         use tokio::io::AsyncBufReadExt;
         let (ours, theirs) = tokio::net::UnixStream::pair()?;
         let (incoming_tx, mut incoming_rx) = mpsc::unbounded_channel();
-        let connection = Connection::from_stream(Box::new(ours), "test".into(), incoming_tx);
+        let connection = Connection::from_stream(
+            Box::new(ours),
+            "test".into(),
+            crate::jsonrpc::MAX_MESSAGE,
+            incoming_tx,
+        );
         let server = tokio::spawn(async move {
             let (read, mut write) = tokio::io::split(theirs);
             let mut lines = tokio::io::BufReader::new(read).lines();

@@ -5,8 +5,10 @@
 
 use serde_json::{Value, json};
 
-/// Largest message accepted (a full NB dump of a big cluster fits many times over).
-pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// Largest message accepted unless the client says otherwise: the controller's initial NB
+/// dump at 100 000 Pods and 1 000 gateways is about 15 MB (a name per Logical_Switch_Port,
+/// the Port_Groups' port sets), and a message costs several times its size to decode.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A JSON-RPC message.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,9 +40,9 @@ pub enum Message {
 /// The byte stream does not hold valid JSON-RPC.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
-    /// A message grew past [`MAX_MESSAGE`].
-    #[error("message longer than {MAX_MESSAGE} bytes")]
-    TooLong,
+    /// A message grew past the limit ([`MAX_MESSAGE`] unless configured).
+    #[error("message longer than {limit} bytes (the client's limit)")]
+    TooLong { limit: usize },
     /// Something other than an object or array where a message starts.
     #[error("unexpected byte {byte:#04x} between messages")]
     Garbage { byte: u8 },
@@ -59,8 +61,10 @@ pub enum FrameError {
 }
 
 /// Splits a byte stream into JSON texts.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameSplitter {
+    /// Longest text accepted.
+    limit: usize,
     buffer: Vec<u8>,
     /// Bytes of `buffer` already scanned.
     scanned: usize,
@@ -71,7 +75,26 @@ pub struct FrameSplitter {
     escaped: bool,
 }
 
+impl Default for FrameSplitter {
+    fn default() -> Self {
+        FrameSplitter::with_limit(MAX_MESSAGE)
+    }
+}
+
 impl FrameSplitter {
+    /// A splitter refusing texts longer than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        FrameSplitter {
+            limit,
+            buffer: Vec::new(),
+            scanned: 0,
+            start: None,
+            depth: 0,
+            in_string: false,
+            escaped: false,
+        }
+    }
+
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buffer.extend_from_slice(bytes);
@@ -114,6 +137,10 @@ impl FrameSplitter {
                     self.depth -= 1;
                     if self.depth == 0 {
                         let start = self.start.unwrap_or(0);
+                        if self.scanned - start > self.limit {
+                            self.reset(self.scanned);
+                            return Some(Err(FrameError::TooLong { limit: self.limit }));
+                        }
                         let parsed = serde_json::from_slice(&self.buffer[start..self.scanned])
                             .map_err(|error| FrameError::Json {
                                 reason: error.to_string(),
@@ -126,9 +153,9 @@ impl FrameSplitter {
             }
         }
         let pending = self.start.map_or(0, |start| self.buffer.len() - start);
-        if pending > MAX_MESSAGE {
+        if pending > self.limit {
             self.reset(self.buffer.len());
-            return Some(Err(FrameError::TooLong));
+            return Some(Err(FrameError::TooLong { limit: self.limit }));
         }
         None
     }
