@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use tokio::sync::watch;
@@ -63,11 +63,40 @@ pub enum Decision {
     Follow(String),
 }
 
-/// Decides from the Lease as read at `now`.
+/// What this replica saw of the Lease record, by its own clock: a holder's renewTime is
+/// written by the holder's clock, so comparing it with ours would let a skewed clock take a
+/// live Lease (two writers). As client-go does, a record counts as expired when this replica
+/// has seen it unchanged for the Lease's duration.
+#[derive(Debug, Default)]
+pub struct Observed {
+    record: Option<String>,
+    since: Option<std::time::Instant>,
+}
+
+impl Observed {
+    /// Notes the record read at `now`; how long it has been unchanged.
+    pub fn unchanged_for(&mut self, lease: Option<&Lease>, now: std::time::Instant) -> Duration {
+        let record = lease.and_then(|lease| lease.spec.as_ref()).map(|spec| {
+            format!(
+                "{:?}/{:?}/{:?}/{:?}",
+                spec.holder_identity, spec.renew_time, spec.acquire_time, spec.lease_transitions
+            )
+        });
+        if record != self.record || self.since.is_none() {
+            self.record = record;
+            self.since = Some(now);
+        }
+        self.since
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since))
+    }
+}
+
+/// Decides from the Lease as read, the record unchanged for `unchanged_for` by this replica's
+/// clock ([`Observed`]).
 pub fn decide(
     lease: Option<&Lease>,
     identity: &str,
-    now: Timestamp,
+    unchanged_for: Duration,
     duration: Duration,
 ) -> Decision {
     let Some(lease) = lease else {
@@ -83,16 +112,12 @@ pub fn decide(
     }
     let valid_for = spec
         .lease_duration_seconds
-        .map(|s| SignedDuration::from_secs(i64::from(s)))
-        .or_else(|| SignedDuration::try_from(duration).ok())
-        .unwrap_or(SignedDuration::from_secs(15));
-    match spec.renew_time.or(spec.acquire_time) {
-        Some(MicroTime(renewed))
-            if renewed.saturating_add(valid_for).is_ok_and(|end| end > now) =>
-        {
-            Decision::Follow(holder)
-        }
-        _ => Decision::TakeOver,
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(duration, Duration::from_secs);
+    if unchanged_for < valid_for {
+        Decision::Follow(holder)
+    } else {
+        Decision::TakeOver
     }
 }
 
@@ -117,10 +142,21 @@ fn conflict(error: &kube::Error) -> bool {
 }
 
 /// One attempt: whether we hold the Lease afterwards.
-pub async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kube::Error> {
+pub async fn attempt(
+    api: &Api<Lease>,
+    config: &LeaseConfig,
+    observed: &mut Observed,
+) -> Result<bool, kube::Error> {
     let current = api.get_opt(&config.name).await?;
+    let unchanged_for = observed.unchanged_for(current.as_ref(), std::time::Instant::now());
+    // Written into the Lease for others to see; never compared with another's clock.
     let now = Timestamp::now();
-    let written = match decide(current.as_ref(), &config.identity, now, config.duration) {
+    let written = match decide(
+        current.as_ref(),
+        &config.identity,
+        unchanged_for,
+        config.duration,
+    ) {
         Decision::Follow(_) => return Ok(false),
         Decision::Create => {
             let lease = Lease {
@@ -169,6 +205,7 @@ pub async fn attempt(api: &Api<Lease>, config: &LeaseConfig) -> Result<bool, kub
 pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool>) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let mut renewed: Option<Instant> = None;
+    let mut observed = Observed::default();
     loop {
         if renewed.is_some_and(|at| at.elapsed() >= config.renew_deadline) {
             if *leader.borrow() {
@@ -183,7 +220,8 @@ pub async fn run(client: Client, config: LeaseConfig, leader: watch::Sender<bool
         let limit = deadline.map_or(config.renew_deadline, |end| {
             end.saturating_duration_since(started)
         });
-        let outcome = match tokio::time::timeout(limit, attempt(&api, &config)).await {
+        let outcome = match tokio::time::timeout(limit, attempt(&api, &config, &mut observed)).await
+        {
             Ok(result) => result.map_err(|error| error.to_string()),
             Err(_) => Err(format!(
                 "the API server did not answer within {} ms",

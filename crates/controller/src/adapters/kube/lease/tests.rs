@@ -29,21 +29,56 @@ fn lease(holder: &str, renewed: Timestamp) -> Lease {
 fn decisions() {
     let now = Timestamp::now();
     let d = Duration::from_secs(15);
-    assert_eq!(decide(None, "a", now, d), Decision::Create);
-    assert_eq!(decide(Some(&lease("a", now)), "a", now, d), Decision::Renew);
+    let fresh = Duration::from_secs(1);
+    assert_eq!(decide(None, "a", fresh, d), Decision::Create);
     assert_eq!(
-        decide(Some(&lease("b", now)), "a", now, d),
+        decide(Some(&lease("a", now)), "a", fresh, d),
+        Decision::Renew
+    );
+    assert_eq!(
+        decide(Some(&lease("b", now)), "a", fresh, d),
         Decision::Follow("b".into())
     );
-    let old = now - SignedDuration::from_secs(16);
     assert_eq!(
-        decide(Some(&lease("b", old)), "a", now, d),
+        decide(Some(&lease("b", now)), "a", Duration::from_secs(16), d),
         Decision::TakeOver
     );
     assert_eq!(
-        decide(Some(&lease("", now)), "a", now, d),
+        decide(Some(&lease("", now)), "a", fresh, d),
         Decision::TakeOver
     );
+}
+
+/// The holder's renewTime is its own clock's: judged by ours it could look expired while the
+/// holder renews (our clock ahead: two writers) or live long after it stopped (its clock
+/// ahead). Only how long this replica has seen the record unchanged counts.
+#[test]
+fn a_skewed_holder_clock_neither_expires_a_live_lease_nor_keeps_a_dead_one() {
+    let d = Duration::from_secs(15);
+    let start = std::time::Instant::now();
+    let mut observed = Observed::default();
+    // The holder's clock is an hour behind ours, and it renews every 2 s: always followed.
+    let behind = Timestamp::now() - SignedDuration::from_secs(3600);
+    for renewal in 0..20u64 {
+        let at = start + Duration::from_secs(2 * renewal);
+        let read = lease("b", behind + SignedDuration::from_secs(2 * renewal as i64));
+        let unchanged = observed.unchanged_for(Some(&read), at);
+        assert_eq!(
+            decide(Some(&read), "a", unchanged, d),
+            Decision::Follow("b".into()),
+            "renewal {renewal}"
+        );
+    }
+    // Its clock is an hour ahead and it stopped: taken over once unchanged for 15 s.
+    let mut observed = Observed::default();
+    let ahead = lease("b", Timestamp::now() + SignedDuration::from_secs(3600));
+    let first = observed.unchanged_for(Some(&ahead), start);
+    assert_eq!(
+        decide(Some(&ahead), "a", first, d),
+        Decision::Follow("b".into())
+    );
+    let later = observed.unchanged_for(Some(&ahead), start + Duration::from_secs(16));
+    assert_eq!(decide(Some(&ahead), "a", later, d), Decision::TakeOver);
 }
 
 fn config(identity: &str) -> LeaseConfig {
