@@ -28,8 +28,8 @@ pub struct NorthboundArgs {
     #[arg(long, env = "VEG_NB_TLS_CA_ONLY")]
     nb_tls_ca_only: bool,
     /// The longest message taken from the NB, MiB; a longer one closes the connection (the
-    /// initial dump at 100 000 Pods and 1 000 gateways is 13 MB, and decoding costs several times a
-    /// message's size).
+    /// initial dump at 100 000 Pods and 1 000 gateways is 13 MB, and decoding costs several
+    /// times a message's size).
     #[arg(long, env = "VEG_NB_MAX_MESSAGE_MIB", default_value_t = 64)]
     nb_max_message_mib: usize,
 }
