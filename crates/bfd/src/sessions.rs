@@ -49,10 +49,10 @@ pub enum DropReason {
         /// Your Discriminator.
         your_discr: u32,
     },
-    /// A Down or AdminDown for an Up session that neither names it (Your Discriminator zero)
-    /// nor comes from the peer's session (its My Discriminator is not the one learnt): what a
-    /// blind spoofer sends. A peer that restarted sends it too; its session then goes Down at
-    /// the detection time instead of at once.
+    /// A Down or AdminDown for an Up (or Init) session that neither names it (Your
+    /// Discriminator zero) nor comes from the peer's session (its My Discriminator is not the
+    /// one learnt): what a blind spoofer sends. A peer that restarted sends it too; its session
+    /// then goes Down at the detection time instead of at once.
     #[error("unverified {state:?} from {peer} for an Up session")]
     UnverifiedDown {
         /// Source address.
@@ -292,9 +292,12 @@ impl Sessions {
         let Some(session) = self.sessions.get_mut(&local_discr) else {
             return Err(DropReason::UnknownPeer { peer: source });
         };
+        // Also while coming up (Init, the peer's discriminator learnt): a spoofed Down would
+        // replace it, and our answers, naming the spoofer's, would be dropped by the peer.
         if packet.your_discr == 0
             && matches!(packet.state, State::Down | State::AdminDown)
-            && session.state() == State::Up
+            && (session.state() == State::Up
+                || (session.state() == State::Init && session.remote_discr() != 0))
             && packet.my_discr != session.remote_discr()
         {
             return Err(DropReason::UnverifiedDown {

@@ -421,3 +421,57 @@ fn a_down_naming_our_session_is_believed() {
         "{event:?}"
     );
 }
+
+/// A spoofer sending Down (Your Discriminator zero, its own My Discriminators) from the peer's
+/// address 20 times a second, from the start: the sessions still come Up (the spoofed
+/// discriminator must not replace the peer's while the session comes up) and stay Up.
+#[test]
+fn a_spoofed_down_flood_does_not_keep_a_session_from_coming_up() {
+    let mut net = Net::new();
+    let mut spoofed = 0u32;
+    let end = net.now + 6000 * MS;
+    let mut up_at = None;
+    let mut flaps = 0u32;
+    while net.now < end {
+        net.step();
+        if (net.now - (end - 6000 * MS)).as_millis().is_multiple_of(50) {
+            spoofed = spoofed.wrapping_add(7919);
+            let _ = net
+                .b
+                .receive(&down_packet(spoofed | 1, 0), A, None, 255, net.now);
+        }
+        if net.both_up() && up_at.is_none() {
+            up_at = Some(net.now);
+        }
+        if up_at.is_some() && Net::state(&net.b) != Some(State::Up) {
+            flaps += 1;
+        }
+        net.now += MS;
+    }
+    assert!(up_at.is_some(), "never came up under the flood");
+    assert_eq!(flaps, 0, "the flood knocked the Up session down");
+}
+
+/// While a passive session comes up (Init, the peer's discriminator learnt from its Down), a
+/// spoofed Down with another My Discriminator does not replace it.
+#[test]
+fn a_spoofed_down_does_not_replace_the_peers_discriminator_while_coming_up() {
+    let now = Instant::now();
+    let mut b = Sessions::new(counter(200));
+    b.allow(config(A, Role::Passive));
+    let opened = b.receive(&down_packet(500, 0), A, None, 255, now);
+    assert!(
+        matches!(opened, Ok(Some(ref e)) if e.transition.new == State::Init),
+        "{opened:?}"
+    );
+    let spoofed = b.receive(&down_packet(777, 0), A, None, 255, now + MS);
+    assert_eq!(
+        spoofed.err().map(|e| e.metric_label()),
+        Some("unverified_down")
+    );
+    let status = b.status(now + MS);
+    assert_eq!(
+        (status[0].state, status[0].remote_discr),
+        (State::Init, 500)
+    );
+}
