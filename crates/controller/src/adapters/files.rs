@@ -115,12 +115,12 @@ impl FileSource {
         // The statuses this controller wrote, as an API server would keep them.
         let gateways: Vec<VpcEgressGateway> = snapshot.gateways().into_iter().cloned().collect();
         for mut gateway in gateways {
-            let path = status_path(
+            // A name that is no object name has no status file (nor is one read for it).
+            if let Ok(path) = status_path(
                 &self.output,
                 gateway.namespace_or_empty(),
                 gateway.name_or_empty(),
-            );
-            if let Ok(text) = std::fs::read_to_string(path)
+            ) && let Ok(text) = std::fs::read_to_string(path)
                 && let Ok(status) = serde_json::from_str::<VpcEgressGatewayStatus>(&text)
             {
                 gateway.status = Some(status);
@@ -156,10 +156,8 @@ impl Source for FileSource {
     }
 }
 
-fn status_path(output: &Path, namespace: &str, name: &str) -> PathBuf {
-    output
-        .join("status")
-        .join(format!("{namespace}.{name}.json"))
+fn status_path(output: &Path, namespace: &str, name: &str) -> Result<PathBuf, OutputError> {
+    Ok(output.join("status").join(file_name(&[namespace, name])?))
 }
 
 /// `parts` joined by dots as a file name, when each is a Kubernetes object name. The
@@ -237,8 +235,7 @@ impl Outputs for FileOutputs {
         name: &str,
         status: &VpcEgressGatewayStatus,
     ) -> Result<(), OutputError> {
-        file_name(&[namespace, name])?;
-        self.write(&status_path(&self.dir, namespace, name), status)
+        self.write(&status_path(&self.dir, namespace, name)?, status)
     }
 
     async fn event(&self, namespace: &str, name: &str, event: &Event) {

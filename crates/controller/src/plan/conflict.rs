@@ -113,10 +113,15 @@ impl ClaimIndex {
         self.claims.contains_key(key)
     }
 
+    /// Whether `claim` is already its gateway's claim.
+    pub fn holds(&self, claim: &Claim) -> bool {
+        self.claims.get(&claim.key) == Some(claim)
+    }
+
     /// Sets a gateway's claim; only the ports that changed touch the index. Whether the claim
     /// differs from the one it replaces.
     pub fn put(&mut self, claim: Claim) -> bool {
-        if self.claims.get(&claim.key) == Some(&claim) {
+        if self.holds(&claim) {
             return false;
         }
         let old_ports = self

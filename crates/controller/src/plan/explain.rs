@@ -263,14 +263,7 @@ pub fn explain(
             "not attached to an OVN VPC (no ovn.kubernetes.io/logical_router annotation)".into(),
         );
     };
-    let ips: Vec<IpAddr> = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ips.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip.ip.parse().ok())
-        .collect();
+    let ips: Vec<IpAddr> = crate::plan::snapshot::pod_ips(pod);
     let families: BTreeSet<bool> = ips.iter().map(IpAddr::is_ipv4).collect();
     let node = pod
         .spec

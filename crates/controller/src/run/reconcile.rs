@@ -596,11 +596,15 @@ impl<O: Outputs> Reconciler<O> {
         let Ok(mut cache) = self.claims.lock() else {
             return Default::default();
         };
-        let before = cache.overlaps_of(&inputs.key, |_| true);
-        let changed = cache.put(Claim::of(
-            inputs,
-            gateway.metadata.creation_timestamp.clone(),
-        ));
+        let claim = Claim::of(inputs, gateway.metadata.creation_timestamp.clone());
+        // The overlaps of the old claim matter only when it changes (most passes it does not).
+        let changed = !cache.holds(&claim);
+        let before = if changed {
+            cache.overlaps_of(&inputs.key, |_| true)
+        } else {
+            Vec::new()
+        };
+        cache.put(claim);
         // The gateways that count: every other one not being deleted; one never reconciled
         // yet is resolved once for its claim.
         let mut counted = std::collections::HashSet::new();

@@ -38,10 +38,9 @@ fn render_in(snapshot: &MemorySnapshot, spec_patch: serde_json::Value) -> Deploy
     }
 }
 
-/// Native mode: the BFD peers are router ports (routed even inside the subnet) and bfdd
-/// signals a Path Down by silence; monitor mode neither.
-#[test]
-fn native_mode_routes_the_bfd_port_and_silences_path_down() {
+/// gateway1 with BFD on, its VPC's BFD port at 198.18.0.253 inside the internal subnet, and
+/// its inputs.
+fn bfd_gateway() -> (veg_api::VpcEgressGateway, GatewayInputs) {
     let mut snapshot = cluster();
     snapshot.put_vpc(from(json!({
         "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
@@ -58,9 +57,17 @@ fn native_mode_routes_the_bfd_port_and_silences_path_down() {
     let mut spec = base_spec();
     merge(&mut spec, json!({"bfd": {"enabled": true}}));
     let gateway = gateway(spec);
-    let Ok(mut inputs) = resolve(&gateway, &snapshot, &Tenancy::default()) else {
+    let Ok(inputs) = resolve(&gateway, &snapshot, &Tenancy::default()) else {
         panic!("does not resolve");
     };
+    (gateway, inputs)
+}
+
+/// Native mode: the BFD peers are router ports (routed even inside the subnet) and bfdd
+/// signals a Path Down by silence; monitor mode neither.
+#[test]
+fn native_mode_routes_the_bfd_port_and_silences_path_down() {
+    let (gateway, mut inputs) = bfd_gateway();
     for native in [false, true] {
         inputs.workload.bfd_routed = native;
         let deployment = render(&gateway, &inputs, "veg:test");
@@ -97,19 +104,7 @@ fn native_mode_routes_the_bfd_port_and_silences_path_down() {
 #[test]
 fn keyed_sha1_mounts_the_secret_into_bfdd_only() {
     let deployment_with = |secret: Option<&str>| {
-        let mut snapshot = cluster();
-        snapshot.put_vpc(from(json!({
-            "apiVersion": "kubeovn.io/v1", "kind": "Vpc", "metadata": {"name": "ovn-cluster"},
-            "spec": {},
-            "status": {"router": "ovn-cluster", "defaultLogicalSwitch": "ovn-default",
-                       "bfdPort": {"name": "bfd@ovn-cluster", "ip": "198.18.0.253"}}
-        })));
-        let mut spec = base_spec();
-        merge(&mut spec, json!({"bfd": {"enabled": true}}));
-        let gateway = gateway(spec);
-        let Ok(mut inputs) = resolve(&gateway, &snapshot, &Tenancy::default()) else {
-            panic!("does not resolve");
-        };
+        let (gateway, mut inputs) = bfd_gateway();
         inputs.workload.bfd_auth_secret = secret.map(str::to_owned);
         pod(&render(&gateway, &inputs, "veg:test"))
     };
